@@ -1,0 +1,136 @@
+"""checkpoint -> simplified, checked ONNX file with the runtime's metadata."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from deblur.runtime.errors import ExportError
+from deblur.runtime.model_info import ModelInfo
+from deblur.runtime.version import __version__
+from deblur.train.checkpoint import load_generator
+
+from .analysis import count_gflops_per_megapixel, count_parameters, measure_receptive_field
+from .parity import ParityResult, check_parity
+from .to_onnx import OPSET, set_metadata, simplify, to_fp16, torch_to_onnx
+
+log = logging.getLogger(__name__)
+
+FP32_MAX_ABS = 1e-4  # in [-1, 1] units: float reassociation noise, nothing more
+FP16_MIN_PSNR = 45.0  # dB against FP32 torch: invisible at 8 bits (1 grey level is ~48 dB)
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    info: ModelInfo
+    parameters: int
+    file_bytes: int
+    parity: list[ParityResult] = field(default_factory=list)
+    fp16_blocked_ops: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        i = self.info
+        lines = [
+            f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, {i.precision}, io {i.io_dtype}, opset {OPSET})",
+            f"  {i.arch}({', '.join(f'{k}={v}' for k, v in i.arch_args.items())}): "
+            f"{self.parameters / 1e6:.2f} M parameters, {i.gflops_per_megapixel:.1f} GFLOPs per megapixel",
+            f"  receptive field {i.receptive_field} px -> tile context {i.tile_context} px; "
+            f"size multiple {i.size_multiple}; input {i.channel_order} in {list(i.input_range)}",
+        ]
+        if self.fp16_blocked_ops:
+            lines.append(f"  kept in FP32 for accuracy: {', '.join(self.fp16_blocked_ops)}")
+        lines += [f"  parity vs torch FP32 at {r}" for r in self.parity]
+        if not self.parity:
+            lines.append("  parity check skipped (--no-check)")
+        return "\n".join(lines)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
+                      fp16_io: bool = False, fp16_block_ops: list[str] | None = None,
+                      simplify_graph: bool = True, check: bool = True) -> ExportReport:
+    """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
+    output = Path(output)
+    if fp16_io and not fp16:
+        raise ExportError("--fp16-io needs --fp16 (an FP32 model has FP32 inputs)")
+    if output.suffix.lower() != ".onnx":
+        raise ExportError(f"{output}: the output file should end in .onnx")
+    if output.exists() and output.is_dir():
+        raise ExportError(f"{output}: is a directory; give a file name such as {output / 'model.onnx'}")
+    loaded = load_generator(checkpoint)
+    model = loaded.model
+    size_multiple = int(getattr(model, "size_multiple", 1))
+    receptive_field = measure_receptive_field(model)
+    info = ModelInfo(
+        input_range=tuple(getattr(model, "input_range", (-1.0, 1.0))),
+        channel_order=getattr(model, "channel_order", "RGB"),
+        size_multiple=size_multiple,
+        tile_context=_round_up(receptive_field // 2, size_multiple),
+        receptive_field=receptive_field,
+        precision="fp16" if fp16 else "fp32",
+        io_dtype="float16" if fp16_io else "float32",
+        normalization="instance" if "InstanceNorm" in repr(model) else "none",
+        arch=loaded.arch,
+        arch_args=loaded.arch_args,
+        toolkit_version=__version__,
+        source_sha256=loaded.sha256,
+        train_step=loaded.step,
+        gflops_per_megapixel=round(count_gflops_per_megapixel(model), 2),
+        has_metadata=True,
+    )
+    proto = torch_to_onnx(model)
+    if simplify_graph:
+        proto = simplify(proto)
+    fp32_proto = proto
+    parity: list[ParityResult] = []
+    blocked: list[str] = []
+    if fp16:
+        # Try plain FP16 first; keep InstanceNorm in FP32 only if measurement says so.
+        # Op types the user names are kept in FP32 from the start.
+        ladder = [list(fp16_block_ops)] if fp16_block_ops else [[], ["InstanceNormalization"]]
+        for blocked in ladder:
+            proto = to_fp16(fp32_proto, fp16_io=fp16_io, block_ops=blocked)
+            if not check:
+                break
+            parity = _parity(model, proto, info)
+            if min(r.psnr_db for r in parity) >= FP16_MIN_PSNR:
+                break
+        else:
+            raise ExportError(f"FP16 model is below {FP16_MIN_PSNR} dB PSNR against FP32 torch even with "
+                              f"{', '.join(blocked)} in FP32: " + "; ".join(map(str, parity)) +
+                              ". Export FP32 instead or pass --fp16-block-op for other op types")
+    elif check:
+        parity = _parity(model, proto, info)
+        worst = max(r.max_abs for r in parity)
+        if worst > FP32_MAX_ABS:
+            raise ExportError(f"ONNX output differs from torch by {worst:.2e} > {FP32_MAX_ABS:.0e}: "
+                              + "; ".join(map(str, parity)) + ". Try --no-simplify; report the checkpoint")
+    set_metadata(proto, info.to_metadata())
+    proto.producer_name, proto.producer_version = "deblur-edge", __version__
+    _save_atomic(proto, output)
+    return ExportReport(output, info, count_parameters(model), output.stat().st_size, parity, blocked)
+
+
+def _parity(model, proto: onnx.ModelProto, info: ModelInfo) -> list[ParityResult]:
+    return check_parity(model, proto, input_range=info.input_range, channel_order=info.channel_order)
+
+
+def _save_atomic(proto: onnx.ModelProto, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(fd)
+    try:
+        onnx.save(proto, tmp)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

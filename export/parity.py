@@ -1,0 +1,77 @@
+"""Does the ONNX model compute what the PyTorch model computes? Measured on a real photo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+import cv2
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+# Two crops of different aspect ratio, multiples of 4: catches baked shapes and
+# transposed-axis bugs that a square test input would hide.
+PARITY_SIZES = ((256, 176), (160, 320))  # (H, W)
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    size: tuple[int, int]  # (H, W)
+    max_abs: float  # in model units ([-1, 1] -> a range of 2)
+    psnr_db: float
+
+    def __str__(self) -> str:
+        return f"{self.size[1]}x{self.size[0]}: max|diff| {self.max_abs:.2e}, PSNR {self.psnr_db:.1f} dB"
+
+
+def reference_photo() -> np.ndarray:
+    """The bundled real photo, HxWx3 uint8 BGR."""
+    path = resources.files("deblur.runtime") / "assets" / "astronaut.jpg"
+    image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"bundled photo {path} is missing or unreadable; reinstall deblur-edge")
+    return image
+
+
+def photo_batch(size: tuple[int, int], input_range: tuple[float, float], channel_order: str) -> np.ndarray:
+    """(1, 3, H, W) float32 crop of the reference photo in the model's range and order."""
+    image = reference_photo()
+    h, w = size
+    scale = max(h / image.shape[0], w / image.shape[1], 1.0)
+    if scale > 1.0:
+        image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    top, left = (image.shape[0] - h) // 2, (image.shape[1] - w) // 2
+    crop = image[top:top + h, left:left + w]
+    if channel_order == "RGB":
+        crop = crop[:, :, ::-1]
+    low, high = input_range
+    x = crop.astype(np.float32) / 255.0 * (high - low) + low
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(data_range ** 2 / mse)
+
+
+def check_parity(model: nn.Module, proto: onnx.ModelProto, *, input_range: tuple[float, float],
+                 channel_order: str, sizes: tuple[tuple[int, int], ...] = PARITY_SIZES) -> list[ParityResult]:
+    """Run torch (FP32, eval) and ONNX Runtime (CPU) on the same photo crops."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # FP16 graphs on CPU log every inserted cast otherwise
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    feed_dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
+    data_range = input_range[1] - input_range[0]
+    results = []
+    for size in sizes:
+        x = photo_batch(size, input_range, channel_order)
+        with torch.no_grad():
+            expected = model.eval()(torch.from_numpy(x)).numpy()
+        got = session.run(None, {feed.name: x.astype(feed_dtype)})[0].astype(np.float32)
+        results.append(ParityResult(size, float(np.abs(got - expected).max()), psnr(got, expected, data_range)))
+    return results

@@ -1,0 +1,72 @@
+"""Errors a user can act on, and how every CLI reports them.
+
+Libraries raise these with the file and the fix in the message; the CLIs turn them into
+one line on stderr and exit status 2 (usage/input errors), never a traceback unless
+``--debug`` is given. Other exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Callable, TypeVar
+
+import click
+
+EXIT_USAGE = 2  # bad input, bad file, bad option: the user can fix it
+EXIT_PARTIAL = 1  # a batch ran but some items failed
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class DeblurError(Exception):
+    """Base class: something the user can fix. The message names the input and the fix."""
+
+
+class InputError(DeblurError):
+    """An input image/video/folder that cannot be read or used."""
+
+
+class ModelError(DeblurError):
+    """A model file (ONNX) that cannot be loaded or does not fit the runtime's contract."""
+
+
+class CheckpointError(DeblurError):
+    """A PyTorch checkpoint that cannot be loaded safely or does not fit the architecture."""
+
+
+class ProviderError(DeblurError):
+    """An ONNX Runtime execution provider that is missing or failed to initialise."""
+
+
+class ExportError(DeblurError):
+    """Export produced a model that fails its checks (parity, simplification)."""
+
+
+def report_errors(func: F) -> F:
+    """Wrap a click command body: DeblurError -> one line + exit 2; ``debug=True`` re-raises."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        debug = bool(kwargs.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except DeblurError as exc:
+            if debug:
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Library code logs through `logging`; the CLIs decide what reaches the terminal."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)

@@ -1,0 +1,88 @@
+"""The preprocessing contract between an exported model and the runtime.
+
+``deblur-export`` writes these fields into the ONNX file's ``metadata_props``; the runtime
+reads them back to decide range, channel order, padding and tile context. A plain ONNX
+image-to-image model without them still runs, with the documented defaults below.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+# Defaults for a foreign model without our metadata: the common convention of image
+# restoration models exported from PyTorch (RGB, [0, 1]); a multiple of 8 is harmless
+# (reflection padding, cropped back) and fits most U-Nets; 32 px of context per tile.
+DEFAULT_INPUT_RANGE = (0.0, 1.0)
+DEFAULT_CHANNEL_ORDER = "RGB"
+DEFAULT_SIZE_MULTIPLE = 8
+DEFAULT_TILE_CONTEXT = 32
+
+_PREFIX = "deblur."  # metadata_props keys, e.g. "deblur.input_range"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime needs to know about a model to feed it correctly."""
+
+    input_range: tuple[float, float] = DEFAULT_INPUT_RANGE  # pixel values 0 and max map here
+    channel_order: str = DEFAULT_CHANNEL_ORDER  # "RGB" or "BGR"
+    size_multiple: int = DEFAULT_SIZE_MULTIPLE  # H and W must be multiples of this
+    tile_context: int = DEFAULT_TILE_CONTEXT  # px of context each tile gets on every side
+    receptive_field: int | None = None  # px, of the conv stack with norms disabled
+    precision: str = "fp32"  # "fp32", "fp16" or "int8" (weights/compute)
+    io_dtype: str = "float32"  # dtype of the model's input/output tensors
+    normalization: str = "none"  # "instance": outputs depend on whole-input statistics
+    arch: str | None = None
+    arch_args: dict = field(default_factory=dict)
+    toolkit_version: str | None = None
+    source_sha256: str | None = None
+    train_step: int | None = None
+    gflops_per_megapixel: float | None = None
+    has_metadata: bool = False  # False: defaults above were used
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat string key/values for ONNX ``metadata_props``."""
+        out = {}
+        for key, value in asdict(self).items():
+            if key == "has_metadata" or value is None:
+                continue
+            out[_PREFIX + key] = value if isinstance(value, str) else json.dumps(value)
+        return out
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> "ModelInfo":
+        """Parse ``metadata_props``; keys we do not know are ignored (newer exporters)."""
+        known = {f.name: f for f in fields(cls)}
+        values: dict = {}
+        for key, raw in props.items():
+            if not key.startswith(_PREFIX):
+                continue
+            name = key[len(_PREFIX):]
+            if name not in known or name == "has_metadata":
+                continue
+            if known[name].type in ("str", "str | None"):
+                values[name] = raw
+                continue
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError:
+                raise ValueError(f"metadata {key}={raw!r} is not valid JSON") from None
+        if not values:
+            return cls()
+        if "input_range" in values:
+            values["input_range"] = tuple(float(v) for v in values["input_range"])
+        info = cls(**values, has_metadata=True)
+        info.validate()
+        return info
+
+    def validate(self) -> None:
+        low, high = self.input_range
+        if not high > low:
+            raise ValueError(f"input_range {self.input_range} is empty")
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be RGB or BGR, got {self.channel_order!r}")
+        if self.size_multiple < 1 or self.tile_context < 0:
+            raise ValueError(f"size_multiple {self.size_multiple} / tile_context {self.tile_context} out of range")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise ValueError(f"precision must be fp32, fp16 or int8, got {self.precision!r}")

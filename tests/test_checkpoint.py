@@ -1,0 +1,128 @@
+import logging
+import os
+import pickle
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from deblur.runtime.errors import CheckpointError  # noqa: E402
+from deblur.train.checkpoint import load_generator, save_checkpoint, strip_prefixes  # noqa: E402
+from deblur.train.models.resnet_generator import ResnetGenerator  # noqa: E402
+
+
+def _legacy_state_dict(model):
+    """What PyTorch < 0.4 saved for DeblurGAN: InstanceNorm running stats, DataParallel prefix."""
+    sd = {}
+    for key, value in model.state_dict().items():
+        sd["module." + key] = value
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.InstanceNorm2d):
+            sd[f"module.{name}.running_mean"] = torch.zeros(module.num_features)
+            sd[f"module.{name}.running_var"] = torch.ones(module.num_features)
+    return sd
+
+
+def _same_outputs(a, b):
+    x = torch.rand(1, 3, 32, 24) * 2 - 1
+    with torch.no_grad():
+        return torch.equal(a.eval()(x), b.eval()(x))
+
+
+def test_legacy_deblurgan_state_dict_loads_and_says_so_once(tmp_path, caplog):
+    source = ResnetGenerator(ngf=8, n_blocks=3)
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(_legacy_state_dict(source), path)
+    with caplog.at_level(logging.INFO, logger="deblur.train.checkpoint"):
+        loaded = load_generator(path)
+    assert loaded.arch == "resnet_generator"
+    assert loaded.arch_args == {"ngf": 8, "n_blocks": 3, "dropout": True}
+    assert _same_outputs(source, loaded.model)
+    notes = [r.message for r in caplog.records if "running-statistics" in r.message]
+    assert len(notes) == 1 and "PyTorch < 0.4" in notes[0]
+
+
+@pytest.mark.parametrize("wrapper", ["model", "state_dict", "generator", "netG"])
+def test_wrapped_state_dicts_load(tmp_path, wrapper):
+    source = ResnetGenerator(ngf=8, n_blocks=1, dropout=False)
+    path = tmp_path / "w.pth"
+    torch.save({wrapper: {"_orig_mod." + k: v for k, v in source.state_dict().items()}, "epoch": 3}, path)
+    loaded = load_generator(path)
+    assert loaded.arch_args == {"ngf": 8, "n_blocks": 1, "dropout": False}
+    assert _same_outputs(source, loaded.model)
+
+
+def test_own_format_roundtrip_keeps_metadata(tmp_path):
+    source = ResnetGenerator(ngf=8, n_blocks=2)
+    path = save_checkpoint(tmp_path / "c.pt", source, arch="resnet_generator", arch_args=source.arch_args,
+                           step=123, meta={"losses": {"g": 1.5}})
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "deblur-edge-checkpoint" and raw["version"] == 1
+    loaded = load_generator(path)
+    assert loaded.step == 123 and loaded.meta == {"losses": {"g": 1.5}}
+    assert len(loaded.sha256) == 64
+    assert _same_outputs(source, loaded.model)
+    assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
+
+
+def test_strip_prefixes_handles_nested_wrappers():
+    assert list(strip_prefixes({"module._orig_mod.a.b": 1, "c": 2})) == ["a.b", "c"]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("touch pwned_marker",))
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case, pattern", [
+    ("missing", "no such checkpoint"),
+    ("empty", "empty"),
+    ("directory", "is a directory"),
+    ("text", "not a readable PyTorch checkpoint"),
+    ("truncated", "not a readable PyTorch checkpoint"),
+    ("evil_pickle", "refused to load"),
+    ("other_arch", "do not match any known generator"),
+    ("wrong_shapes", "does not fit"),
+    ("missing_keys", "missing keys: model.4"),
+    ("newer_version", "newer than this"),
+    ("not_a_dict", "expected a dict"),
+])
+def test_bad_checkpoints_give_clear_errors(tmp_path, monkeypatch, case, pattern):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / f"{case}.pt"
+    good = ResnetGenerator(ngf=8, n_blocks=1)
+    if case == "empty":
+        _write(path, b"")
+    elif case == "directory":
+        path.mkdir()
+    elif case == "text":
+        _write(path, b"hello, I am not a checkpoint\n")
+    elif case == "truncated":
+        save_checkpoint(path, good, arch="resnet_generator", arch_args=good.arch_args)
+        _write(path, path.read_bytes()[: path.stat().st_size // 2])
+    elif case == "evil_pickle":
+        _write(path, pickle.dumps({"generator": _Evil()}))
+    elif case == "other_arch":
+        torch.save({"features.0.weight": torch.zeros(8, 3, 3, 3)}, path)
+    elif case == "wrong_shapes":
+        save_checkpoint(path, good, arch="resnet_generator", arch_args={"ngf": 16, "n_blocks": 1, "dropout": True})
+    elif case == "missing_keys":
+        sd = {k: v for k, v in good.state_dict().items() if not k.startswith("model.4.")}
+        torch.save(sd, path)
+    elif case == "newer_version":
+        save_checkpoint(path, good, arch="resnet_generator", arch_args=good.arch_args)
+        raw = torch.load(path, weights_only=True)
+        raw["version"] = 99
+        torch.save(raw, path)
+    elif case == "not_a_dict":
+        torch.save([torch.zeros(1)], path)
+    with pytest.raises(CheckpointError, match=pattern) as info:
+        load_generator(path)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "pwned_marker").exists()

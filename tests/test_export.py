@@ -1,0 +1,126 @@
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import TINY_ARGS, run_cli  # noqa: E402
+from deblur.export.exporter import export_checkpoint  # noqa: E402
+from deblur.runtime.model_info import ModelInfo  # noqa: E402
+from deblur.runtime.version import __version__  # noqa: E402
+from deblur.train.checkpoint import file_sha256, load_generator  # noqa: E402
+
+
+def _torch_out(checkpoint, x):
+    with torch.no_grad():
+        return load_generator(checkpoint).model(torch.from_numpy(x)).numpy()
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 64, 64), (2, 3, 36, 100), (1, 3, 120, 20)])
+def test_exported_model_has_dynamic_batch_and_spatial_axes(tiny_checkpoint, tiny_onnx, shape):
+    proto = onnx.load(tiny_onnx)
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    convt = [n for n in proto.graph.node if n.op_type == "ConvTranspose"]
+    assert convt and all("output_shape" not in {a.name for a in n.attribute} for n in convt)
+    session = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    out = session.run(None, {"input": x})[0]
+    assert out.shape == shape
+    np.testing.assert_allclose(out, _torch_out(tiny_checkpoint, x), atol=1e-4)
+
+
+def test_metadata_is_complete_and_correct(tiny_checkpoint, tiny_onnx):
+    props = {p.key: p.value for p in onnx.load(tiny_onnx).metadata_props}
+    info = ModelInfo.from_metadata(props)
+    assert info.has_metadata
+    assert info.arch == "resnet_generator" and info.arch_args == TINY_ARGS
+    assert info.input_range == (-1.0, 1.0) and info.channel_order == "RGB"
+    assert info.size_multiple == 4 and info.precision == "fp32" and info.io_dtype == "float32"
+    assert info.source_sha256 == file_sha256(tiny_checkpoint)
+    assert info.train_step == 7
+    assert info.normalization == "instance"
+    # ngf 8, one block: conv7 + 2 down + 2 convs at stride 4 + 2 up + conv7.
+    assert 30 <= info.receptive_field <= 60
+    assert info.tile_context % 4 == 0 and info.tile_context >= info.receptive_field // 2
+    assert info.gflops_per_megapixel > 0
+    assert props["deblur.toolkit_version"] == __version__
+
+
+def test_fp16_export_keeps_parity_and_fp32_io(tiny_checkpoint, tmp_path):
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "m16.onnx", fp16=True)
+    assert report.info.precision == "fp16"
+    assert min(r.psnr_db for r in report.parity) >= 45
+    session = ort.InferenceSession(str(tmp_path / "m16.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float)"
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 48, 80)).astype(np.float32)
+    out = session.run(None, {"input": x})[0]
+    mse = np.mean((out - _torch_out(tiny_checkpoint, x)) ** 2)
+    assert 10 * np.log10(4 / mse) >= 45
+
+
+def test_fp16_io_has_half_inputs(tiny_checkpoint, tmp_path):
+    export_checkpoint(tiny_checkpoint, tmp_path / "m16io.onnx", fp16=True, fp16_io=True)
+    session = ort.InferenceSession(str(tmp_path / "m16io.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(float16)"
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert info.io_dtype == "float16"
+
+
+def test_cli_prints_summary(tiny_checkpoint, tmp_path):
+    out = tmp_path / "cli.onnx"
+    result = run_cli("deblur-export", str(tiny_checkpoint), str(out), check=True)
+    assert out.exists()
+    for needle in ("M parameters", "GFLOPs per megapixel", "MB", "max|diff|", "PSNR"):
+        assert needle in result.stdout
+
+
+def test_cli_help_and_version():
+    assert "--fp16" in run_cli("deblur-export", "--help", check=True).stdout
+    assert "deblur-export, version" in run_cli("deblur-export", "--version", check=True).stdout
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "evil", "fp16io_without_fp16", "bad_suffix"])
+def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_path, case):
+    src = tmp_path / "in.pt"
+    out = tmp_path / "out.onnx"
+    extra = []
+    if case == "missing":
+        src = tmp_path / "nope dir é" / "x.pt"
+    elif case == "empty":
+        src.write_bytes(b"")
+    elif case == "text":
+        src.write_text("not a model")
+    elif case == "directory":
+        src = tmp_path
+    elif case == "evil":
+        src.write_bytes(b"cos\nsystem\n(S'touch pwned'\ntR.")
+    elif case == "fp16io_without_fp16":
+        src, extra = tiny_checkpoint, ["--fp16-io"]
+    elif case == "bad_suffix":
+        src, out = tiny_checkpoint, tmp_path / "out.txt"
+    result = run_cli("deblur-export", str(src), str(out), *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_exported_model_runs_without_torch(tiny_onnx):
+    code = f"""
+import sys
+sys.modules['torch'] = None  # any 'import torch' now fails
+import numpy as np, onnxruntime as ort
+s = ort.InferenceSession({str(tiny_onnx)!r}, providers=['CPUExecutionProvider'])
+y = s.run(None, {{'input': np.zeros((1, 3, 44, 52), np.float32)}})[0]
+assert y.shape == (1, 3, 44, 52), y.shape
+print('ok')
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result.stderr

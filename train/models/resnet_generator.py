@@ -1,0 +1,111 @@
+"""DeblurGAN's ResNet generator (Kupyn et al. 2018), laid out exactly as the original code.
+
+Module indices matter: the original ``latest_net_G.pth`` files address weights as
+``model.<index>.*`` and ``model.<index>.conv_block.<index>.*``, so the ``nn.Sequential``
+order below must not change (that is why the padding modules and the dropout slot exist as
+separate entries rather than ``padding_mode="reflect"`` on the convolutions).
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import Tensor, nn
+
+from . import register_generator
+
+
+def _instance_norm(channels: int) -> nn.InstanceNorm2d:
+    # No affine parameters and no running statistics, as DeblurGAN trained it: every image
+    # is normalised by its own statistics at train and test time.
+    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+
+
+class ResnetBlock(nn.Module):
+    """Pad-Conv3-IN-ReLU-[Dropout]-Pad-Conv3-IN, added to its input."""
+
+    def __init__(self, dim: int, dropout: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, kernel_size=3, bias=True),
+            _instance_norm(dim),
+            nn.ReLU(True),
+        ]
+        if dropout:
+            # The original only inserts the module when enabled, so the second conv sits
+            # at index 6 with dropout and at 5 without; checkpoints depend on it.
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, kernel_size=3, bias=True), _instance_norm(dim)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv_block(x)
+
+
+@register_generator("resnet_generator")
+class ResnetGenerator(nn.Module):
+    """Conv7 - 2x down - ``n_blocks`` ResnetBlocks - 2x up - Conv7 - Tanh, plus a global skip.
+
+    Input and output: (N, 3, H, W) RGB in [-1, 1], H and W multiples of 4 (the runtime pads).
+    """
+
+    # The preprocessing contract travels with the model: checkpoint -> ONNX metadata -> runtime.
+    input_range = (-1.0, 1.0)
+    channel_order = "RGB"  # the original code read images with PIL
+    size_multiple = 4  # two stride-2 convolutions down, two transposed up
+
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, dropout: bool = True) -> None:
+        super().__init__()
+        if ngf < 1 or n_blocks < 0:
+            raise ValueError(f"ngf must be >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
+        self.ngf, self.n_blocks, self.dropout = ngf, n_blocks, dropout
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(3, ngf, kernel_size=7, bias=True),
+            _instance_norm(ngf),
+            nn.ReLU(True),
+        ]
+        for mult in (1, 2):
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, kernel_size=3, stride=2, padding=1, bias=True),
+                _instance_norm(ngf * mult * 2),
+                nn.ReLU(True),
+            ]
+        layers += [ResnetBlock(ngf * 4, dropout) for _ in range(n_blocks)]
+        for mult in (4, 2):
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, kernel_size=3, stride=2, padding=1, output_padding=1, bias=True),
+                _instance_norm(ngf * mult // 2),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, kernel_size=7, bias=True), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    @property
+    def arch_args(self) -> dict:
+        return {"ngf": self.ngf, "n_blocks": self.n_blocks, "dropout": self.dropout}
+
+    def forward(self, x: Tensor) -> Tensor:
+        # learn_residual: the network predicts the correction, the skip carries the image.
+        return (x + self.model(x)).clamp(-1.0, 1.0)
+
+    @staticmethod
+    def args_from_state_dict(state_dict: dict) -> dict | None:
+        """Infer ``ngf``, ``n_blocks`` and ``dropout`` from key names and tensor shapes.
+
+        Returns None when the keys are not this architecture's.
+        """
+        first = state_dict.get("model.1.weight")
+        if first is None or tuple(first.shape[1:]) != (3, 7, 7):
+            return None
+        block_ids = set()
+        second_conv_slots = set()
+        for key in state_dict:
+            m = re.fullmatch(r"model\.(\d+)\.conv_block\.(\d+)\.weight", key)
+            if m:
+                block_ids.add(int(m.group(1)))
+                second_conv_slots.add(int(m.group(2)))
+        # The second conv of a block sits at index 6 behind a Dropout slot, else at 5.
+        dropout = 6 in second_conv_slots or not block_ids
+        return {"ngf": int(first.shape[0]), "n_blocks": len(block_ids), "dropout": dropout}
