@@ -1,0 +1,88 @@
+"""``deblur-run``: deblur images, folders and videos. Parses, builds a Deblurrer, runs jobs."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from .errors import EXIT_USAGE, report_errors, setup_logging
+from .version import __version__
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several inputs / a folder). "
+              "Default: beside each input with a _deblurred suffix; a folder -> FOLDER_deblurred/.")
+@click.option("-m", "--model", type=click.Path(), help="ONNX model from deblur-export. Default: the model shipped "
+              "with deblur-edge.")
+@click.option("-p", "--provider", default="auto", show_default=True,
+              help="auto | cpu | cuda | tensorrt | coreml | directml | openvino, or a full ONNX Runtime "
+                   "provider name. auto picks CUDA, then CoreML/DirectML/OpenVINO, then CPU. An unavailable "
+                   "provider is an error, never a silent fallback.")
+@click.option("--device-id", default=0, show_default=True, help="GPU index for cuda/tensorrt.")
+@click.option("--tile", default=512, show_default=True, help="Tile side in pixels (the model's input size); "
+              "0 runs each image whole (more memory, no seams).")
+@click.option("--overlap", type=int, default=None, help="Context pixels each tile reads beyond what it keeps "
+              "[default: from the model's receptive field].")
+@click.option("--blend", default=32, show_default=True, help="Pixels of cross-fade between neighbouring tiles.")
+@click.option("--tile-batch", default=1, show_default=True, help="Tiles per model call (throughput on GPUs).")
+@click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores].")
+@click.option("--compare", is_flag=True, help="Also write INPUT | OUTPUT side by side (_compare suffix; "
+              "for videos a PNG of the middle frame).")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or info messages.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="deblur-run")
+@report_errors
+def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, compare,
+         overwrite, quiet, verbose, debug) -> None:
+    """Deblur images (png, jpg, bmp, tif, webp), folders (recursively) and videos
+    (mp4, mov, mkv, avi, webm; every frame, same size and rate, audio kept).
+
+    \b
+    Examples:
+      deblur-run photo.jpg                      # -> photo_deblurred.jpg
+      deblur-run --provider cuda video.mp4 -o out.mp4
+      deblur-run holiday/ -o sharp/ --compare   # mirrors holiday/ under sharp/
+
+    Exit status: 0 all done; 2 bad usage or some input failed (each is reported, the rest
+    still run); 130 interrupted (no partial output files are left).
+    """
+    setup_logging(verbose, quiet)
+    from .deblurrer import Deblurrer
+    from .jobs import plan_jobs, run_jobs
+    from .progress import Progress
+
+    jobs, problems = plan_jobs(list(inputs), output)
+    for _, message in problems:
+        click.echo(f"error: {message}", err=True)
+    if not jobs:
+        sys.exit(EXIT_USAGE)
+    deblurrer = Deblurrer(model, provider, tile=tile, overlap=overlap, blend=blend, tile_batch=tile_batch,
+                          device_id=device_id, threads=threads)
+    stop = threading.Event()
+
+    def request_stop(signum, frame):  # finish the current write atomically, then stop
+        stop.set()
+
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Progress(jobs, enabled=not quiet) as progress:
+            summary = run_jobs(deblurrer, jobs, overwrite=overwrite, compare=compare, stop=stop,
+                               file_progress=progress.file_done, frame_progress=progress.frames)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    failed = len(summary.failed) + len(problems)
+    if not quiet:
+        click.echo(f"{len(summary.done)} done, {failed} failed in {summary.seconds:.1f} s "
+                   f"({deblurrer.provider})", err=True)
+    if summary.interrupted:
+        click.echo(f"interrupted: {summary.interrupted}; no partial output left", err=True)
+        sys.exit(130)
+    if failed:
+        sys.exit(EXIT_USAGE)

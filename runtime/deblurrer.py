@@ -1,0 +1,229 @@
+"""``Deblurrer``: one object that owns the ONNX session and the image contract.
+
+Stages, each a pure function of its arguments (nothing is passed through ``self``, so one
+instance is safe to call from many threads; ONNX Runtime's ``run`` is thread-safe)::
+
+    image --pre_process--> (H, W, 3) float32 in the model's range/order
+          --process | tile_process--> same, restored
+          --post_process--> image of the input's shape and dtype
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import InputError, ModelError
+from .model_info import ModelInfo
+from .providers import create_session, resolve_provider
+from .tiling import make_grid, pad_reflect, padded_size
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 512  # px; the model's input tile side. 0 = whole image in one run
+DEFAULT_BLEND = 32  # px of cosine ramp between neighbouring tiles' kept regions
+MIN_SIDE = 16  # px; smaller images are mirror-padded up so every conv has room to reflect
+
+
+def default_model_path() -> Path | None:
+    """The model shipped inside the package, if this build ships one."""
+    path = Path(str(resources.files("deblur.runtime") / "models" / "default.onnx"))
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class _Format:
+    """How to turn the model's output back into what the caller gave us."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    scale: float  # pixel value that maps to the top of the model's range
+    alpha: np.ndarray | None
+
+
+class Deblurrer:
+    """Deblur images with an exported ONNX model on CUDA or CPU.
+
+    >>> deblur = Deblurrer("model.onnx", provider="auto")
+    >>> sharp = deblur(cv2.imread("blurry.jpg"))   # HxWx3 uint8 BGR in, same out
+
+    Inputs as OpenCV gives them: HxWx3 BGR, HxW grey (returned grey), HxWx4 BGRA (alpha
+    passed through untouched); uint8, uint16 (full precision kept) or float in [0, 1].
+    ``tile`` is the model input side in pixels (0: the whole image at once); each tile reads
+    ``overlap`` pixels of context beyond the part it contributes (default: half the model's
+    receptive field, from its metadata) and neighbouring tiles are cross-faded over
+    ``blend`` pixels. ``tile_batch`` tiles go through the model per call.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, provider: str = "auto", *,
+                 tile: int = DEFAULT_TILE, overlap: int | None = None, blend: int = DEFAULT_BLEND,
+                 tile_batch: int = 1, device_id: int = 0, threads: int | None = None) -> None:
+        path = Path(model) if model is not None else default_model_path()
+        if path is None:
+            raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
+                             "(make one with: deblur-export CHECKPOINT model.onnx)")
+        self.model_path = path
+        if tile < 0 or blend < 0 or tile_batch < 1 or (overlap is not None and overlap < 0):
+            raise InputError(f"tile ({tile}), overlap ({overlap}), blend ({blend}) must be >= 0 and tile_batch >= 1")
+        self.choice = resolve_provider(provider, device_id=device_id, fixed_shapes=tile > 0)
+        self.session = create_session(str(_check_model_file(path)), self.choice, threads=threads)
+        self.info = _read_info(self.session, path)
+        self.input_name, self.output_name, self.io_dtype = _check_io(self.session, path)
+        self.provider = self.session.get_providers()[0]
+        self.tile, self.blend, self.tile_batch, self.device_id = tile, blend, tile_batch, device_id
+        self.overlap = self.info.tile_context if overlap is None else overlap
+        m = self.info.size_multiple
+        if tile and tile < 2 * self.overlap + blend + m:
+            raise InputError(f"tile {tile} is too small for overlap {self.overlap} and blend {blend}: "
+                             f"use --tile >= {2 * self.overlap + blend + m} or a smaller --overlap")
+        if self.provider == "CPUExecutionProvider" and self.info.precision == "fp16":
+            log.warning("%s is an FP16 model: on x86 CPUs it runs slower than FP32 (ONNX Runtime casts "
+                        "around most ops); export without --fp16 for CPU use", path)
+        log.info("deblurring with %s on %s (tile %s, overlap %d)", path.name, self.provider, tile or "off", self.overlap)
+
+    # -- public API ---------------------------------------------------------------------
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        x, fmt = self.pre_process(image)
+        y = self.tile_process(x) if self.tile and max(x.shape[:2]) > self.tile else self.process(x)
+        return self.post_process(y, fmt)
+
+    def deblur_many(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:
+        """Deblur several images (any sizes); results in the same order."""
+        return [self(image) for image in images]
+
+    # -- stages -------------------------------------------------------------------------
+    def pre_process(self, image: np.ndarray) -> tuple[np.ndarray, _Format]:
+        """Validate and convert to (H, W, 3) float32 in the model's range and channel order."""
+        if not isinstance(image, np.ndarray):
+            raise InputError(f"expected a numpy image array, got {type(image).__name__}")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+            raise InputError(f"image of shape {image.shape} is not HxW, HxWx3 or HxWx4")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise InputError(f"image of shape {image.shape} has no pixels")
+        shape, dtype = image.shape, image.dtype
+        if image.dtype == np.uint8:
+            scale = 255.0
+        elif image.dtype == np.uint16:
+            scale = 65535.0
+        elif image.dtype in (np.float32, np.float64, np.float16):
+            scale = 1.0
+            if not np.isfinite(image).all():
+                raise InputError("image contains NaN or infinite values")
+        else:
+            raise InputError(f"{image.dtype} images are not supported; use uint8, uint16 or float in [0, 1]")
+        alpha = None
+        if image.ndim == 3 and image.shape[2] == 4:
+            alpha, image = image[:, :, 3].copy(), image[:, :, :3]
+        if image.ndim == 2 or image.shape[2] == 1:
+            image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+        x = image.astype(np.float32) * np.float32(1.0 / scale)
+        np.clip(x, 0.0, 1.0, out=x)
+        if self.info.channel_order == "RGB":
+            x = x[:, :, ::-1]
+        low, high = self.info.input_range
+        x = x * np.float32(high - low) + np.float32(low)
+        return np.ascontiguousarray(x), _Format(shape, dtype, scale, alpha)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        """Whole image in one run: mirror-pad to the size multiple, run, crop back."""
+        h, w = x.shape[:2]
+        m = self.info.size_multiple
+        padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
+        return self._run(padded[None])[0, :h, :w]
+
+    def tile_process(self, x: np.ndarray) -> np.ndarray:
+        """Fixed-shape tiles with context, cross-faded; bounded memory for any image size."""
+        h, w = x.shape[:2]
+        m = self.info.size_multiple
+        padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
+        grid = make_grid(padded.shape[0], padded.shape[1], self.tile, self.overlap, self.blend, m)
+        out = np.zeros(padded.shape, np.float32)
+        positions = grid.positions()
+        for i in range(0, len(positions), self.tile_batch):
+            chunk = positions[i:i + self.tile_batch]
+            batch = np.stack([padded[y:y + grid.tile_h, x0:x0 + grid.tile_w] for y, x0 in chunk])
+            for (y, x0), tile_out in zip(chunk, self._run(batch)):
+                out[y:y + grid.tile_h, x0:x0 + grid.tile_w] += tile_out * grid.weight(y, x0)
+        return out[:h, :w]
+
+    def post_process(self, y: np.ndarray, fmt: _Format) -> np.ndarray:
+        """Back to the caller's channel layout, value range and dtype."""
+        low, high = self.info.input_range
+        y = (y - np.float32(low)) * np.float32(1.0 / (high - low))
+        if self.info.channel_order == "RGB":
+            y = y[:, :, ::-1]
+        y = np.clip(y, 0.0, 1.0)
+        if len(fmt.shape) == 2 or fmt.shape[2] == 1:
+            y = cv2.cvtColor(np.ascontiguousarray(y), cv2.COLOR_BGR2GRAY)
+        if fmt.dtype.kind == "u":
+            y = np.rint(y * np.float32(fmt.scale)).astype(fmt.dtype)
+        else:
+            y = y.astype(fmt.dtype)
+        if fmt.alpha is not None:
+            y = np.dstack([y, fmt.alpha])
+        return y.reshape(fmt.shape)
+
+    # -- model execution ----------------------------------------------------------------
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) float32 -> (N, H, W, 3) float32 through the session."""
+        nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=self.io_dtype)
+        if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            out = self._run_on_device(nchw)
+        else:
+            out = self.session.run([self.output_name], {self.input_name: nchw})[0]
+        return out.transpose(0, 2, 3, 1).astype(np.float32, copy=False)
+
+    def _run_on_device(self, nchw: np.ndarray) -> np.ndarray:
+        # IOBinding: one host->device copy in, output allocated on the device and copied
+        # back once, instead of ORT staging both through pageable host buffers per run.
+        import onnxruntime as ort
+
+        binding = self.session.io_binding()  # per call: bindings are not thread-safe
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(nchw, "cuda", self.device_id))
+        binding.bind_output(self.output_name, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+def _check_model_file(path: Path) -> Path:
+    if not path.exists():
+        raise ModelError(f"{path}: no such model file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, expected an .onnx model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: model file is empty")
+    return path
+
+
+def _read_info(session, path: Path) -> ModelInfo:
+    try:
+        info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: invalid deblur metadata ({exc}); re-export with deblur-export") from None
+    if not info.has_metadata:
+        log.info("%s has no deblur-edge metadata: assuming %s input in %s, size multiple %d",
+                 path, info.channel_order, list(info.input_range), info.size_multiple)
+    return info
+
+
+def _check_io(session, path: Path) -> tuple[str, str, type]:
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or not outputs:
+        raise ModelError(f"{path}: expected one image input, found {len(inputs)} inputs and {len(outputs)} outputs")
+    shape: Sequence = inputs[0].shape
+    if len(shape) != 4:
+        raise ModelError(f"{path}: input {inputs[0].name!r} has rank {len(shape)} {shape}; "
+                         "an image-to-image model takes (N, 3, H, W)")
+    if isinstance(shape[1], int) and shape[1] != 3:
+        raise ModelError(f"{path}: input {inputs[0].name!r} has {shape[1]} channels; deblur-edge feeds 3 (RGB/BGR)")
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    if inputs[0].type not in dtypes:
+        raise ModelError(f"{path}: input type {inputs[0].type} is not supported (float or float16)")
+    return inputs[0].name, outputs[0].name, dtypes[inputs[0].type]

@@ -1,0 +1,97 @@
+"""Reading and writing images the way the runtime needs: any path, any bit depth, atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """HxW, HxWx3 (BGR) or HxWx4 (BGRA) array, uint8 or uint16, exactly as stored.
+
+    Decoded from bytes (``np.fromfile`` + ``imdecode``) because ``cv2.imread`` cannot open
+    non-ASCII paths on Windows and returns None without saying why.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an image file")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except PermissionError:
+        raise InputError(f"{path}: permission denied; check the file's read permissions") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise InputError(f"{path}: file is empty")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
+                         f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit images")
+    return image
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffix so encoders and muxers pick the right format, and it
+    lives in the same folder so ``os.replace`` is an atomic rename, never a copy.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def encode_image(image: np.ndarray, suffix: str) -> bytes:
+    params: list[int] = []
+    if suffix.lower() in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+        if image.dtype != np.uint8:
+            raise InputError(f"JPEG cannot store {image.dtype} pixels; write the result as .png or .tif")
+    ok, buffer = cv2.imencode(suffix.lower(), image, params)
+    if not ok:
+        raise InputError(f"cannot encode an image as {suffix}")
+    return buffer.tobytes()
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Encode by the file's suffix and write atomically: a crash never leaves half an image."""
+    path = Path(path)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    data = encode_image(image, path.suffix)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarray:
+    """``left | right`` with a neutral gap, for ``--compare``."""
+    if left.shape != right.shape:
+        raise ValueError(f"side_by_side needs equal shapes, got {left.shape} and {right.shape}")
+    gap_shape = (left.shape[0], gap) + left.shape[2:]
+    fill = np.iinfo(left.dtype).max // 2 if left.dtype.kind == "u" else 0.5
+    return np.concatenate([left, np.full(gap_shape, fill, left.dtype), right], axis=1)

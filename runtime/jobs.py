@@ -1,0 +1,182 @@
+"""What ``deblur-run`` does with its arguments: plan input -> output pairs, then process them.
+
+Kept out of ``cli.py`` so that apps can batch-process folders with the same rules.
+Rules: without ``-o`` results go beside their inputs with a ``_deblurred`` suffix (a folder
+becomes ``FOLDER_deblurred/``, structure mirrored); an input is never overwritten; an
+existing output is only replaced with ``overwrite``; every write is atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import DeblurError, InputError
+from .image_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, side_by_side, write_image
+
+log = logging.getLogger(__name__)
+
+SUFFIX = "_deblurred"
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+    kind: str  # "image" or "video"
+
+    @property
+    def compare_path(self) -> Path:
+        suffix = self.dst.suffix if self.kind == "image" else ".png"
+        return self.dst.with_name(f"{self.dst.stem}_compare{suffix}")
+
+
+@dataclass
+class Summary:
+    done: list[Job] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    interrupted: str | None = None
+    seconds: float = 0.0
+
+
+def media_kind(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
+
+
+def _walk(folder: Path) -> list[Path]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # hidden files and our own in-flight temporary files
+        if path.is_file() and media_kind(path):
+            found.append(path)
+    return found
+
+
+def plan_jobs(inputs: list[str | Path], output: str | Path | None = None) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """Map inputs (files and folders) to outputs; returns (jobs, problems found while planning)."""
+    jobs: list[Job] = []
+    problems: list[tuple[Path, str]] = []
+    out = Path(output) if output is not None else None
+    many = len(inputs) > 1
+    for raw in inputs:
+        src = Path(raw)
+        if src.is_dir():
+            base = (out / src.resolve().name if many else out) if out else src.with_name(src.name + SUFFIX)
+            files = _walk(src)
+            if not files:
+                problems.append((src, f"{src}: folder has no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))
+            for f in files:
+                jobs.append(Job(f, base / f.relative_to(src), media_kind(f)))  # type: ignore[arg-type]
+            continue
+        kind = media_kind(src)
+        if not src.exists():
+            problems.append((src, f"{src}: no such file or folder"))
+        elif kind is None:
+            problems.append((src, f"{src}: unknown file type {src.suffix!r}; images: {', '.join(IMAGE_SUFFIXES)}; "
+                                  f"videos: {', '.join(VIDEO_SUFFIXES)}"))
+        elif out is None:
+            jobs.append(Job(src, src.with_name(f"{src.stem}{SUFFIX}{src.suffix}"), kind))
+        elif many or out.is_dir() or str(output).endswith(("/", "\\")):
+            jobs.append(Job(src, out / src.name, kind))
+        else:
+            if media_kind(out) != kind:
+                problems.append((src, f"{out}: output must be {'an image' if kind == 'image' else 'a video'} "
+                                      f"file like the input ({src.suffix}) or a folder"))
+                continue
+            jobs.append(Job(src, out, kind))
+    sources = {j.src.resolve() for j in jobs}
+    safe = []
+    for job in jobs:
+        if job.dst.resolve() in sources:
+            problems.append((job.src, f"{job.dst}: refusing to overwrite an input; choose another -o"))
+        else:
+            safe.append(job)
+    return safe, problems
+
+
+def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, overwrite: bool = False,
+             compare: bool = False, stop: threading.Event | None = None,
+             file_progress: Callable[[Job], None] | None = None,
+             frame_progress: Callable[[Job, int, int | None], None] | None = None) -> Summary:
+    """Process every job; a bad file is recorded and skipped, the rest still run."""
+    summary = Summary()
+    stop = stop or threading.Event()
+    started = time.perf_counter()
+    for index, job in enumerate(jobs):
+        if stop.is_set():
+            summary.interrupted = f"stopped after {index} of {len(jobs)} files"
+            break
+        try:
+            if job.dst.exists() and not overwrite:
+                raise InputError(f"{job.dst}: exists; pass --overwrite to replace it")
+            if job.kind == "image":
+                _run_image(deblur, job, compare)
+            else:
+                _run_video(deblur, job, compare, stop, frame_progress)
+            summary.done.append(job)
+        except DeblurError as exc:
+            log.error("error: %s", exc)
+            summary.failed.append((job.src, str(exc)))
+        except _Stopped as exc:
+            summary.interrupted = f"stopped during {job.src} after {exc.frames} frames; {index} of {len(jobs)} files done"
+            break
+        if file_progress:
+            file_progress(job)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+class _Stopped(Exception):
+    def __init__(self, frames: int) -> None:
+        super().__init__(frames)
+        self.frames = frames
+
+
+def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
+    image = read_image(job.src)
+    result = deblur(image)
+    write_image(job.dst, result)
+    if compare:
+        write_image(job.compare_path, side_by_side(image, result))
+
+
+def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool, stop: threading.Event,
+               frame_progress: Callable[[Job, int, int | None], None] | None) -> None:
+    from .video import VideoError, VideoInterrupted, probe_video, process_video
+
+    try:
+        info = probe_video(job.src)
+    except VideoError as exc:
+        raise InputError(str(exc)) from None
+    snapshot_at = (info.frame_count or 1) // 2
+    counter = {"n": 0}
+    snapshot: dict[str, np.ndarray] = {}
+
+    def frame_fn(frame: np.ndarray) -> np.ndarray:
+        result = deblur(frame)
+        if compare and counter["n"] == snapshot_at:
+            snapshot["pair"] = side_by_side(frame, result)
+        counter["n"] += 1
+        return result
+
+    def progress(frames: int) -> None:
+        if frame_progress:
+            frame_progress(job, frames, info.frame_count)
+
+    try:
+        process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop)
+    except VideoInterrupted as exc:
+        raise _Stopped(exc.frames_done) from None
+    except VideoError as exc:
+        raise InputError(str(exc)) from None
+    if compare and "pair" in snapshot:
+        write_image(job.compare_path, snapshot["pair"])

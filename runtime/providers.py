@@ -1,0 +1,134 @@
+"""Choosing ONNX Runtime execution providers honestly: what was asked is what runs, or an error."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from .errors import ModelError, ProviderError
+
+log = logging.getLogger(__name__)
+
+# Short names users type -> ONNX Runtime provider names.
+ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+}
+# "auto" order. TensorRT is left out on purpose: it builds an engine per input shape
+# (minutes on first use), so it runs only when asked for by name.
+AUTO_ORDER = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider",
+              "OpenVINOExecutionProvider", "CPUExecutionProvider")
+
+_INSTALL_HINTS = {
+    "CUDAExecutionProvider": "install deblur-edge[gpu] (onnxruntime-gpu) and the CUDA/cuDNN it was built for: "
+                             "onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (CUDA 12 users: pin onnxruntime-gpu<=1.26)",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu and TensorRT's libnvinfer matching it",
+    "CoreMLExecutionProvider": "use the onnxruntime wheel for macOS",
+    "DmlExecutionProvider": "install onnxruntime-directml on Windows",
+    "OpenVINOExecutionProvider": "install onnxruntime-openvino",
+}
+
+
+def _ort():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ImportError("deblur.runtime needs ONNX Runtime: pip install 'deblur-edge[cpu]' "
+                          "(or 'deblur-edge[gpu]' for CUDA; install exactly one of the two)") from None
+    return onnxruntime
+
+
+def available_providers() -> list[str]:
+    return list(_ort().get_available_providers())
+
+
+def physical_cores() -> int:
+    """Physical cores: ORT's default of one thread per logical CPU oversubscribes SMT cores."""
+    try:
+        pairs = set()
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("physical id"):
+                    phys = line.split(":")[1].strip()
+                elif line.startswith("core id"):
+                    core = line.split(":")[1].strip()
+                    pairs.add((phys, core))
+        if pairs:
+            return max(1, min(len(pairs), len(os.sched_getaffinity(0))))
+    except OSError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    name: str  # ONNX Runtime provider name
+    options: dict  # provider options
+
+
+def resolve_provider(provider: str = "auto", *, device_id: int = 0, fixed_shapes: bool = True) -> ProviderChoice:
+    """Map a user's provider request to one available provider, or raise ProviderError."""
+    available = available_providers()
+    wanted = provider.strip()
+    if wanted.lower() == "auto":
+        name = next(p for p in AUTO_ORDER if p in available or p == "CPUExecutionProvider")
+        log.info("provider auto -> %s (available: %s)", name, ", ".join(available))
+    else:
+        name = ALIASES.get(wanted.lower(), wanted)
+        if name not in available:
+            known = ", ".join(sorted(ALIASES))
+            hint = _INSTALL_HINTS.get(name, f"known names: auto, {known}")
+            raise ProviderError(f"provider {provider!r} is not available in this onnxruntime "
+                                f"(available: {', '.join(available)}); {hint}")
+    return ProviderChoice(name, _provider_options(name, device_id, fixed_shapes))
+
+
+def _provider_options(name: str, device_id: int, fixed_shapes: bool) -> dict:
+    if name == "CUDAExecutionProvider":
+        return {
+            "device_id": device_id,
+            # EXHAUSTIVE benchmarks every cuDNN algorithm once per new input shape: it pays
+            # off with fixed tile shapes, but re-tunes on every frame size in whole-image mode.
+            "cudnn_conv_algo_search": "EXHAUSTIVE" if fixed_shapes else "HEURISTIC",
+            "cudnn_conv_use_max_workspace": "1",
+            "do_copy_in_default_stream": "1",
+        }
+    if name == "TensorrtExecutionProvider":
+        return {"device_id": device_id, "trt_engine_cache_enable": "True", "trt_fp16_enable": "True"}
+    return {}
+
+
+def create_session(model_bytes_or_path, choice: ProviderChoice, *, threads: int | None = None):
+    """An InferenceSession on exactly the chosen provider; a silent fallback is an error."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # ORT's own warnings (cast insertion, ...) are noise for users
+    if choice.name == "CPUExecutionProvider":
+        options.intra_op_num_threads = threads or physical_cores()
+    providers = [(choice.name, choice.options)]
+    if choice.name != "CPUExecutionProvider":
+        providers.append(("CPUExecutionProvider", {}))  # for the few ops the EP lacks
+    try:
+        session = ort.InferenceSession(model_bytes_or_path, options, providers=providers)
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        model_problem = any(s in first for s in ("protobuf", "Load model", "INVALID", "NOT_IMPLEMENTED", "ModelProto"))
+        if model_problem or choice.name == "CPUExecutionProvider":
+            raise ModelError(f"{model_bytes_or_path}: not a loadable ONNX model ({first}); "
+                             "export one with deblur-export") from None
+        raise ProviderError(f"{choice.name} failed to initialise: {first}; "
+                            f"{_INSTALL_HINTS.get(choice.name, '')}") from None
+    active = session.get_providers()
+    if active[0] != choice.name:
+        # ORT logs and falls back to CPU when e.g. libcudnn is missing: make that loud.
+        raise ProviderError(f"{choice.name} was requested but ONNX Runtime fell back to {active[0]} "
+                            f"(a CUDA/cuDNN library failed to load?); {_INSTALL_HINTS.get(choice.name, '')}. "
+                            "Use --provider cpu to run on the CPU deliberately")
+    return session

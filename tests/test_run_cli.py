@@ -1,0 +1,145 @@
+"""deblur-run through its entry point: files, folders, videos, errors, atomic outputs."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from deblur.runtime.video import probe_video
+from local_models import LOCAL_METADATA, local_conv_model
+from test_video import audio_summary, make_clip
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return str(local_conv_model(tmp_path_factory.mktemp("m") / "local.onnx", metadata=LOCAL_METADATA))
+
+
+def _img(path: Path, shape=(40, 56, 3)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(len(str(path))).integers(0, 256, shape, dtype=np.uint8))
+    return path
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob(".*") if ".tmp" in p.name]
+
+
+def test_single_image_default_output_and_compare(model, tmp_path):
+    src = _img(tmp_path / "photo é 1.png")
+    result = run_cli("deblur-run", str(src), "-m", model, "--compare", check=True)
+    out = tmp_path / "photo é 1_deblurred.png"
+    assert cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_UNCHANGED).shape == (40, 56, 3)
+    compare = cv2.imdecode(np.fromfile(tmp_path / "photo é 1_deblurred_compare.png", np.uint8), cv2.IMREAD_UNCHANGED)
+    assert compare.shape == (40, 56 * 2 + 8, 3)
+    assert "1 done, 0 failed" in result.stderr
+
+
+def test_explicit_output_file_and_refusal_to_overwrite(model, tmp_path):
+    src, out = _img(tmp_path / "a.jpg"), tmp_path / "res" / "b.png"
+    run_cli("deblur-run", str(src), "-o", str(out), "-m", model, check=True)
+    before = out.stat().st_mtime_ns
+    again = run_cli("deblur-run", str(src), "-o", str(out), "-m", model)
+    assert again.returncode == 2 and "--overwrite" in again.stderr and out.stat().st_mtime_ns == before
+    run_cli("deblur-run", str(src), "-o", str(out), "-m", model, "--overwrite", check=True)
+
+
+def test_input_is_never_overwritten(model, tmp_path):
+    src = _img(tmp_path / "a.png")
+    data = src.read_bytes()
+    result = run_cli("deblur-run", str(src), "-o", str(src), "-m", model, "--overwrite")
+    assert result.returncode == 2 and "refusing to overwrite an input" in result.stderr
+    assert src.read_bytes() == data
+
+
+def test_folder_is_mirrored_and_bad_files_are_skipped(model, tmp_path):
+    root = tmp_path / "shots"
+    _img(root / "one.png")
+    _img(root / "sub" / "two.jpg", (33, 21, 3))
+    (root / "sub" / "broken.jpg").write_text("not a jpeg")
+    (root / "notes.txt").write_text("ignored: not an image")
+    result = run_cli("deblur-run", str(root), "-m", model, "--tile", "32", "--blend", "8")
+    out = tmp_path / "shots_deblurred"
+    assert result.returncode == 2  # something failed, and the rest was still done
+    assert (out / "one.png").exists() and (out / "sub" / "two.jpg").exists()
+    assert not (out / "sub" / "broken.jpg").exists()
+    assert "broken.jpg" in result.stderr and "2 done, 1 failed" in result.stderr
+    assert not _leftovers(out)
+
+
+def test_several_inputs_into_an_output_folder(model, tmp_path):
+    a, b = _img(tmp_path / "a.png"), _img(tmp_path / "b.bmp")
+    run_cli("deblur-run", str(a), str(b), "-o", str(tmp_path / "out"), "-m", model, check=True)
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {"a.png", "b.bmp"}
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text_as_jpg", "truncated_png", "unknown_suffix"])
+def test_bad_inputs_exit_2_with_one_line(model, tmp_path, case):
+    src = tmp_path / {"missing": "nope.png", "empty": "e.png", "text_as_jpg": "t.jpg",
+                      "truncated_png": "tr.png", "unknown_suffix": "x.xyz"}[case]
+    if case == "empty":
+        src.write_bytes(b"")
+    elif case == "text_as_jpg":
+        src.write_text("hello")
+    elif case == "truncated_png":
+        full = _img(tmp_path / "full.png", (64, 64, 3)).read_bytes()
+        src.write_bytes(full[: len(full) // 3])
+    elif case == "unknown_suffix":
+        src.write_text("x")
+    result = run_cli("deblur-run", str(src), "-m", model)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and src.name in errors[0]
+    assert not list(tmp_path.glob("*_deblurred*")) and not _leftovers(tmp_path)
+
+
+def test_bad_model_and_missing_provider_exit_2(model, tmp_path):
+    src = _img(tmp_path / "a.png")
+    (tmp_path / "m.onnx").write_text("nope")
+    r = run_cli("deblur-run", str(src), "-m", str(tmp_path / "m.onnx"))
+    assert r.returncode == 2 and "not a loadable ONNX model" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("deblur-run", str(src), "-m", model, "--provider", "cuda")
+    assert r.returncode == 2 and "available:" in r.stderr
+
+
+def test_help_and_version():
+    assert "--tile" in run_cli("deblur-run", "--help", check=True).stdout
+    assert "deblur-run, version" in run_cli("deblur-run", "--version", check=True).stdout
+
+
+def test_video_keeps_every_frame_rate_size_and_audio(model, tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", w=64, h=48, n=20, audio="aac")
+    run_cli("deblur-run", str(src), "-m", model, "--compare", check=True)
+    out = tmp_path / "clip_deblurred.mp4"
+    src_info, out_info = probe_video(src), probe_video(out)
+    assert (out_info.width, out_info.height, out_info.fps) == (src_info.width, src_info.height, src_info.fps)
+    assert out_info.frame_count == src_info.frame_count == 20
+    assert out_info.has_audio and audio_summary(out)[0] == "aac"
+    assert (tmp_path / "clip_deblurred_compare.png").exists()
+
+
+def test_sigterm_mid_video_leaves_no_partial_output(model, tmp_path):
+    src = make_clip(tmp_path / "long.mp4", w=320, h=240, n=40, audio=None)
+    exe = Path(sys.executable).parent / "deblur-run"
+    # A slow frame: tile 16 with overlap 4 means many model calls per frame.
+    proc = subprocess.Popen([str(exe), str(src), "-m", model, "--tile", "16", "--overlap", "2", "--blend", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait until the model is loaded and the handlers are about to be set
+        if "deblurring with" in line:
+            break
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the video finished before the signal arrived")
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "frames" in err
+    assert not (tmp_path / "long_deblurred.mp4").exists() and not _leftovers(tmp_path)

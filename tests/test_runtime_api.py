@@ -1,0 +1,159 @@
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from deblur.runtime import Deblurrer, InputError, ModelError, ProviderError
+from deblur.runtime.model_info import ModelInfo
+from local_models import LOCAL_METADATA, local_conv_model
+
+
+@pytest.fixture(scope="module")
+def local_model(tmp_path_factory):
+    return local_conv_model(tmp_path_factory.mktemp("m") / "local.onnx", metadata=LOCAL_METADATA)
+
+
+@pytest.fixture(scope="module")
+def deblurrer(local_model):
+    return Deblurrer(local_model, "cpu", tile=64, overlap=4, blend=8)
+
+
+@pytest.mark.parametrize("shape, dtype", [((40, 50, 3), np.uint8), ((40, 50), np.uint8), ((40, 50, 1), np.uint8),
+                                          ((40, 50, 4), np.uint8), ((40, 50, 3), np.uint16), ((33, 17), np.uint16),
+                                          ((40, 50, 3), np.float32), ((130, 90, 4), np.uint16)])
+def test_output_has_the_inputs_shape_and_dtype(deblurrer, shape, dtype):
+    rng = np.random.default_rng(0)
+    image = (rng.random(shape) * (np.iinfo(dtype).max if dtype != np.float32 else 1)).astype(dtype)
+    out = deblurrer(image)
+    assert out.shape == image.shape and out.dtype == image.dtype
+    if len(shape) == 3 and shape[2] == 4:
+        np.testing.assert_array_equal(out[:, :, 3], image[:, :, 3])  # alpha untouched
+
+
+def test_uint16_keeps_full_precision(tmp_path):
+    # A model that returns its input: 16-bit values must survive the round trip exactly,
+    # which fails if anything quantises to 8 bits on the way.
+    identity = local_conv_model(tmp_path / "id.onnx", metadata=LOCAL_METADATA)
+    import onnx
+    model = onnx.load(identity)
+    for init in model.graph.initializer:
+        if init.name == "w2":
+            init.CopyFrom(onnx.numpy_helper.from_array(np.zeros((3, 8, 3, 3), np.float32), "w2"))
+    onnx.save(model, identity)
+    image = np.random.default_rng(2).integers(0, 65536, (30, 41, 3), dtype=np.uint16)
+    out = Deblurrer(identity, "cpu", tile=0)(image)
+    assert np.abs(out.astype(int) - image.astype(int)).max() <= 1
+    assert len(np.unique(out & 0xFF)) > 200  # low byte carries information
+
+
+def test_grey_input_gives_grey_output_close_to_colour_result(deblurrer):
+    grey = np.random.default_rng(3).integers(0, 256, (48, 48), dtype=np.uint8)
+    out = deblurrer(grey)
+    assert out.shape == grey.shape
+
+
+def test_batch_call_matches_single_calls(deblurrer):
+    images = [np.random.default_rng(i).integers(0, 256, (20 + i, 30, 3), dtype=np.uint8) for i in range(4)]
+    for single, batched in zip([deblurrer(im) for im in images], deblurrer.deblur_many(images)):
+        np.testing.assert_array_equal(single, batched)
+
+
+def test_threads_sharing_one_deblurrer_match_sequential(deblurrer):
+    images = [np.random.default_rng(i).integers(0, 256, (70 + 7 * i, 90, 3), dtype=np.uint8) for i in range(12)]
+    sequential = [deblurrer(im) for im in images]
+    with ThreadPoolExecutor(6) as pool:
+        concurrent = list(pool.map(deblurrer, images * 3))
+    for i, out in enumerate(concurrent):
+        np.testing.assert_array_equal(out, sequential[i % len(images)])
+
+
+@pytest.mark.parametrize("bad, pattern", [
+    (np.zeros((0, 5, 3), np.uint8), "no pixels"),
+    (np.zeros((5, 5, 2), np.uint8), "not HxW"),
+    (np.zeros((5, 5, 3), np.int32), "not supported"),
+    (np.full((5, 5, 3), np.nan, np.float32), "NaN"),
+    (np.full((5, 5, 3), np.inf, np.float32), "NaN or infinite"),
+    ("not an array", "numpy"),
+])
+def test_bad_images_raise_input_error(deblurrer, bad, pattern):
+    with pytest.raises(InputError, match=pattern):
+        deblurrer(bad)
+
+
+def test_plain_onnx_model_without_metadata_uses_documented_defaults(tmp_path):
+    path = local_conv_model(tmp_path / "plain.onnx")
+    d = Deblurrer(path, "cpu", tile=0)
+    assert not d.info.has_metadata
+    assert d.info == ModelInfo()
+    assert d.info.input_range == (0.0, 1.0) and d.info.size_multiple == 8
+    assert d(np.zeros((10, 13, 3), np.uint8)).shape == (10, 13, 3)
+
+
+def test_metadata_drives_preprocessing(tmp_path):
+    # The same weights read as RGB in [-1, 1] vs BGR in [0, 1] give different results.
+    a = Deblurrer(local_conv_model(tmp_path / "a.onnx", metadata=LOCAL_METADATA), "cpu", tile=0)
+    b = Deblurrer(local_conv_model(tmp_path / "b.onnx", metadata={"deblur.channel_order": "BGR"}), "cpu", tile=0)
+    assert a.info.channel_order == "RGB" and b.info.channel_order == "BGR" and b.info.input_range == (0.0, 1.0)
+    image = np.random.default_rng(5).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    assert not np.array_equal(a(image), b(image))
+
+
+def test_missing_provider_is_an_error_listing_what_exists(local_model):
+    with pytest.raises(ProviderError, match="available: .*CPUExecutionProvider"):
+        Deblurrer(local_model, "cuda")
+    with pytest.raises(ProviderError, match="not available"):
+        Deblurrer(local_model, "tensorrt")
+
+
+def test_auto_provider_picks_cpu_here(local_model):
+    assert Deblurrer(local_model, "auto").provider == "CPUExecutionProvider"
+
+
+@pytest.mark.parametrize("case, pattern", [("missing", "no such model"), ("empty", "empty"), ("text", "not a loadable ONNX"),
+                                           ("rank3", "rank 3"), ("channels", "1 channels"), ("dir", "is a directory")])
+def test_bad_models_raise_model_error(tmp_path, case, pattern):
+    path = tmp_path / "m.onnx"
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("definitely not protobuf")
+    elif case == "rank3":
+        local_conv_model(path, rank4=False)
+    elif case == "channels":
+        local_conv_model(path, in_channels=1)
+    elif case == "dir":
+        path.mkdir()
+    with pytest.raises(ModelError, match=pattern):
+        Deblurrer(path, "cpu")
+
+
+def test_no_default_model_is_a_clear_error(monkeypatch):
+    import deblur.runtime.deblurrer as mod
+    monkeypatch.setattr(mod, "default_model_path", lambda: None)
+    with pytest.raises(ModelError, match="deblur-export"):
+        Deblurrer()
+
+
+def test_tile_too_small_for_overlap_is_an_error(local_model):
+    with pytest.raises(InputError, match="too small"):
+        Deblurrer(local_model, "cpu", tile=16, overlap=8, blend=8)
+
+
+def test_runtime_works_where_torch_cannot_be_imported(local_model, tmp_path):
+    code = f"""
+import sys
+sys.modules['torch'] = None  # 'import torch' raises ImportError from here on
+import numpy as np
+from deblur.runtime import Deblurrer
+from deblur.runtime.cli import main
+import deblur.runtime.video, deblur.runtime.jobs
+out = Deblurrer({str(local_model)!r}, 'cpu', tile=48, blend=8)(np.zeros((50, 70, 3), np.uint8))
+assert out.shape == (50, 70, 3)
+assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]
+print('ok')
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -1,0 +1,592 @@
+"""Tests for deblur.runtime.video: the frame-by-frame video pipeline.
+
+Clips are generated on the fly with PyAV (tiny sizes, ~1 s long) so the whole
+file runs in a few seconds. Each frame i carries its index as a brightness ramp
+(grey level 20 + 6*i) plus a fixed red quadrant, which lets the tests check frame
+order, colour handling and content after lossy re-encoding.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from av.video.reformatter import Interpolation
+
+from deblur.runtime import video
+from deblur.runtime.video import (
+    VideoError,
+    VideoInfo,
+    VideoInterrupted,
+    VideoReport,
+    probe_video,
+    process_video,
+)
+
+SAMPLE_RATE = 44100
+# Accurate swscale conversions in the test's own encode/decode, so measured levels
+# reflect the pipeline rather than swscale's default rounding bias.
+SWS = (
+    Interpolation.BILINEAR
+    | Interpolation.ACCURATE_RND
+    | Interpolation.FULL_CHR_H_INT
+    | Interpolation.FULL_CHR_H_INP
+)
+
+
+def _level(i: int) -> int:
+    return 20 + 6 * i
+
+
+def _frame_image(i: int, w: int, h: int) -> np.ndarray:
+    img = np.full((h, w, 3), _level(i), np.uint8)
+    img[: h // 2, : w // 2] = (30, 30, 200)  # BGR red quadrant, catches RGB/BGR swaps
+    return img
+
+
+def make_clip(
+    path: Path,
+    *,
+    w: int = 64,
+    h: int = 48,
+    n: int = 30,
+    fps: Fraction = Fraction(25),
+    audio: str | None = "aac",
+    pts_ms: list[int] | None = None,
+    rotation: int = 0,
+) -> Path:
+    """Write a test clip; ``pts_ms`` gives variable-rate timestamps in milliseconds."""
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=fps)
+        vs.width, vs.height = w, h
+        # H.264 4:2:0 cannot hold odd sizes; 4:4:4 can.
+        vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
+        tb = Fraction(1, 1000) if pts_ms else 1 / fps
+        vs.codec_context.time_base = tb
+        if rotation:
+            vs.set_display_rotation(rotation)
+        astream = None
+        if audio:
+            astream = c.add_stream(audio, rate=SAMPLE_RATE)
+            astream.layout = "stereo"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(_frame_image(i, w, h), format="bgr24")
+            frame = frame.reformat(format=vs.pix_fmt, interpolation=SWS)
+            frame.pts = pts_ms[i] if pts_ms else i
+            frame.time_base = tb
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        if astream is not None:
+            _write_sine(c, astream, seconds=n / fps)
+    return path
+
+
+def _write_sine(c, astream, seconds: float) -> None:
+    total = int(seconds * SAMPLE_RATE)
+    t = np.arange(total) / SAMPLE_RATE
+    samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for pos in range(0, total, 1024):
+        chunk = samples[pos : pos + 1024]
+        frame = av.AudioFrame.from_ndarray(
+            np.stack([chunk, chunk]), format="fltp", layout="stereo"
+        )
+        frame.sample_rate = SAMPLE_RATE
+        frame.pts = pos
+        frame.time_base = Fraction(1, SAMPLE_RATE)
+        for p in astream.encode(frame):
+            c.mux(p)
+    for p in astream.encode():
+        c.mux(p)
+
+
+def read_frames(path: Path) -> tuple[list[np.ndarray], list[float], av.video.stream.VideoStream]:
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0]
+        frames, times = [], []
+        for f in c.decode(vs):
+            frames.append(f.to_ndarray(format="bgr24", interpolation=SWS))
+            times.append(float(f.time))
+        return frames, times, vs
+
+
+def average_rate(path: Path) -> Fraction:
+    with av.open(str(path)) as c:
+        return c.streams.video[0].average_rate
+
+
+def audio_summary(path: Path) -> tuple[str, float] | None:
+    """(codec, decoded duration in seconds) of the first audio track, None if none."""
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return None
+        a = c.streams.audio[0]
+        samples = sum(f.samples for f in c.decode(a))
+        return a.codec_context.codec.canonical_name, samples / a.sample_rate
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def ramp(frames: list[np.ndarray]) -> np.ndarray:
+    """Mean level of the bottom-right quadrant (the frame-index ramp) per frame."""
+    h, w = frames[0].shape[:2]
+    return np.array([f[h // 2 + 2 :, w // 2 + 2 :].mean() for f in frames])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
+
+
+def identity(img: np.ndarray) -> np.ndarray:
+    return img
+
+
+def invert(img: np.ndarray) -> np.ndarray:
+    return 255 - img
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "even25_aac": make_clip(d / "even25_aac.mp4"),
+        "odd_ntsc_aac": make_clip(
+            d / "odd_ntsc_aac.mp4", w=65, h=49, n=24, fps=Fraction(30000, 1001)
+        ),
+        "even_ntsc_mute": make_clip(
+            d / "even_ntsc_mute.mp4", n=40, fps=Fraction(30000, 1001), audio=None
+        ),
+        "odd25_mute": make_clip(d / "odd25_mute.mp4", w=65, h=49, n=24, audio=None),
+    }
+
+
+# ----------------------------------------------------------------------- probing
+
+
+def test_probe_reports_size_rate_count_codec_audio(clips):
+    info = probe_video(clips["even25_aac"])
+    assert isinstance(info, VideoInfo)
+    assert (info.width, info.height) == (64, 48)
+    assert info.fps == Fraction(25)
+    assert info.frame_count == 30
+    assert info.codec == "h264"
+    assert info.has_audio is True
+    assert info.duration_s == pytest.approx(1.2, abs=0.05)
+
+    odd = probe_video(clips["odd_ntsc_aac"])
+    assert (odd.width, odd.height, odd.fps) == (65, 49, Fraction(30000, 1001))
+    assert probe_video(clips["odd25_mute"]).has_audio is False
+
+
+def test_probe_rejects_text_file_named_mp4(tmp_path):
+    p = tmp_path / "notes.mp4"
+    p.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError, match="notes.mp4.*not a readable video"):
+        probe_video(p)
+
+
+def test_probe_rejects_empty_file(tmp_path):
+    p = tmp_path / "empty.mp4"
+    p.write_bytes(b"")
+    with pytest.raises(VideoError, match="empty.mp4.*empty"):
+        probe_video(p)
+
+
+def test_probe_rejects_missing_file(tmp_path):
+    with pytest.raises(VideoError, match="nope.mp4.*no such file"):
+        probe_video(tmp_path / "nope.mp4")
+
+
+def test_probe_rejects_audio_only_file(tmp_path):
+    p = tmp_path / "song.m4a"
+    with av.open(str(p), "w") as c:
+        a = c.add_stream("aac", rate=SAMPLE_RATE)
+        a.layout = "stereo"
+        _write_sine(c, a, seconds=0.5)
+    with pytest.raises(VideoError, match="song.m4a.*no video stream"):
+        probe_video(p)
+
+
+def test_probe_rejects_video_stream_without_frames(tmp_path):
+    p = tmp_path / "hollow.mkv"
+    with av.open(str(p), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height = 64, 48
+        c.start_encoding()
+    with pytest.raises(VideoError, match="hollow.mkv.*(no frames|before any video frame)"):
+        probe_video(p)
+
+
+def test_video_error_is_a_value_error():
+    assert issubclass(VideoError, ValueError)
+
+
+# ---------------------------------------------------------------- processing
+
+
+@pytest.mark.parametrize(
+    "clip, size, fps, n, audio",
+    [
+        ("even25_aac", (64, 48), Fraction(25), 30, True),
+        ("odd_ntsc_aac", (65, 49), Fraction(30000, 1001), 24, True),
+        ("even_ntsc_mute", (64, 48), Fraction(30000, 1001), 40, False),
+        ("odd25_mute", (65, 49), Fraction(25), 24, False),
+    ],
+)
+def test_identity_keeps_frames_size_rate_order_audio(clips, tmp_path, clip, size, fps, n, audio):
+    src = clips[clip]
+    dst = tmp_path / "out.mp4"
+    seen: list[int] = []
+    report = process_video(src, dst, identity, progress=seen.append)
+
+    assert isinstance(report, VideoReport)
+    assert report.frames == n
+    assert seen == list(range(1, n + 1))
+    assert report.video_codec == "libx264"
+    assert report.pix_fmt == ("yuv420p" if size[0] % 2 == 0 else "yuv444p")
+    assert report.seconds > 0 and report.fps > 0
+
+    src_frames, src_times, _ = read_frames(src)
+    out_frames, out_times, vs = read_frames(dst)
+    assert len(out_frames) == n
+    assert out_frames[0].shape == (size[1], size[0], 3)
+    assert average_rate(dst) == fps
+    assert out_times == pytest.approx(src_times, abs=1e-3)
+
+    levels = ramp(out_frames)
+    assert np.all(np.diff(levels) > 3), "frame order lost"
+    assert levels == pytest.approx([_level(i) for i in range(n)], abs=3)
+    diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(src_frames, out_frames)]
+    assert max(diffs) < 3
+    # No systematic drift per channel (swscale's default rounding darkens ~3 levels
+    # and tints green on every decode/encode round trip).
+    bias = np.mean([b.mean((0, 1)) - a.mean((0, 1)) for a, b in zip(src_frames, out_frames)], 0)
+    assert np.all(np.abs(bias) < 1), bias
+
+    if audio:
+        assert report.audio == "copied"
+        codec, seconds = audio_summary(dst)
+        assert codec == "aac"
+        assert seconds == pytest.approx(n / fps, abs=0.1)
+        # Remuxed, not re-encoded: the compressed packets are byte-identical.
+        assert audio_packets(dst) == audio_packets(src)
+    else:
+        assert report.audio == "none"
+        assert audio_summary(dst) is None
+
+
+@pytest.mark.parametrize("clip", ["even25_aac", "odd_ntsc_aac"])
+def test_invert_colours(clips, tmp_path, clip):
+    src = clips[clip]
+    dst = tmp_path / "inv.mp4"
+    report = process_video(src, dst, invert)
+    src_frames, _, _ = read_frames(src)
+    out_frames, _, _ = read_frames(dst)
+    assert report.frames == len(src_frames) == len(out_frames)
+    diffs = [
+        np.abs((255 - a.astype(int)) - b.astype(int)).mean()
+        for a, b in zip(src_frames, out_frames)
+    ]
+    assert max(diffs) < 3
+    # The red quadrant became cyan-ish: blue/green high, red low.
+    b, g, r = out_frames[0][2, 2]
+    assert b > 180 and g > 180 and r < 80
+    assert np.all(np.diff(ramp(out_frames)) < -3)
+
+
+@pytest.mark.parametrize(
+    "clip, ext, vcodec, audio, acodec",
+    [
+        ("even25_aac", ".webm", "libvpx-vp9", "transcoded:opus", "opus"),
+        ("odd_ntsc_aac", ".webm", "libvpx-vp9", "transcoded:opus", "opus"),
+        ("even25_aac", ".mkv", "libx264", "copied", "aac"),
+        ("even25_aac", ".mov", "libx264", "copied", "aac"),
+        ("even25_aac", ".avi", "libx264", "copied", "aac"),
+        ("odd_ntsc_aac", ".ts", "libx264", "copied", "aac"),
+    ],
+)
+def test_other_containers(clips, tmp_path, clip, ext, vcodec, audio, acodec):
+    src = clips[clip]
+    dst = tmp_path / f"out{ext}"
+    report = process_video(src, dst, invert)
+    info = probe_video(src)
+    assert (report.video_codec, report.audio) == (vcodec, audio)
+    out_frames, _, _ = read_frames(dst)
+    assert len(out_frames) == info.frame_count
+    assert out_frames[0].shape == (info.height, info.width, 3)
+    assert average_rate(dst) == info.fps
+    assert np.all(np.diff(ramp(out_frames)) < -3)
+    codec, seconds = audio_summary(dst)
+    assert codec == acodec
+    assert seconds == pytest.approx(info.frame_count / info.fps, abs=0.1)
+
+
+def test_pcm_audio_is_transcoded_to_aac_for_mp4(tmp_path):
+    src = make_clip(tmp_path / "pcm.mkv", audio="pcm_s16le")
+    dst = tmp_path / "out.mp4"
+    report = process_video(src, dst, identity)
+    assert report.audio == "transcoded:aac"
+    codec, seconds = audio_summary(dst)
+    assert codec == "aac"
+    assert seconds == pytest.approx(1.2, abs=0.1)
+    # Matroska stores PCM as is.
+    assert process_video(src, tmp_path / "out.mkv", identity).audio == "copied"
+
+
+def test_variable_frame_rate_timestamps_are_kept(tmp_path):
+    pts_ms = [0, 40, 80, 200, 240, 400, 420, 440, 700, 720, 760, 1000]
+    src = make_clip(tmp_path / "vfr.mkv", n=len(pts_ms), pts_ms=pts_ms, audio=None)
+    for ext in (".mp4", ".mkv"):
+        dst = tmp_path / f"vfr_out{ext}"
+        assert process_video(src, dst, identity).frames == len(pts_ms)
+        frames, times, _ = read_frames(dst)
+        assert times == pytest.approx([t / 1000 for t in pts_ms], abs=1e-3)
+        assert np.all(np.diff(ramp(frames)) > 3)
+
+
+def test_rotation_metadata_is_kept(tmp_path):
+    src = make_clip(tmp_path / "rot.mp4", audio=None, n=6, rotation=90)
+    dst = tmp_path / "out.mp4"
+    process_video(src, dst, identity)
+    with av.open(str(dst)) as c:
+        frame = next(c.decode(video=0))
+        assert frame.rotation == 90
+        assert (frame.width, frame.height) == (64, 48)
+
+
+def test_existing_output_is_replaced_and_no_temp_left(clips, tmp_path):
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"old")
+    process_video(clips["even_ntsc_mute"], dst, identity)
+    assert probe_video(dst).frame_count == 40
+    assert leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------- encoder fallback
+
+
+def test_explicit_codec_mpeg4_keeps_odd_size(clips, tmp_path):
+    dst = tmp_path / "out.mp4"
+    report = process_video(clips["odd25_mute"], dst, identity, codec="mpeg4")
+    assert (report.video_codec, report.pix_fmt) == ("mpeg4", "yuv420p")
+    frames, _, _ = read_frames(dst)
+    assert len(frames) == 24
+    assert frames[0].shape == (49, 65, 3)
+    assert ramp(frames) == pytest.approx([_level(i) for i in range(24)], abs=4)
+
+
+def test_falls_back_to_next_encoder_and_logs_it(clips, tmp_path, monkeypatch, caplog):
+    # As if this PyAV build lacked its H.264 encoder.
+    monkeypatch.setattr(video, "_H264_CHAIN", ("libdoes-not-exist", "mpeg4"))
+    monkeypatch.setitem(video._CANONICAL, "libdoes-not-exist", "h264")
+    with caplog.at_level(logging.WARNING, logger="deblur.runtime.video"):
+        report = process_video(clips["even25_aac"], tmp_path / "out.mp4", identity)
+    assert report.video_codec == "mpeg4"
+    assert "libdoes-not-exist" in caplog.text and "mpeg4" in caplog.text
+    assert probe_video(tmp_path / "out.mp4").codec == "mpeg4"
+
+
+def test_unknown_codec_raises_video_error(clips, tmp_path):
+    with pytest.raises(VideoError, match="no usable video encoder"):
+        process_video(clips["even25_aac"], tmp_path / "out.mp4", identity, codec="nosuchcodec")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["out.txt", "out.flv", "out"])
+def test_unsupported_output_container_raises(clips, tmp_path, name):
+    with pytest.raises(VideoError, match="use .mp4"):
+        process_video(clips["even25_aac"], tmp_path / name, identity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_source_raises_video_error(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        process_video(tmp_path / "missing.mp4", tmp_path / "out.mp4", identity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_overwrite_the_source(clips):
+    with pytest.raises(VideoError, match="overwrite the input"):
+        process_video(clips["even25_aac"], clips["even25_aac"], identity)
+
+
+# ------------------------------------------------------ errors, stop, memory
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_frame_fn_exception_propagates_and_leaves_nothing(clips, tmp_path):
+    calls = 0
+
+    def explode(img):
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise Boom("model failed")
+        return img
+
+    dst = tmp_path / "out.mp4"
+    dst.write_bytes(b"previous result")
+    with pytest.raises(Boom, match="model failed"):
+        process_video(clips["even25_aac"], dst, explode)
+    assert dst.read_bytes() == b"previous result"
+    assert leftovers(tmp_path) == []
+    # The pipeline threads are joined before the error reaches the caller.
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("deblur-")]
+
+
+def test_frame_fn_wrong_shape_is_reported(clips, tmp_path):
+    with pytest.raises(ValueError, match=r"frame_fn returned shape \(24, 32, 3\)"):
+        process_video(clips["even25_aac"], tmp_path / "out.mp4", lambda img: img[::2, ::2])
+    with pytest.raises(ValueError, match="dtype float32"):
+        process_video(
+            clips["even25_aac"], tmp_path / "out.mp4", lambda img: img.astype(np.float32)
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decoder_thread_error_propagates(clips, tmp_path, monkeypatch):
+    real_item = video._Item
+
+    def failing_item(index, pts, image):
+        if threading.current_thread().name == "deblur-decode" and index == 7:
+            raise Boom("decoder broke")
+        return real_item(index, pts, image)
+
+    monkeypatch.setattr(video, "_Item", failing_item)
+    with pytest.raises(Boom, match="decoder broke"):
+        process_video(clips["even25_aac"], tmp_path / "out.mp4", identity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encoder_thread_error_propagates(clips, tmp_path, monkeypatch):
+    real_call = video._Timestamps.__call__
+
+    def failing_call(self, pts):
+        out = real_call(self, pts)
+        if self.calls_seen == 3:
+            raise Boom("encoder broke")
+        self.calls_seen += 1
+        return out
+
+    monkeypatch.setattr(video._Timestamps, "calls_seen", 0, raising=False)
+    monkeypatch.setattr(video._Timestamps, "__call__", failing_call)
+    with pytest.raises(Boom, match="encoder broke"):
+        process_video(clips["even25_aac"], tmp_path / "out.mp4", identity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_keyboard_interrupt_in_frame_fn_cleans_up(clips, tmp_path):
+    def ctrl_c(img):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        process_video(clips["even25_aac"], tmp_path / "out.mp4", ctrl_c)
+    assert list(tmp_path.iterdir()) == []
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("deblur-")]
+
+
+def test_progress_callback_exception_propagates(clips, tmp_path):
+    def bad_progress(done):
+        if done == 3:
+            raise Boom("progress bar broke")
+
+    with pytest.raises(Boom, match="progress bar broke"):
+        process_video(clips["even25_aac"], tmp_path / "out.mp4", identity, progress=bad_progress)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stop_event_interrupts_without_output(clips, tmp_path):
+    stop = threading.Event()
+
+    def on_progress(done: int) -> None:
+        if done == 5:
+            stop.set()  # what a SIGINT handler would do
+
+    dst = tmp_path / "out.mp4"
+    with pytest.raises(VideoInterrupted) as excinfo:
+        process_video(clips["even25_aac"], dst, identity, progress=on_progress, stop_event=stop)
+    assert excinfo.value.frames_done == 5
+    assert excinfo.value.frames_total == 30
+    assert "5 of 30" in str(excinfo.value)
+    assert not dst.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stop_event_set_from_another_thread(clips, tmp_path):
+    stop = threading.Event()
+    started = threading.Event()
+
+    def slow(img):
+        started.set()
+        stop.wait(0.05)
+        return img
+
+    timer = threading.Thread(target=lambda: (started.wait(5), stop.set()))
+    timer.start()
+    with pytest.raises(VideoInterrupted) as excinfo:
+        process_video(clips["even_ntsc_mute"], tmp_path / "out.mp4", slow, stop_event=stop)
+    timer.join()
+    assert 0 <= excinfo.value.frames_done < 40
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decoder_runs_at_most_a_bounded_distance_ahead(clips, tmp_path, monkeypatch):
+    """Frames buffered between stages stay bounded by queue_size (flat memory)."""
+    decoded = 0
+    real_item = video._Item
+
+    def counting_item(index, pts, image):
+        nonlocal decoded
+        if threading.current_thread().name == "deblur-decode":
+            decoded += 1
+        return real_item(index, pts, image)
+
+    monkeypatch.setattr(video, "_Item", counting_item)
+    processed = 0
+    max_ahead = 0
+
+    def slow(img):
+        nonlocal processed, max_ahead
+        threading.Event().wait(0.005)  # give the decoder time to run ahead if it could
+        max_ahead = max(max_ahead, decoded - processed)
+        processed += 1
+        return img
+
+    report = process_video(clips["even_ntsc_mute"], tmp_path / "out.mp4", slow, queue_size=2)
+    assert report.frames == 40
+    # queue (2) + the frame in frame_fn (1) + one finished frame waiting on a full queue (1)
+    assert 2 <= max_ahead <= 2 + 2
+
+
+def test_rejects_bad_arguments(clips, tmp_path):
+    with pytest.raises(ValueError, match="queue_size"):
+        process_video(clips["even25_aac"], tmp_path / "o.mp4", identity, queue_size=0)
+    with pytest.raises(ValueError, match="crf"):
+        process_video(clips["even25_aac"], tmp_path / "o.mp4", identity, crf=99)
+    with pytest.raises(VideoError, match="does not exist"):
+        process_video(clips["even25_aac"], tmp_path / "nodir" / "o.mp4", identity)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deblur.runtime.video; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
