@@ -10,7 +10,7 @@ from pathlib import Path
 
 import onnx
 
-from deblur.runtime.errors import ExportError
+from deblur.runtime.errors import ExportError, InputError
 from deblur.runtime.model_info import ModelInfo
 from deblur.runtime.version import __version__
 from deblur.train.checkpoint import load_generator
@@ -61,11 +61,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
     """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
     output = Path(output)
     if fp16_io and not fp16:
-        raise ExportError("--fp16-io needs --fp16 (an FP32 model has FP32 inputs)")
+        raise InputError("--fp16-io needs --fp16 (an FP32 model has FP32 inputs)")
     if output.suffix.lower() != ".onnx":
-        raise ExportError(f"{output}: the output file should end in .onnx")
+        raise InputError(f"{output}: the output file should end in .onnx")
     if output.exists() and output.is_dir():
-        raise ExportError(f"{output}: is a directory; give a file name such as {output / 'model.onnx'}")
+        raise InputError(f"{output}: is a directory; give a file name such as {output / 'model.onnx'}")
     loaded = load_generator(checkpoint)
     model = loaded.model
     size_multiple = int(getattr(model, "size_multiple", 1))

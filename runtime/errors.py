@@ -15,13 +15,15 @@ from typing import Callable, TypeVar
 import click
 
 EXIT_USAGE = 2  # bad input, bad file, bad option: the user can fix it
-EXIT_PARTIAL = 1  # a batch ran but some items failed
+EXIT_CHECK_FAILED = 1  # the inputs were fine but the result failed its checks (export parity)
 
 F = TypeVar("F", bound=Callable[..., object])
 
 
 class DeblurError(Exception):
     """Base class: something the user can fix. The message names the input and the fix."""
+
+    exit_code = EXIT_USAGE
 
 
 class InputError(DeblurError):
@@ -43,6 +45,8 @@ class ProviderError(DeblurError):
 class ExportError(DeblurError):
     """Export produced a model that fails its checks (parity, simplification)."""
 
+    exit_code = EXIT_CHECK_FAILED
+
 
 def report_errors(func: F) -> F:
     """Wrap a click command body: DeblurError -> one line + exit 2; ``debug=True`` re-raises."""
@@ -56,7 +60,7 @@ def report_errors(func: F) -> F:
             if debug:
                 raise
             click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USAGE)
+            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             if debug:
                 raise

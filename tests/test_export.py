@@ -124,3 +124,17 @@ print('ok')
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_parity_failure_exits_1_with_the_figures_and_writes_nothing(tiny_checkpoint, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import deblur.export.exporter as exporter
+    from deblur.export.cli import main
+
+    monkeypatch.setattr(exporter, "FP32_MAX_ABS", 0.0)  # no real export can meet this
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, [str(tiny_checkpoint), str(out)])
+    assert result.exit_code == 1
+    assert "differs from torch" in result.output and "PSNR" in result.output
+    assert not out.exists() and not list(tmp_path.iterdir())
