@@ -387,8 +387,8 @@ def test_explicit_codec_mpeg4_keeps_odd_size(clips, tmp_path):
 
 def test_falls_back_to_next_encoder_and_logs_it(clips, tmp_path, monkeypatch, caplog):
     # As if this PyAV build lacked its H.264 encoder.
-    monkeypatch.setattr(video, "_H264_CHAIN", ("libdoes-not-exist", "mpeg4"))
-    monkeypatch.setitem(video._CANONICAL, "libdoes-not-exist", "h264")
+    monkeypatch.setattr(video.encoders, "_H264_CHAIN", ("libdoes-not-exist", "mpeg4"))
+    monkeypatch.setitem(video.encoders._CANONICAL, "libdoes-not-exist", "h264")
     with caplog.at_level(logging.WARNING, logger="deblur.runtime.video"):
         report = process_video(clips["even25_aac"], tmp_path / "out.mp4", identity)
     assert report.video_codec == "mpeg4"
@@ -458,21 +458,21 @@ def test_frame_fn_wrong_shape_is_reported(clips, tmp_path):
 
 
 def test_decoder_thread_error_propagates(clips, tmp_path, monkeypatch):
-    real_item = video._Item
+    real_item = video.stages._Item
 
     def failing_item(index, pts, image):
         if threading.current_thread().name == "deblur-decode" and index == 7:
             raise Boom("decoder broke")
         return real_item(index, pts, image)
 
-    monkeypatch.setattr(video, "_Item", failing_item)
+    monkeypatch.setattr(video.stages, "_Item", failing_item)
     with pytest.raises(Boom, match="decoder broke"):
         process_video(clips["even25_aac"], tmp_path / "out.mp4", identity)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_encoder_thread_error_propagates(clips, tmp_path, monkeypatch):
-    real_call = video._Timestamps.__call__
+    real_call = video.stages._Timestamps.__call__
 
     def failing_call(self, pts):
         out = real_call(self, pts)
@@ -481,8 +481,8 @@ def test_encoder_thread_error_propagates(clips, tmp_path, monkeypatch):
         self.calls_seen += 1
         return out
 
-    monkeypatch.setattr(video._Timestamps, "calls_seen", 0, raising=False)
-    monkeypatch.setattr(video._Timestamps, "__call__", failing_call)
+    monkeypatch.setattr(video.stages._Timestamps, "calls_seen", 0, raising=False)
+    monkeypatch.setattr(video.stages._Timestamps, "__call__", failing_call)
     with pytest.raises(Boom, match="encoder broke"):
         process_video(clips["even25_aac"], tmp_path / "out.mp4", identity)
     assert list(tmp_path.iterdir()) == []
@@ -546,7 +546,7 @@ def test_stop_event_set_from_another_thread(clips, tmp_path):
 def test_decoder_runs_at_most_a_bounded_distance_ahead(clips, tmp_path, monkeypatch):
     """Frames buffered between stages stay bounded by queue_size (flat memory)."""
     decoded = 0
-    real_item = video._Item
+    real_item = video.stages._Item
 
     def counting_item(index, pts, image):
         nonlocal decoded
@@ -554,7 +554,7 @@ def test_decoder_runs_at_most_a_bounded_distance_ahead(clips, tmp_path, monkeypa
             decoded += 1
         return real_item(index, pts, image)
 
-    monkeypatch.setattr(video, "_Item", counting_item)
+    monkeypatch.setattr(video.stages, "_Item", counting_item)
     processed = 0
     max_ahead = 0
 

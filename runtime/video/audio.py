@@ -1,0 +1,160 @@
+"""The output's audio: the source's chosen track, copied packet for packet or transcoded.
+
+Copying is tried when the output muxer is known to store the codec; otherwise
+(or when the muxer refuses the copy) the track is decoded and re-encoded with
+the first encoder in the muxer's chain that opens (AAC, or Opus/Vorbis for WebM).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+
+from .encoders import _find_encoder, _log_fallback, _Muxer, _trial_open
+from .errors import VideoError, _why
+from .probe import _Source
+
+log = logging.getLogger(__name__)
+
+# Audio encoders for the transcode path, best first, per output muxer.
+_AAC_CHAIN = ("aac", "libfdk_aac")
+_WEBM_AUDIO_CHAIN = ("libopus", "opus", "libvorbis", "vorbis")
+
+# FFmpeg's default layout per channel count, for sources whose layout is only
+# "N channels" (PCM in Matroska, say), which most encoders refuse.
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
+
+
+class _AudioTrack:
+    """Feeds the source's audio into the output, interleaved with the video.
+
+    It reads the source through its own demuxer so audio never queues behind
+    frames waiting for the model; the writer thread asks it for everything up
+    to the current video time, which keeps both streams close together in the
+    file and the muxer's interleaving buffer small.
+    """
+
+    def __init__(self, source: _Source, out: Any, transcode_chain: tuple[str, ...] | None):
+        self.label = "none"
+        self._input = av.open(source.path)
+        try:
+            self._in_stream = self._input.streams[source.audio_index]
+            self._out_stream = None
+            self._copy = transcode_chain is None
+            if self._copy:
+                # Raises ValueError when the muxer does not accept the codec.
+                self._out_stream = out.add_stream_from_template(self._in_stream)
+                self.label = "copied"
+            else:
+                self._out_stream, codec_name = self._add_encoder(out, transcode_chain)
+                self.label = f"transcoded:{codec_name}"
+            lang = self._in_stream.metadata.get("language")
+            if lang:
+                self._out_stream.metadata["language"] = lang
+            self._packets: Iterator[Any] = self._input.demux(self._in_stream)
+            self._pending: Any = None
+            self._done = False
+        except BaseException:
+            self._input.close()
+            raise
+
+    def _add_encoder(self, out: Any, chain: tuple[str, ...]) -> tuple[Any, str]:
+        src_ctx = self._in_stream.codec_context
+        reasons = []
+        for name in chain:
+            codec = _find_encoder(name)
+            if codec is None:
+                reasons.append(f"{name}: not in this build")
+                continue
+            rates = codec.audio_rates
+            rate = src_ctx.sample_rate or 48000
+            if rates and rate not in rates:
+                rate = 48000 if 48000 in rates else max(rates)
+            channels = src_ctx.channels or 2
+            last = f"{name}: no usable channel layout"
+            layouts = [src_ctx.layout.name, _DEFAULT_LAYOUTS.get(channels, "stereo"), "stereo"]
+            for layout in dict.fromkeys(layouts):
+                try:
+                    # Throwaway open first: add_stream cannot be undone if it then fails.
+                    _trial_open(name, self._configure_audio, codec, rate, layout, channels)
+                except (av.error.FFmpegError, ValueError) as e:
+                    log.debug("audio encoder %s refuses layout %s: %s", name, layout, _why(e))
+                    last = f"{name} ({layout}): {_why(e)}"
+                    continue
+                stream = out.add_stream(name, rate=rate)
+                self._configure_audio(stream.codec_context, codec, rate, layout, channels)
+                stream.time_base = Fraction(1, rate)
+                _log_fallback("audio", name, reasons)
+                if av.AudioLayout(layout).nb_channels != channels:
+                    log.warning(
+                        "audio downmixed from %d channels to %s for %s", channels, layout, name
+                    )
+                return stream, codec.canonical_name
+            reasons.append(last)
+        raise VideoError(f"no usable audio encoder: {'; '.join(reasons)}")
+
+    @staticmethod
+    def _configure_audio(ctx: Any, codec: Any, rate: int, layout: str, channels: int) -> None:
+        ctx.sample_rate = rate
+        ctx.layout = layout
+        ctx.time_base = Fraction(1, rate)
+        ctx.format = codec.audio_formats[0].name if codec.audio_formats else "fltp"
+        per_channel = 64_000 if codec.canonical_name == "opus" else 96_000
+        ctx.bit_rate = min(512_000, per_channel * max(1, min(channels, 8)))
+        if codec.experimental:
+            # FFmpeg's native Vorbis encoder is flagged experimental.
+            ctx.options = {"strict": "experimental"}
+
+    @staticmethod
+    def _time(packet: Any) -> float | None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.time_base is None:
+            return None
+        return float(ts * packet.time_base)
+
+    def _next(self) -> Any:
+        if self._pending is None and not self._done:
+            self._pending = next(self._packets, None)
+            if self._pending is None:
+                self._done = True
+        return self._pending
+
+    def mux_until(self, out: Any, t: float | None) -> None:
+        """Write audio up to video time ``t`` seconds (everything when ``t`` is None)."""
+        while (packet := self._next()) is not None:
+            pt = self._time(packet)
+            if t is not None and pt is not None and pt > t:
+                return
+            self._pending = None
+            self._write(out, packet)
+
+    def _write(self, out: Any, packet: Any) -> None:
+        if self._copy:
+            if packet.dts is None and packet.size == 0:
+                return  # demuxer's end-of-stream marker
+            packet.stream = self._out_stream
+            out.mux(packet)
+            return
+        # decode() on the empty end marker flushes the decoder, as FFmpeg expects.
+        for frame in packet.decode():
+            for p in self._out_stream.encode(frame):
+                out.mux(p)
+
+    def finish(self, out: Any) -> None:
+        self.mux_until(out, None)
+        if not self._copy:
+            for p in self._out_stream.encode(None):
+                out.mux(p)
+
+    def close(self) -> None:
+        self._input.close()
+
+
+def _transcode_chain(muxer: _Muxer) -> tuple[str, ...]:
+    chain = _WEBM_AUDIO_CHAIN if muxer.name == "webm" else _AAC_CHAIN
+    return tuple(muxer.order(chain, muxer.default_audio))

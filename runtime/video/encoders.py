@@ -1,0 +1,270 @@
+"""Choosing how the output is written: muxer abilities, video encoder, pixel format, time base.
+
+Every choice is checked by really opening the encoder with the frame size at
+hand, so a build that lists an encoder but cannot use it falls through to the
+next one (logged) instead of failing after the video work.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+
+from .errors import VideoError, _why
+from .probe import _Source
+
+log = logging.getLogger(__name__)
+
+# Encoders tried in order when the caller does not name one. H.264 first because
+# every player handles it; mpeg4 is FFmpeg's built-in last resort.
+_H264_CHAIN = ("libx264", "libopenh264", "mpeg4")
+_WEBM_CHAIN = ("libvpx-vp9", "libvpx", "libsvtav1")
+
+# The output muxers we write, each with the audio codecs copied into it as-is.
+# The muxers claim more (PCM in MP4 fails when writing the trailer, after all the
+# video work; FLV aborts the whole process on some PCM), so anything not listed
+# is transcoded, and other containers are refused up front. None: whatever the
+# muxer says it stores (Matroska stores nearly everything).
+_COPY_AUDIO: dict[str, frozenset[str] | None] = {
+    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"}),
+    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac"}),
+    "ipod": frozenset({"aac", "alac"}),
+    "matroska": None,
+    "webm": frozenset({"opus", "vorbis"}),
+    "avi": frozenset({"mp3", "mp2", "ac3", "aac", "pcm_s16le", "pcm_u8"}),
+    "mpegts": frozenset({"aac", "ac3", "eac3", "mp3", "mp2"}),
+}
+_EXTENSIONS = ".mp4, .m4v, .mov, .mkv, .webm, .avi or .ts"
+_VFR_MUXERS = frozenset({"mp4", "mov", "ipod", "matroska", "webm", "mpegts"})
+_AVFMT_VARIABLE_FPS = 0x0400
+
+# AVColorSpace values whose number is also the matching swscale SWS_CS_* value
+# (BT.709, FCC, BT.470BG/601, SMPTE 170M, SMPTE 240M, BT.2020 NCL). Anything
+# else (RGB, unspecified, ...) falls back to swscale's BT.601 default.
+_SWS_MATRICES = {1, 4, 5, 6, 7, 9}
+_RANGE_MPEG, _RANGE_JPEG = 1, 2
+# Codec names of encoders that may be missing from the build, for muxer checks.
+_CANONICAL = {
+    "libx264": "h264",
+    "libopenh264": "h264",
+    "libvpx-vp9": "vp9",
+    "libvpx": "vp8",
+    "libsvtav1": "av1",
+    "libopus": "opus",
+    "libvorbis": "vorbis",
+    "libfdk_aac": "aac",
+}
+# Pairings FFmpeg's codec query denies for MPEG-TS although the muxer writes them.
+_ALSO_STORES = {"mpegts": frozenset({"h264", "hevc", "aac", "ac3", "eac3", "mp3", "opus"})}
+
+
+class _Muxer:
+    """What the output muxer can store, asked once."""
+
+    def __init__(self, container: Any) -> None:
+        self.name: str = container.format.name
+        # The ipod (.m4v) muxer lacks the flag but is MP4 underneath.
+        self.variable_fps = self.name in _VFR_MUXERS or bool(
+            container.format.flags & _AVFMT_VARIABLE_FPS
+        )
+        self.default_video: str | None = container.default_video_codec
+        self.default_audio: str | None = container.default_audio_codec
+        self._stores = frozenset(container.supported_codecs) | _ALSO_STORES.get(
+            self.name, frozenset()
+        )
+
+    def stores(self, codec: str) -> bool:
+        """Whether the muxer positively says it can hold ``codec`` (canonical name)."""
+        return codec in self._stores
+
+    def order(self, chain: tuple[str, ...], default: str | None) -> list[str]:
+        """``chain`` plus the muxer's default, keeping those the muxer can store."""
+        extra = [default] if default and default != "none" else []
+        names = list(dict.fromkeys([*chain, *extra]))
+        fitting = [n for n in names if self.stores(_canonical(n))]
+        return fitting or names
+
+
+def _canonical(encoder: str) -> str:
+    codec = _find_encoder(encoder)
+    if codec is None:  # not in this build; still worth naming in the fallback log
+        return _CANONICAL.get(encoder, encoder)
+    return codec.canonical_name
+
+
+# ------------------------------------------- shared by the video and audio choice
+
+
+def _find_encoder(name: str) -> av.codec.Codec | None:
+    """The encoder called ``name``, or ``None`` when this PyAV/FFmpeg build lacks it."""
+    try:
+        return av.codec.Codec(name, "w")
+    except Exception:
+        return None
+
+
+def _trial_open(name: str, configure: Callable[..., None], *settings: Any) -> None:
+    """Open a throwaway ``name`` encoder set up by ``configure(ctx, *settings)``.
+
+    "Available" does not mean "accepts these settings", and a stream added to the
+    output cannot be taken back, so each candidate is opened once on its own first.
+    Raises whatever FFmpeg or PyAV raise for settings the encoder refuses.
+    """
+    ctx = av.codec.CodecContext.create(name, "w")
+    configure(ctx, *settings)
+    ctx.open()
+
+
+def _log_fallback(kind: str, chosen: str, reasons: list[str]) -> None:
+    """Warn when ``chosen`` is not the first encoder tried, saying why the others failed."""
+    if reasons:
+        log.warning("%s encoder %s chosen after: %s", kind, chosen, "; ".join(reasons))
+
+
+def _yuv_matrix(source: _Source) -> int | None:
+    """The source's YUV matrix when swscale knows it; ``None`` means swscale's BT.601."""
+    return source.colorspace if source.colorspace in _SWS_MATRICES else None
+
+
+def _yuv_range(source: _Source) -> int:
+    """The source's YUV range: full (JPEG) when it says so, else limited (MPEG)."""
+    return _RANGE_JPEG if source.color_range == _RANGE_JPEG else _RANGE_MPEG
+
+
+# ------------------------------------------------------------------- video plan
+
+
+@dataclass(frozen=True)
+class _VideoPlan:
+    encoder: str
+    pix_fmt: str
+    time_base: Fraction
+    constant_rate: bool  # re-time frames as index / fps (muxer cannot store per-frame times)
+    options: dict[str, str]
+    bit_rate: int
+    qscale: int | None  # mpeg4-style fixed quantiser, None for rate-controlled encoders
+
+
+def _video_quality(
+    name: str, crf: int, width: int, height: int, rate: Fraction
+) -> tuple[dict[str, str], int, int | None]:
+    """Translate an x264-style CRF into the named encoder's own quality knobs."""
+    # A generous bitrate for encoders that only know bitrates: ~0.25 bit/pixel at CRF 18.
+    bits = width * height * float(rate) * 0.25 * 2 ** ((18 - crf) / 6)
+    bit_rate = int(min(max(bits, 200_000), 200_000_000))
+    # libvpx/SVT-AV1 CRF runs 0..63 and lands near x264's look at ~1.75x the value.
+    crf63 = str(min(63, max(0, round(crf * 1.75))))
+    if name == "libx264":
+        return {"crf": str(crf)}, 0, None
+    if name == "libvpx-vp9":
+        # bitrate 0 + crf = constant-quality mode; cpu-used 4 keeps VP9 usable speed-wise.
+        return {"crf": crf63, "deadline": "good", "cpu-used": "4", "row-mt": "1"}, 0, None
+    if name == "libvpx":
+        # VP8 only supports constrained quality: crf needs a bitrate ceiling.
+        return {"crf": crf63, "deadline": "good", "cpu-used": "4"}, bit_rate, None
+    if name == "libsvtav1":
+        return {"crf": crf63, "preset": "8"}, 0, None
+    if name in {"mpeg4", "mpeg2video", "mpeg1video", "msmpeg4", "mjpeg"}:
+        return {}, 0, min(31, max(1, round(crf / 6)))
+    return {}, bit_rate, None
+
+
+def _pix_fmt_candidates(codec: av.codec.Codec) -> list[str]:
+    # 4:2:0 first for compatibility; 4:4:4 is the exact-size escape for odd frame
+    # sizes in H.264, whose 4:2:0 cropping works in 2-pixel steps only.
+    supported = [f.name for f in (codec.video_formats or [])]
+    wanted = [f for f in ("yuv420p", "yuv444p") if not supported or f in supported]
+    return wanted or supported[:1]
+
+
+def _time_base_candidates(source: _Source, variable_fps: bool) -> list[Fraction]:
+    frame_tick = 1 / source.info.fps
+    if not variable_fps:
+        # Muxers without per-frame timestamps (AVI) want one tick per frame.
+        return [frame_tick]
+    # The source's own time base keeps every pts exact; some encoders (mpeg4)
+    # cap the denominator at 65535, hence the coarser fallbacks.
+    return list(dict.fromkeys([source.time_base, frame_tick, Fraction(1, 1000)]))
+
+
+def _configure_video(ctx: Any, plan: _VideoPlan, source: _Source) -> None:
+    ctx.width = source.info.width
+    ctx.height = source.info.height
+    ctx.pix_fmt = plan.pix_fmt
+    ctx.time_base = plan.time_base
+    ctx.framerate = source.info.fps
+    if plan.bit_rate:
+        ctx.bit_rate = plan.bit_rate
+    if plan.constant_rate:
+        # Such muxers (AVI) store no presentation times, so reordered B-frames
+        # would come back with scrambled timestamps.
+        ctx.max_b_frames = 0
+    if plan.qscale is not None:
+        ctx.qscale = True
+        ctx.global_quality = plan.qscale * 118  # FF_QP2LAMBDA
+    # Tag the stream like the source so players apply the same YUV matrix/range.
+    matrix = _yuv_matrix(source)
+    if matrix is not None:
+        ctx.colorspace = matrix
+    ctx.color_range = _yuv_range(source)
+    if source.color_primaries not in (0, 2):  # reserved / unspecified
+        ctx.color_primaries = source.color_primaries
+    if source.color_trc not in (0, 2):
+        ctx.color_trc = source.color_trc
+    ctx.options = dict(plan.options)
+
+
+def _choose_video_plan(
+    source: _Source, muxer: _Muxer, codec: str | None, crf: int
+) -> _VideoPlan:
+    """Find the first encoder/pixel format/time base that really opens for this size."""
+    info = source.info
+    variable_fps = muxer.variable_fps
+    chain = _WEBM_CHAIN if muxer.name == "webm" else _H264_CHAIN
+    candidates = [codec] if codec else muxer.order(chain, muxer.default_video)
+    reasons: list[str] = []
+    for name in candidates:
+        codec_obj = _find_encoder(name)
+        if codec_obj is None:
+            reasons.append(f"{name}: not in this PyAV/FFmpeg build")
+            continue
+        if codec_obj.type != "video":
+            reasons.append(f"{name}: not a video encoder")
+            continue
+        options, bit_rate, qscale = _video_quality(
+            codec_obj.name, crf, info.width, info.height, info.fps
+        )
+        last_error = "no usable pixel format"
+        for pix_fmt in _pix_fmt_candidates(codec_obj):
+            for tb in _time_base_candidates(source, variable_fps):
+                plan = _VideoPlan(
+                    codec_obj.name, pix_fmt, tb, not variable_fps, options, bit_rate, qscale
+                )
+                try:
+                    _trial_open(codec_obj.name, _configure_video, plan, source)
+                except (av.error.FFmpegError, ValueError, TypeError) as e:
+                    last_error = _why(e)
+                    continue
+                _log_fallback("video", codec_obj.name, reasons)
+                if pix_fmt != "yuv420p":
+                    log.warning(
+                        "%s cannot encode %dx%d as yuv420p (odd sizes need 4:4:4 in "
+                        "H.264); writing %s to keep the exact size; some hardware players "
+                        "cannot play that, pass codec='mpeg4' or an even-sized input if needed",
+                        codec_obj.name,
+                        info.width,
+                        info.height,
+                        pix_fmt,
+                    )
+                return plan
+        reasons.append(f"{name}: does not open for {info.width}x{info.height} ({last_error})")
+    raise VideoError(
+        f"no usable video encoder for {muxer.name} output: {'; '.join(reasons)}; "
+        "pick another codec or output extension (.mp4, .mkv, .webm)"
+    )

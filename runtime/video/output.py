@@ -1,0 +1,105 @@
+"""The output container being written: its video stream, its audio track, its tags.
+
+Everything that can be refused (muxer, encoder, audio codec, header) is set up
+here, before the first frame is decoded, so a bad combination fails in seconds
+rather than after the whole video went through the model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import av
+import av.error
+
+from .audio import _AudioTrack, _transcode_chain
+from .encoders import _COPY_AUDIO, _EXTENSIONS, _choose_video_plan, _configure_video, _Muxer
+from .errors import VideoError, _why
+from .probe import _Source
+
+log = logging.getLogger(__name__)
+
+
+class _Output:
+    """The temporary output container with its video stream and optional audio."""
+
+    def __init__(
+        self,
+        tmp: str,
+        ext: str,
+        source: _Source,
+        codec: str | None,
+        crf: int,
+        copy_audio: bool,
+    ) -> None:
+        self.audio: _AudioTrack | None = None
+        try:
+            self.container = av.open(tmp, "w")
+        except (av.error.FFmpegError, ValueError) as e:
+            raise VideoError(
+                f"cannot write {ext or 'extension-less'} files ({_why(e)}); use {_EXTENSIONS}"
+            ) from e
+        try:
+            muxer = _Muxer(self.container)
+            if muxer.name not in _COPY_AUDIO:
+                raise VideoError(
+                    f"writing {muxer.name} files ({ext}) is not supported; use {_EXTENSIONS}"
+                )
+            if muxer.name in {"mp4", "mov", "ipod"}:
+                # Index up front so the file streams/plays before fully downloaded.
+                self.container.container_options["movflags"] = "+faststart"
+            self.plan = _choose_video_plan(source, muxer, codec, crf)
+            self.stream = self.container.add_stream(self.plan.encoder, rate=source.info.fps)
+            _configure_video(self.stream.codec_context, self.plan, source)
+            self.stream.time_base = self.plan.time_base
+            # For FFmpeg-threaded encoders (mpeg4); x264/vpx run their own threads.
+            self.stream.codec_context.thread_type = "AUTO"
+            if source.rotation:
+                self.stream.set_display_rotation(source.rotation)
+            self._copy_metadata(source.metadata)
+            if source.audio_index is not None:
+                # Strict query: some muxers "accept" any codec, then fail or write junk.
+                allowed = _COPY_AUDIO[muxer.name]
+                copyable = copy_audio and (
+                    source.audio_codec in allowed
+                    if allowed is not None
+                    else muxer.stores(source.audio_codec or "")
+                )
+                chain = None if copyable else _transcode_chain(muxer)
+                try:
+                    self.audio = _AudioTrack(source, self.container, chain)
+                except ValueError:
+                    if chain is not None:
+                        raise
+                    self.audio = _AudioTrack(source, self.container, _transcode_chain(muxer))
+            # Writes the header now, so codec/muxer mismatches surface before any work.
+            self.container.start_encoding()
+        except BaseException:
+            self.close(quiet=True)
+            raise
+
+    @property
+    def audio_label(self) -> str:
+        return self.audio.label if self.audio else "none"
+
+    def _copy_metadata(self, metadata: dict[str, str]) -> None:
+        # The muxer writes its own brand/encoder tags; copying the source's would lie.
+        skip = {"major_brand", "minor_version", "compatible_brands", "encoder", "duration"}
+        for k, v in metadata.items():
+            if k.lower() not in skip:
+                self.container.metadata[k] = v
+
+    def close(self, quiet: bool = False) -> None:
+        """Close the audio source and the output (writing its trailer); idempotent."""
+        closers = []
+        if self.audio is not None:
+            closers.append(self.audio.close)
+        closers.append(self.container.close)
+        self.audio = None
+        for close in closers:
+            try:
+                close()
+            except Exception:
+                if not quiet:
+                    raise
+                log.debug("error while closing a discarded output", exc_info=True)

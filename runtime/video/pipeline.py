@@ -1,0 +1,186 @@
+"""The public entry point :func:`process_video`: checks, atomic output, report.
+
+The output is written to a hidden temporary file in the destination folder and
+renamed over ``dst`` only once it is complete, so an error or a stop never
+leaves a partial file behind (and never clobbers an existing ``dst``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import av
+import av.error
+import numpy as np
+
+from .errors import VideoError, VideoInterrupted, _why
+from .output import _Output
+from .probe import _probe
+from .stages import _run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoReport:
+    """Outcome of :func:`process_video`.
+
+    Attributes:
+        frames: frames written (always every source frame).
+        seconds: wall-clock time of the whole call.
+        fps: frames per second achieved end to end.
+        video_codec: the encoder that was used, e.g. ``"libx264"``.
+        audio: ``"copied"``, ``"transcoded:<codec>"`` (e.g. ``"transcoded:aac"``) or ``"none"``.
+        pix_fmt: encoded pixel format (``"yuv420p"``; ``"yuv444p"`` for odd sizes in H.264).
+    """
+
+    frames: int
+    seconds: float
+    fps: float
+    video_codec: str
+    audio: str
+    pix_fmt: str
+
+
+def process_video(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    frame_fn: Callable[[np.ndarray], np.ndarray],
+    *,
+    codec: str | None = None,
+    crf: int = 18,
+    queue_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> VideoReport:
+    """Run ``frame_fn`` over every frame of ``src`` and write the result to ``dst``.
+
+    Args:
+        src: input video.
+        dst: output path; its extension picks the container (.mp4, .mkv, .mov,
+            .webm, ...). An existing file is replaced only once the new one is
+            complete.
+        frame_fn: takes an HxWx3 uint8 BGR frame and returns one of the same shape
+            and dtype. Called from the calling thread, frames in order.
+        codec: video encoder to use (e.g. ``"libx264"``, ``"mpeg4"``,
+            ``"libvpx-vp9"``); ``None`` picks H.264 (VP9 for .webm) and falls back
+            to what this PyAV build has, logging the choice.
+        crf: quality in x264 CRF terms (0 best ... 51 worst, 18 visually
+            lossless); mapped onto other encoders' scales.
+        queue_size: frames buffered between decoder, model and encoder (each queue).
+        progress: called from the calling thread with the cumulative number of
+            frames processed so far, after each frame.
+        stop_event: when set (e.g. by a SIGINT/SIGTERM handler), processing stops
+            at the next frame and :class:`VideoInterrupted` is raised.
+
+    Returns:
+        A :class:`VideoReport`.
+
+    Raises:
+        VideoError: unreadable input, unwritable output, no usable encoder, or a
+            decode/encode failure midway.
+        VideoInterrupted: ``stop_event`` was set; carries ``frames_done``.
+        Any exception raised by ``frame_fn`` or ``progress``, unchanged.
+
+    Whatever is raised, no output and no temporary file are left behind.
+    """
+    if queue_size < 1:
+        raise ValueError(f"queue_size must be >= 1, got {queue_size}")
+    if not 0 <= crf <= 63:
+        raise ValueError(f"crf must be within 0..63 (x264 uses 0..51), got {crf}")
+    started = time.perf_counter()
+    source = _probe(src)
+    dst_path = os.fspath(dst)
+    folder = os.path.dirname(os.path.abspath(dst_path))
+    if not os.path.isdir(folder):
+        raise VideoError(f"{dst_path}: the folder {folder} does not exist; create it first")
+    if os.path.exists(dst_path) and os.path.samefile(source.path, dst_path):
+        raise VideoError(f"{dst_path}: output would overwrite the input; choose another name")
+
+    ext = os.path.splitext(dst_path)[1]
+    tmp = _temp_path(dst_path)
+    output: _Output | None = None
+    committed = False
+    try:
+        try:
+            output = _Output(tmp, ext, source, codec, crf, copy_audio=True)
+        except av.error.FFmpegError as e:
+            if source.audio_index is None:
+                raise VideoError(f"{dst_path}: cannot start writing ({_why(e)})") from e
+            # Header writing rejected the copied audio (a codec the muxer cannot
+            # store despite saying so); retry with transcoded audio.
+            log.warning("cannot copy the audio track into %s; transcoding it", dst_path)
+            _remove_quietly(tmp)
+            tmp = _temp_path(dst_path)
+            try:
+                output = _Output(tmp, ext, source, codec, crf, copy_audio=False)
+            except av.error.FFmpegError as e2:
+                raise VideoError(f"{dst_path}: cannot start writing ({_why(e2)})") from e2
+
+        frames = _run(source, output, frame_fn, queue_size, progress, stop_event)
+        audio_label = output.audio_label
+        try:
+            output.close()
+        except av.error.FFmpegError as e:
+            raise VideoError(f"{dst_path}: finishing the file failed ({_why(e)})") from e
+        if stop_event is not None and stop_event.is_set():
+            raise VideoInterrupted(frames, source.info.frame_count)
+        os.replace(tmp, dst_path)
+        committed = True
+    finally:
+        if not committed:
+            if output is not None:
+                output.close(quiet=True)
+            _remove_quietly(tmp)
+
+    seconds = time.perf_counter() - started
+    report = VideoReport(
+        frames=frames,
+        seconds=seconds,
+        fps=frames / seconds if seconds > 0 else 0.0,
+        video_codec=output.plan.encoder,
+        audio=audio_label,
+        pix_fmt=output.plan.pix_fmt,
+    )
+    log.info(
+        "%s -> %s: %d frames in %.1f s (%.1f fps), video %s %s, audio %s",
+        source.path,
+        dst_path,
+        report.frames,
+        report.seconds,
+        report.fps,
+        report.video_codec,
+        report.pix_fmt,
+        report.audio,
+    )
+    return report
+
+
+def _temp_path(dst: str) -> str:
+    folder, base = os.path.split(os.path.abspath(dst))
+    stem, ext = os.path.splitext(base)
+    while True:
+        tmp = os.path.join(folder, f".{stem}.tmp-{secrets.token_hex(4)}{ext}")
+        try:
+            # O_EXCL: never clobber a file another run is writing. Mode 0o666 lets the
+            # umask decide, so the final file gets normal permissions (mkstemp: 0600).
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.warning("could not remove temporary file %s", path, exc_info=True)

@@ -1,0 +1,177 @@
+"""Reading a source video: what :func:`probe_video` reports and the pipeline needs.
+
+Decodes the first frame of every file it accepts, so a file that opens but
+holds no picture is refused before any work starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+
+from .errors import VideoError, _why
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learned about a video file.
+
+    Attributes:
+        width, height: decoded frame size in pixels.
+        fps: average frame rate (exact fraction, e.g. ``30000/1001``).
+        frame_count: frames according to the container, ``None`` when it does not
+            say (Matroska/WebM usually do not); never estimated.
+        codec: the source video codec, e.g. ``"h264"``.
+        has_audio: whether there is at least one audio track.
+        duration_s: length in seconds, ``None`` when unknown.
+    """
+
+    width: int
+    height: int
+    fps: Fraction
+    frame_count: int | None
+    codec: str
+    has_audio: bool
+    duration_s: float | None
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Probe results the pipeline needs beyond the public :class:`VideoInfo`."""
+
+    path: str
+    info: VideoInfo
+    video_index: int
+    audio_index: int | None
+    audio_codec: str | None
+    time_base: Fraction
+    colorspace: int
+    color_range: int
+    color_primaries: int
+    color_trc: int
+    rotation: int
+    metadata: dict[str, str]
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+    """Describe the video at ``path``.
+
+    Decodes the first frame, so a file that opens but holds no picture is caught
+    here rather than halfway through a run.
+
+    Raises:
+        VideoError: the file is missing, empty, not a video, has no video stream
+            (e.g. audio only) or no decodable frame. The message names the file
+            and what to do about it.
+    """
+    return _probe(path).info
+
+
+def _probe(path: str | os.PathLike[str]) -> _Source:
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise VideoError(f"{p}: no such file; check the path")
+    if os.path.isdir(p):
+        raise VideoError(f"{p}: is a folder; pass a video file")
+    if os.path.getsize(p) == 0:
+        raise VideoError(f"{p}: the file is empty (0 bytes); re-export or re-download it")
+    try:
+        container = av.open(p)
+    except av.error.EOFError as e:
+        # Headers parse but the stream probe hits the end: a stream with no frames.
+        raise VideoError(
+            f"{p}: the file ends before any video frame (no frames, or truncated); "
+            "re-export it"
+        ) from e
+    except (av.error.FFmpegError, UnicodeDecodeError) as e:
+        raise VideoError(
+            f"{p}: not a readable video ({_why(e)}); check that it is a video file, "
+            "or convert it first, e.g. `ffmpeg -i IN -c:v libx264 -c:a aac OUT.mp4`"
+        ) from e
+    with container:
+        # Cover art in audio files shows up as a one-frame "video" stream.
+        videos = [
+            s
+            for s in container.streams.video
+            if not s.disposition & av.stream.Disposition.attached_pic
+        ]
+        if not videos:
+            raise VideoError(
+                f"{p}: has no video stream (audio-only or data file?); pass a video file"
+            )
+        vs = videos[0]
+        try:
+            first = next(iter(container.decode(vs)), None)
+        except av.error.FFmpegError as e:
+            raise VideoError(
+                f"{p}: the video stream cannot be decoded ({_why(e)}); the file may be "
+                "truncated or use a codec this FFmpeg build lacks; try re-encoding it "
+                "with ffmpeg"
+            ) from e
+        if first is None:
+            raise VideoError(
+                f"{p}: the video stream has no frames; the file is probably truncated, "
+                "re-export it"
+            )
+
+        tb = vs.time_base or Fraction(1, 90000)
+        rate = vs.average_rate or vs.guessed_rate or vs.base_rate
+        if not rate:
+            rate = Fraction(25)
+            log.warning("%s: frame rate unknown; assuming 25 fps", p)
+        if vs.duration:
+            duration: float | None = float(vs.duration * tb)
+        elif container.duration:
+            duration = container.duration / 1_000_000
+        else:
+            duration = None
+        audio = _pick_audio(container)
+        info = VideoInfo(
+            width=first.width,
+            height=first.height,
+            fps=Fraction(rate),
+            frame_count=vs.frames if vs.frames > 0 else None,
+            codec=vs.codec_context.name,
+            has_audio=audio is not None,
+            duration_s=duration,
+        )
+        return _Source(
+            path=p,
+            info=info,
+            video_index=vs.index,
+            audio_index=None if audio is None else audio.index,
+            audio_codec=None if audio is None else audio.codec_context.codec.canonical_name,
+            time_base=Fraction(tb),
+            colorspace=int(first.colorspace),
+            color_range=int(first.color_range),
+            color_primaries=int(first.color_primaries),
+            color_trc=int(first.color_trc),
+            rotation=_rotation_of(first),
+            metadata=dict(container.metadata),
+        )
+
+
+def _pick_audio(container: Any) -> Any:
+    if not container.streams.audio:
+        return None
+    try:
+        # FFmpeg's pick honours the "default" disposition of multi-language files.
+        best = container.streams.best("audio")
+    except Exception:  # older PyAV without best(): fall back to the first track
+        best = None
+    return best if best is not None else container.streams.audio[0]
+
+
+def _rotation_of(frame: Any) -> int:
+    try:
+        return int(round(frame.rotation))
+    except Exception:  # no display matrix support in this build
+        return 0
