@@ -16,13 +16,14 @@ from deblur.runtime.version import __version__
 from deblur.train.checkpoint import load_generator
 
 from .analysis import count_gflops_per_megapixel, count_parameters, measure_receptive_field
-from .parity import ParityResult, check_parity
-from .to_onnx import OPSET, set_metadata, simplify, to_fp16, torch_to_onnx
+from .parity import ParityResult, calibration_batches, check_parity
+from .to_onnx import OPSET, set_metadata, simplify, to_fp16, to_int8, torch_to_onnx
 
 log = logging.getLogger(__name__)
 
 FP32_MAX_ABS = 1e-4  # in [-1, 1] units: float reassociation noise, nothing more
 FP16_MIN_PSNR = 45.0  # dB against FP32 torch: invisible at 8 bits (1 grey level is ~48 dB)
+INT8_MIN_PSNR = 30.0  # dB: INT8 trades visible-on-inspection error for speed; below this it is broken
 
 
 @dataclass
@@ -56,10 +57,12 @@ def _round_up(value: int, multiple: int) -> int:
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
-                      fp16_io: bool = False, fp16_block_ops: list[str] | None = None,
+                      fp16_io: bool = False, fp16_block_ops: list[str] | None = None, int8: bool = False,
                       simplify_graph: bool = True, check: bool = True) -> ExportReport:
     """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
     output = Path(output)
+    if fp16 and int8:
+        raise InputError("choose one of --fp16 and --int8")
     if fp16_io and not fp16:
         raise InputError("--fp16-io needs --fp16 (an FP32 model has FP32 inputs)")
     if output.suffix.lower() != ".onnx":
@@ -76,7 +79,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         size_multiple=size_multiple,
         tile_context=_round_up(receptive_field // 2, size_multiple),
         receptive_field=receptive_field,
-        precision="fp16" if fp16 else "fp32",
+        precision="fp16" if fp16 else "int8" if int8 else "fp32",
         io_dtype="float16" if fp16_io else "float32",
         normalization="instance" if "InstanceNorm" in repr(model) else "none",
         arch=loaded.arch,
@@ -108,6 +111,13 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
             raise ExportError(f"FP16 model is below {FP16_MIN_PSNR} dB PSNR against FP32 torch even with "
                               f"{', '.join(blocked)} in FP32: " + "; ".join(map(str, parity)) +
                               ". Export FP32 instead or pass --fp16-block-op for other op types")
+    elif int8:
+        proto = to_int8(fp32_proto, calibration_batches(info.input_range, info.channel_order))
+        if check:
+            parity = _parity(model, proto, info)
+            if min(r.psnr_db for r in parity) < INT8_MIN_PSNR:
+                raise ExportError(f"INT8 model is below {INT8_MIN_PSNR} dB PSNR against FP32 torch: "
+                                  + "; ".join(map(str, parity)) + ". Use FP32 (or FP16 on GPU) for this model")
     elif check:
         parity = _parity(model, proto, info)
         worst = max(r.max_abs for r in parity)

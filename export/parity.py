@@ -51,6 +51,26 @@ def photo_batch(size: tuple[int, int], input_range: tuple[float, float], channel
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
+def calibration_batches(input_range: tuple[float, float], channel_order: str, count: int = 8,
+                        size: tuple[int, int] = (128, 128), seed: int = 0) -> list[np.ndarray]:
+    """Crops of the reference photo with synthetic camera shake: activations like real inputs."""
+    from deblur.train.blur import BlurConfig, degrade
+
+    rng = np.random.default_rng(seed)
+    photo = reference_photo()
+    low, high = input_range
+    batches = []
+    for _ in range(count):
+        top = int(rng.integers(0, photo.shape[0] - size[0] + 1))
+        left = int(rng.integers(0, photo.shape[1] - size[1] + 1))
+        crop, _ = degrade(photo[top:top + size[0], left:left + size[1]], rng, BlurConfig())
+        if channel_order == "RGB":
+            crop = crop[:, :, ::-1]
+        x = crop.astype(np.float32) / 255.0 * (high - low) + low
+        batches.append(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
+    return batches
+
+
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10.0 * np.log10(data_range ** 2 / mse)

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import warnings
+from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -74,6 +77,38 @@ def to_fp16(proto: onnx.ModelProto, *, fp16_io: bool = False, block_ops: list[st
         return float16.convert_float_to_float16(
             proto, keep_io_types=not fp16_io,
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(block_ops or []))
+
+
+def to_int8(proto: onnx.ModelProto, calibration: list[np.ndarray]) -> onnx.ModelProto:
+    """Static INT8 quantisation (QDQ, per-channel weights) calibrated on real image batches.
+
+    QDQ rather than QOperator: the same file runs on CPU (fused into integer kernels) and on
+    TensorRT. InstanceNormalization and the output Tanh stay in float: ORT has no integer
+    kernels for them, and the residual add into [-1, 1] needs the precision.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(calibration)
+
+        def get_next(self) -> dict | None:
+            batch = next(self._batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(proto, src)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser warns per node through the root logger
+        try:
+            quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv", "ConvTranspose"])
+        finally:
+            root.setLevel(level)
+        return onnx.load(dst)
 
 
 def set_metadata(proto: onnx.ModelProto, props: dict[str, str]) -> None:

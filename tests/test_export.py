@@ -138,3 +138,11 @@ def test_parity_failure_exits_1_with_the_figures_and_writes_nothing(tiny_checkpo
     assert result.exit_code == 1
     assert "differs from torch" in result.output and "PSNR" in result.output
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_int8_export_is_quantised_and_close(tiny_checkpoint, tmp_path):
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "m8.onnx", int8=True)
+    ops = {n.op_type for n in onnx.load(tmp_path / "m8.onnx").graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert report.info.precision == "int8"
+    assert min(r.psnr_db for r in report.parity) >= 30
