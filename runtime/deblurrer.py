@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TILE = 512  # px; the model's input tile side. 0 = whole image in one run
 DEFAULT_BLEND = 32  # px of cosine ramp between neighbouring tiles' kept regions
 MIN_SIDE = 16  # px; smaller images are mirror-padded up so every conv has room to reflect
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# How ORT's CUDA allocator and cuDNN word an allocation failure.
+_OOM_PATTERNS = ("out of memory", "failed to allocate", "cudaerrormemoryallocation", "bfcarena")
 
 
 def default_model_path() -> Path | None:
@@ -91,7 +94,18 @@ class Deblurrer:
     # -- public API ---------------------------------------------------------------------
     def __call__(self, image: np.ndarray) -> np.ndarray:
         x, fmt = self.pre_process(image)
-        y = self.tile_process(x) if self.tile and max(x.shape[:2]) > self.tile else self.process(x)
+        tile = self.tile
+        while True:
+            try:
+                y = self.tile_process(x, tile) if tile and max(x.shape[:2]) > tile else self.process(x)
+                break
+            except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
+                smaller = self._tile_after_oom(exc, tile, x.shape)
+                if smaller is None:
+                    raise
+                log.warning("%s ran out of memory at tile %s; retrying this image with tile %d",
+                            self.provider, tile or "off (whole image)", smaller)
+                tile = smaller
         return self.post_process(y, fmt)
 
     def deblur_many(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:
@@ -138,12 +152,12 @@ class Deblurrer:
         padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
         return self._run(padded[None])[0, :h, :w]
 
-    def tile_process(self, x: np.ndarray) -> np.ndarray:
+    def tile_process(self, x: np.ndarray, tile: int | None = None) -> np.ndarray:
         """Fixed-shape tiles with context, cross-faded; bounded memory for any image size."""
         h, w = x.shape[:2]
         m = self.info.size_multiple
         padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
-        grid = make_grid(padded.shape[0], padded.shape[1], self.tile, self.overlap, self.blend, m)
+        grid = make_grid(padded.shape[0], padded.shape[1], tile or self.tile, self.overlap, self.blend, m)
         out = np.zeros(padded.shape, np.float32)
         positions = grid.positions()
         for i in range(0, len(positions), self.tile_batch):
@@ -170,11 +184,23 @@ class Deblurrer:
             y = np.dstack([y, fmt.alpha])
         return y.reshape(fmt.shape)
 
+    def _tile_after_oom(self, exc: Exception, tile: int, shape: tuple[int, ...]) -> int | None:
+        """Half the tile after a GPU allocation failure, or None when that cannot help."""
+        message = str(exc).lower()
+        if self.provider not in _GPU_PROVIDERS or not any(p in message for p in _OOM_PATTERNS):
+            return None
+        m = self.info.size_multiple
+        smaller = padded_size((tile or max(shape[:2])) // 2, m)
+        if smaller < 2 * self.overlap + self.blend + m:
+            raise ModelError(f"{self.provider} is out of memory even with tile {tile}; free GPU memory, "
+                             f"use a smaller --overlap, or --provider cpu") from exc
+        return smaller
+
     # -- model execution ----------------------------------------------------------------
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float32 -> (N, H, W, 3) float32 through the session."""
         nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=self.io_dtype)
-        if self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        if self.provider in _GPU_PROVIDERS:
             out = self._run_on_device(nchw)
         else:
             out = self.session.run([self.output_name], {self.input_name: nchw})[0]

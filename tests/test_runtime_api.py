@@ -1,7 +1,9 @@
+import functools
 import subprocess
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -157,3 +159,33 @@ print('ok')
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_gpu_out_of_memory_retries_with_smaller_tiles(local_model, caplog):
+    d = Deblurrer(local_model, "cpu", tile=0, overlap=4, blend=8)
+    image = np.random.default_rng(7).integers(0, 256, (200, 120, 3), dtype=np.uint8)
+    expected = d(image)
+    cpu = SimpleNamespace(provider="CPUExecutionProvider", session=d.session, io_dtype=d.io_dtype,
+                          input_name=d.input_name, output_name=d.output_name)
+    real_run = functools.partial(Deblurrer._run, cpu)
+    seen = []
+
+    def fake_gpu_run(batch):  # pretend the GPU holds at most a 64x64 tile
+        seen.append(batch.shape[1:3])
+        if max(batch.shape[1:3]) > 64:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 2: out of memory")
+        return real_run(batch)
+
+    d.provider, d._run = "CUDAExecutionProvider", fake_gpu_run
+    with caplog.at_level("WARNING"):
+        out = d(image)
+    assert max(seen[-1]) <= 64 and "retrying this image with tile" in caplog.text
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1  # local model: tiling is exact
+
+
+def test_other_errors_are_not_retried(local_model):
+    d = Deblurrer(local_model, "cpu", tile=0)
+    d.provider = "CUDAExecutionProvider"
+    d._run = lambda batch: (_ for _ in ()).throw(RuntimeError("some other failure"))
+    with pytest.raises(RuntimeError, match="some other failure"):
+        d(np.zeros((20, 20, 3), np.uint8))
