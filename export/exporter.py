@@ -131,7 +131,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
 
 
 def _parity(model, proto: onnx.ModelProto, info: ModelInfo) -> list[ParityResult]:
-    return check_parity(model, proto, input_range=info.input_range, channel_order=info.channel_order)
+    return check_parity(model, proto, input_range=info.input_range, channel_order=info.channel_order,
+                        size_multiple=info.size_multiple)
 
 
 def _save_atomic(proto: onnx.ModelProto, output: Path) -> None:

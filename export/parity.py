@@ -77,8 +77,14 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
 
 
 def check_parity(model: nn.Module, proto: onnx.ModelProto, *, input_range: tuple[float, float],
-                 channel_order: str, sizes: tuple[tuple[int, int], ...] = PARITY_SIZES) -> list[ParityResult]:
-    """Run torch (FP32, eval) and ONNX Runtime (CPU) on the same photo crops."""
+                 channel_order: str, size_multiple: int = 1,
+                 sizes: tuple[tuple[int, int], ...] = PARITY_SIZES) -> list[ParityResult]:
+    """Run torch (FP32, eval) and ONNX Runtime (CPU) on the same photo crops.
+
+    Sizes are rounded up to ``size_multiple`` (a U-Net needs 2**levels) and stay different
+    in aspect ratio.
+    """
+    sizes = tuple(tuple(-(-d // size_multiple) * size_multiple for d in size) for size in sizes)
     import onnxruntime as ort
 
     options = ort.SessionOptions()

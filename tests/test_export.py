@@ -146,3 +146,16 @@ def test_int8_export_is_quantised_and_close(tiny_checkpoint, tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert report.info.precision == "int8"
     assert min(r.psnr_db for r in report.parity) >= 30
+
+
+def test_unet_checkpoint_exports_with_parity_at_its_size_multiple(tmp_path):
+    from deblur.train.checkpoint import save_checkpoint
+    from deblur.train.models import create_generator
+
+    args = {"num_downs": 5, "ngf": 8}
+    model = create_generator("unet_generator", **args)
+    ckpt = save_checkpoint(tmp_path / "u.pt", model, arch="unet_generator", arch_args=args)
+    report = export_checkpoint(ckpt, tmp_path / "u.onnx")
+    assert report.info.size_multiple == 32
+    assert all(r.size[0] % 32 == 0 and r.size[1] % 32 == 0 for r in report.parity)
+    assert max(r.max_abs for r in report.parity) <= 1e-4

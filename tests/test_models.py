@@ -5,13 +5,13 @@ torch = pytest.importorskip("torch")
 from deblur.train.models import create_generator, infer_arch, list_generators  # noqa: E402
 from deblur.train.models.resnet_generator import ResnetGenerator  # noqa: E402
 
-SMALL_ARGS = {"resnet_generator": {"ngf": 8, "n_blocks": 2}}
+SMALL_ARGS = {"resnet_generator": {"ngf": 8, "n_blocks": 2}, "unet_generator": {"num_downs": 5, "ngf": 8}}
 
 
 @pytest.mark.parametrize("arch", list_generators())
 def test_every_registered_generator_runs_forward_and_backward(arch):
     model = create_generator(arch, **SMALL_ARGS.get(arch, {}))
-    x = torch.rand(2, 3, 64, 48) * 2 - 1
+    x = torch.rand(2, 3, 64, 96) * 2 - 1
     y = model(x)
     assert y.shape == x.shape
     assert y.min() >= -1 and y.max() <= 1

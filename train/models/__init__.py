@@ -51,3 +51,4 @@ def infer_arch(state_dict: dict) -> tuple[str, dict] | None:
 from .resnet_generator import ResnetGenerator  # noqa: E402
 
 __all__ = ["ResnetGenerator", "create_generator", "infer_arch", "list_generators", "register_generator"]
+from .unet_generator import UnetGenerator  # noqa: E402

@@ -1,0 +1,110 @@
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import run_cli  # noqa: E402
+from train_fixtures import ONE_THREAD_ENV, write_photos  # noqa: E402
+
+TINY = ["--ngf", "8", "--n-blocks", "1", "--crop", "64", "--val-crop", "64", "--val-count", "2", "--batch-size", "2",
+        "--ndf", "8", "--critic-steps", "1", "--content", "l1", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def env(tmp_path):
+    # An empty torch hub cache: no VGG weights, whatever this machine has.
+    return {**ONE_THREAD_ENV, "TORCH_HOME": str(tmp_path / "torch_home")}
+
+
+def _error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert lines[-1].startswith("error: ") and "Traceback" not in result.stderr
+    return lines[-1]
+
+
+def test_help_documents_the_content_loss_default_and_version():
+    result = run_cli("deblur-train", "--help", check=True)
+    for needle in ("--content", "perceptual", "l1+fft", "--vgg-weights", "--resume", "--amp", "torchrun"):
+        assert needle in result.stdout
+    assert run_cli("deblur-train", "--version", check=True).stdout.strip().endswith("0.1.0")
+
+
+def test_cli_trains_stops_and_resumes(tmp_path, env):
+    write_photos(tmp_path / "photos", 4)
+    args = ["deblur-train", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), *TINY,
+            "--steps", "6", "--val-every", "3"]
+    run_cli(*args, "--stop-at", "3", check=True, env=env)
+    result = run_cli("deblur-train", "--out", str(tmp_path / "run"), "--resume", "--workers", "1", check=True, env=env)
+    assert "step 6: validation PSNR" in result.stdout and "latest.pt" in result.stdout
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["steps"] == 6 and config["workers"] == 1 and config["arch_args"]["ngf"] == 8
+    refused = run_cli("deblur-train", "--out", str(tmp_path / "run"), "--resume", "--lr", "1", env=env)
+    assert "these differ: lr" in _error_line(refused)
+
+
+@pytest.mark.parametrize("case", ["empty", "unreadable", "crop", "vgg"])
+def test_cli_errors_are_one_line_with_exit_2(tmp_path, env, case):
+    data = tmp_path / "data"
+    extra: list[str] = []
+    if case == "empty":
+        data.mkdir()
+        expected = "no images found"
+    elif case == "unreadable":
+        data.mkdir()
+        (data / "a.png").write_bytes(b"garbage")
+        (data / "b.jpg").write_bytes(b"")
+        expected = "none of the 2 training images could be read"
+    elif case == "crop":
+        write_photos(data, 2, size=(40, 60))
+        expected = "crop 64 px is larger than every image"
+    else:
+        write_photos(data, 2)
+        extra = ["--content", "perceptual"]
+        expected = "VGG19 weights"
+    result = run_cli("deblur-train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY, *extra,
+                     "--steps", "2", env=env)
+    line = _error_line(result)
+    assert expected in line, line
+    if case == "unreadable":
+        assert "a.png: unreadable image; skipped" in result.stderr
+    if case == "vgg":
+        assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in line and "--content l1+fft" in line
+        assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_images_are_skipped_with_a_warning_and_training_goes_on(tmp_path, env):
+    write_photos(tmp_path / "data", 3)
+    (tmp_path / "data" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = run_cli("deblur-train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *TINY,
+                     "--steps", "2", check=True, env=env)
+    assert "broken.png: unreadable image; skipped" in result.stderr
+    assert (tmp_path / "run" / "checkpoints" / "latest.pt").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_with_gloo(tmp_path, env):
+    write_photos(tmp_path / "photos", 8)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "deblur.train.cli",
+               "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), *TINY,
+               "--steps", "4", "--log-every", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import torch
+
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=True)
+    assert ckpt["step"] == 4 and len(ckpt["rng"]) == 2  # both ranks' RNG states, for resuming
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank seeds
+    rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
+    assert len(rows) == 5  # header + 4 steps, written once (rank 0 only)
+    assert result.stdout.count("validation PSNR") == 1

@@ -1,0 +1,106 @@
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from train_fixtures import write_photos  # noqa: E402
+
+from deblur.runtime.errors import InputError  # noqa: E402
+from deblur.train.blur import BlurConfig  # noqa: E402
+from deblur.train.data import StepSampler, TrainPairs, read_rgb, scan, validation_pairs  # noqa: E402
+
+
+def test_gopro_pairs_and_sharp_only_photos_are_found(tmp_path):
+    for scene in ("GOPR0001", "GOPR0002"):
+        write_photos(tmp_path / "gopro" / scene / "sharp", 2)
+        write_photos(tmp_path / "gopro" / scene / "blur", 2, seed=1)
+        write_photos(tmp_path / "gopro" / scene / "blur_gamma", 2, seed=2)  # blurred too: never a target
+    write_photos(tmp_path / "photos", 3)
+    items = scan([str(tmp_path / "gopro"), str(tmp_path / "photos")], crop=64)
+    paired = [i for i in items if i.blurred is not None]
+    assert len(paired) == 4 and len(items) == 7
+    assert all(i.sharp.parent.name == "sharp" and i.blurred.parent.name == "blur" and
+               i.sharp.name == i.blurred.name for i in paired)
+    # A GoPro sample is the stored blurred image, cropped at the same place as the sharp one.
+    dataset = TrainPairs(paired, 64, seed=0, blur=BlurConfig())
+    blurred, sharp = dataset[(0, 0)]
+    assert blurred.shape == sharp.shape == (3, 64, 64)
+    assert not torch.equal(blurred, sharp)
+
+
+def test_greyscale_becomes_three_channels_and_unreadable_files_are_skipped(tmp_path, caplog):
+    write_photos(tmp_path, 2, grey=True)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    assert read_rgb(tmp_path / "photo_00.png").shape == (80, 96, 3)
+    assert read_rgb(tmp_path / "broken.png") is None
+    with caplog.at_level(logging.WARNING):
+        items = scan([str(tmp_path)], crop=64)
+    assert len(items) == 2
+    assert "broken.png: unreadable image; skipped" in caplog.text
+
+
+def test_data_errors_name_the_folder_and_the_fix(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no images found"):
+        scan([str(tmp_path / "empty")], crop=64)
+    with pytest.raises(InputError, match="no such data folder"):
+        scan([str(tmp_path / "missing")], crop=64)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"nope")
+    with pytest.raises(InputError, match="none of the 1 training images could be read"):
+        scan([str(tmp_path / "junk")], crop=64)
+    write_photos(tmp_path / "small", 2, size=(50, 70))
+    with pytest.raises(InputError, match="crop 64 px is larger than every image .* pass --crop 50 or less"):
+        scan([str(tmp_path / "small")], crop=64)
+
+
+def test_small_images_are_skipped_when_others_fit(tmp_path, caplog):
+    write_photos(tmp_path, 2, size=(50, 70))
+    write_photos(tmp_path / "big", 1, size=(80, 80))
+    with caplog.at_level(logging.WARNING):
+        assert len(scan([str(tmp_path)], crop=64)) == 1
+    assert "2 training images smaller than the 64 px crop skipped" in caplog.text
+
+
+def test_samples_depend_only_on_seed_epoch_and_index(tmp_path):
+    items = scan([str(write_photos(tmp_path, 3)[0].parent)], crop=64)
+    dataset = TrainPairs(items, 64, seed=7, blur=BlurConfig())
+    a, b = dataset[(2, 1)], TrainPairs(items, 64, seed=7, blur=BlurConfig())[(2, 1)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    other_epoch = dataset[(3, 1)]
+    assert not torch.equal(a[0], other_epoch[0])
+    blurred, sharp = a
+    assert blurred.dtype == torch.float32 and blurred.min() >= -1 and blurred.max() <= 1
+    # Blur spreads the rectangles' step edges: the steepest step gets smaller.
+    assert blurred.diff(dim=2).abs().amax() < 0.8 * sharp.diff(dim=2).abs().amax()
+
+
+def test_sampler_resumes_mid_epoch_and_shards_ranks():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    full = take(StepSampler(10, 2, seed=3), 40)  # 5 steps per epoch, 4 epochs
+    assert full[:10] != full[10:20]  # a new order each epoch
+    assert sorted(i for _, i in full[:10]) == list(range(10))
+    assert take(StepSampler(10, 2, seed=3, start_step=7), 26) == full[14:]
+    ranks = [take(StepSampler(10, 2, seed=3, rank=r, world_size=2), 4) for r in (0, 1)]
+    assert not {i for _, i in ranks[0]} & {i for _, i in ranks[1]}
+    with pytest.raises(InputError, match="fewer than batch size"):
+        StepSampler(3, 2, seed=0, world_size=2)
+
+
+def test_validation_pairs_are_deterministic_across_calls(tmp_path):
+    items = scan([str(write_photos(tmp_path, 4)[0].parent)], crop=64)
+    b1, s1 = validation_pairs(items, 64, 3, seed=5, blur=BlurConfig())
+    b2, s2 = validation_pairs(items, 64, 3, seed=5, blur=BlurConfig())
+    assert b1.shape == (3, 3, 64, 64) and torch.equal(b1, b2) and torch.equal(s1, s2)
+    b3, _ = validation_pairs(items, 64, 3, seed=6, blur=BlurConfig())
+    assert not torch.equal(b1, b3)
+    # The sharp half is the centre crop, untouched.
+    photo = cv2.cvtColor(cv2.imread(str(items[0].sharp)), cv2.COLOR_BGR2RGB)
+    expected = photo[8:72, 16:80].transpose(2, 0, 1).astype(np.float32) / 127.5 - 1
+    np.testing.assert_allclose(s1[0].numpy(), expected, atol=1e-6)

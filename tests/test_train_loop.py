@@ -1,0 +1,172 @@
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from train_fixtures import tiny_overrides, write_photos  # noqa: E402
+
+from deblur.train.checkpoint import load_checkpoint, load_generator  # noqa: E402
+from deblur.train.config import TrainError, make_config  # noqa: E402
+from deblur.train.trainer import resume_config, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 shared cores: two intra-op threads spin against other jobs and run 100x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder, 6)
+    return folder
+
+
+def _rows(run_dir, kind):
+    return [row for row in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if row["kind"] == kind]
+
+
+def test_tiny_model_learns_and_the_run_folder_has_everything(photos, tmp_path):
+    config = make_config(**tiny_overrides(photos, steps=60, critic_steps=2, val_every=30, lr=1e-3, workers=1))
+    result = train(config, tmp_path / "run")
+    val = _rows(tmp_path / "run", "val")
+    assert [r["step"] for r in val] == [0, 30, 60]
+    assert val[-1]["psnr"] > val[0]["psnr"] + 2.0, val
+    assert val[-1]["ssim"] > val[0]["ssim"]
+    assert val[0]["psnr_identity"] == val[-1]["psnr_identity"] > 10  # the do-nothing baseline, fixed pairs
+    train_rows = _rows(tmp_path / "run", "train")
+    assert [r["step"] for r in train_rows] == list(range(5, 61, 5))
+    assert all(np.isfinite([r["loss_g"], r["critic_gap"], r["gradient_penalty"], r["step_time"]]).all()
+               for r in train_rows)
+    assert train_rows[-1]["lr"] < train_rows[0]["lr"] == 1e-3  # decays over the second half
+    run = tmp_path / "run"
+    assert (run / "train.csv").read_text().splitlines()[0].startswith("step,lr,loss_critic")
+    assert len((run / "val.csv").read_text().splitlines()) == 4
+    assert sorted(p.name for p in (run / "samples").iterdir()) == \
+        ["step_0000000.png", "step_0000030.png", "step_0000060.png"]
+    assert json.loads((run / "config.json").read_text())["critic_steps"] == 2
+    # The checkpoint is in the export format and carries what resuming needs.
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["format"] == "deblur-edge-checkpoint" and ckpt["step"] == 60
+    assert ckpt["arch"] == "resnet_generator" and ckpt["arch_args"] == {"ngf": 8, "n_blocks": 1, "dropout": True}
+    assert {"critic", "optimizers", "scalers", "rng", "config"} <= set(ckpt)
+    assert ckpt["meta"]["val"]["psnr"] == result.val["psnr"]
+    assert load_generator(result.checkpoint).step == 60
+
+
+def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(photos, tmp_path):
+    config = make_config(**tiny_overrides(photos, steps=12, critic_steps=2, checkpoint_every=4))
+    train(config, tmp_path / "straight")
+    train(config, tmp_path / "interrupted", stop_at=7)  # a checkpoint at 4 and at 7
+    assert load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "latest.pt")["step"] == 7
+    torch.manual_seed(999)  # the resumed run must not depend on the process's RNG state
+    np.random.seed(999)
+    resumed = resume_config(tmp_path / "interrupted", {})
+    assert resumed == config
+    train(resumed, tmp_path / "interrupted", resume=True)
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    b = load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 12
+    for part in ("generator", "critic"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key}"
+    assert a["optimizers"]["generator"]["state"][0]["step"] == b["optimizers"]["generator"]["state"][0]["step"]
+    train_rows = _rows(tmp_path / "interrupted", "train")
+    assert [r["step"] for r in train_rows] == [5, 7, 10, 12]  # the stop wrote its row; no step twice
+
+
+def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path):
+    config = make_config(**tiny_overrides(photos, steps=3, critic_steps=1))
+    train(config, tmp_path / "run")
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(config, tmp_path / "run")
+    with pytest.raises(TrainError, match=r"these differ: lr \(0.0001 -> 0.001\)"):
+        resume_config(tmp_path / "run", {"lr": 1e-3})
+    with pytest.raises(TrainError, match="arch_args"):
+        resume_config(tmp_path / "run", {"arch_args": {"ngf": 16}})
+    assert resume_config(tmp_path / "run", {"workers": 2, "val_every": 7, "arch_args": {"ngf": 8}}).workers == 2
+    with pytest.raises(TrainError, match="finished at step 3 of 3; pass a larger --steps"):
+        train(resume_config(tmp_path / "run", {}), tmp_path / "run", resume=True)
+    with pytest.raises(TrainError, match="nothing to resume"):
+        resume_config(tmp_path / "other", {})
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint_intact(photos, tmp_path, monkeypatch):
+    from deblur.train import losses
+
+    calls = {"n": 0}
+    original = losses.L1Loss.forward
+
+    def poisoned(self, restored, sharp):
+        calls["n"] += 1
+        value = original(self, restored, sharp)
+        return value * float("nan") if calls["n"] >= 7 else value
+
+    monkeypatch.setattr(losses.L1Loss, "forward", poisoned)
+    config = make_config(**tiny_overrides(photos, steps=20, critic_steps=1, checkpoint_every=5))
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    with pytest.raises(TrainError, match=r"non-finite loss at step 7 \(loss_g=nan.*Last good checkpoint: .*latest.pt \(step 5\)"):
+        train(config, tmp_path / "run")
+    ckpt = load_checkpoint(latest)
+    assert ckpt["step"] == 5
+    assert all(torch.isfinite(v).all() for v in ckpt["generator"].values())
+
+
+def test_pix2pix_recipe_trains_a_few_steps(photos, tmp_path):
+    config = make_config("pix2pix", **tiny_overrides(photos, steps=4, arch_args={"ngf": 8, "num_downs": 5}))
+    assert config.critic_steps == 1 and config.gan_loss == "bce" and config.conditional_critic
+    result = train(config, tmp_path / "run")
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["arch"] == "unet_generator" and ckpt["critic"]["model.0.weight"].shape[1] == 6
+    assert all(r["gradient_penalty"] == 0 for r in _rows(tmp_path / "run", "train"))
+    model = load_generator(result.checkpoint).model
+    assert model.size_multiple == 32 and model(torch.zeros(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_mixed_precision_path_stays_finite(photos, tmp_path, monkeypatch, dtype):
+    # --amp is for CUDA; CPU autocast runs the same code (autocast, loss scaling, fp32 penalty).
+    from deblur.train import trainer
+
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    monkeypatch.setattr(trainer, "_amp_dtype", lambda config, device: amp_dtype)
+    result = train(make_config(**tiny_overrides(photos, steps=6, critic_steps=2)), tmp_path / "run")
+    ckpt = load_checkpoint(result.checkpoint)
+    assert all(np.isfinite(v) for v in ckpt["meta"]["losses"].values())
+    if dtype == "fp16":  # a scaler that keeps skipping steps would have backed off to ~0
+        assert ckpt["scalers"]["critic"]["scale"] > 1 and ckpt["scalers"]["generator"]["scale"] > 1
+    monkeypatch.undo()
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainError, match="--amp is for CUDA"):
+            train(make_config(**tiny_overrides(photos, steps=1, amp=True)), tmp_path / "cpu_amp")
+
+
+def test_perceptual_without_weights_is_an_error_before_any_work(photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    config = make_config(**tiny_overrides(photos, steps=2, content="perceptual"))
+    with pytest.raises(TrainError, match="VGG19 weights"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_trained_checkpoint_exports_and_runs_in_onnxruntime(photos, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from deblur.export.exporter import export_checkpoint
+
+    config = make_config(**tiny_overrides(photos, steps=3, critic_steps=1))
+    result = train(config, tmp_path / "run")
+    report = export_checkpoint(result.checkpoint, tmp_path / "model.onnx")
+    assert report.info.train_step == 3 and report.info.arch == "resnet_generator"
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 96)).astype(np.float32)
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        expected = load_generator(result.checkpoint).model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-4)

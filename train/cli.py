@@ -1,0 +1,103 @@
+"""``deblur-train``: parse options into a config, call ``train()``, report. Nothing else."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from deblur.runtime.errors import report_errors, setup_logging
+from deblur.runtime.version import __version__
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--data", "data", multiple=True, metavar="PATH",
+              help="Training folder (repeatable): sharp photos (blurred on the fly) and/or GoPro-style "
+                   "<scene>/blur + <scene>/sharp pairs.")
+@click.option("--val", "val", multiple=True, metavar="PATH",
+              help="Validation folder (repeatable). Default: fixed crops of the training photos.")
+@click.option("--out", "run_dir", required=True, type=click.Path(file_okay=False), metavar="RUN_DIR",
+              help="Run folder: checkpoints/, samples/, metrics.jsonl, train.csv, val.csv, config.json.")
+@click.option("--recipe", type=click.Choice(["deblurgan", "pix2pix"]), default=None,
+              help="deblurgan (default): ResNet G, WGAN-GP, 5 critic steps, Adam 1e-4. "
+                   "pix2pix: U-Net G, conditional PatchGAN, BCE + 100 x L1, Adam 2e-4.")
+@click.option("--steps", type=int, help="Generator updates (deblurgan: 300000). LR decays linearly to 0 "
+                                        "over the second half.")
+@click.option("--batch-size", type=int, help="Per process (default 1, as the paper).")
+@click.option("--crop", type=int, help="Training crop in pixels (default 256); smaller images are skipped.")
+@click.option("--val-crop", type=int, help="Centre crop of each validation image (default: --crop).")
+@click.option("--val-count", type=int, help="Number of fixed validation pairs (default 16).")
+@click.option("--ngf", type=int, help="Generator width (default 64).")
+@click.option("--n-blocks", type=int, help="ResNet blocks of the deblurgan generator (default 9).")
+@click.option("--num-downs", type=int, help="U-Net levels of the pix2pix generator (default 8: unet_256).")
+@click.option("--ndf", type=int, help="Critic width (default 64).")
+@click.option("--content", type=click.Choice(["perceptual", "l1", "l1+fft"]),
+              help="Content loss, weighted 100x. deblurgan default: perceptual (VGG19 conv3_3), which needs "
+                   "torchvision's vgg19-dcbb9e9d.pth in ~/.cache/torch/hub/checkpoints/ or --vgg-weights; "
+                   "without it this is an error, never a random VGG - pass l1+fft instead. pix2pix: l1.")
+@click.option("--vgg-weights", type=click.Path(dir_okay=False), metavar="FILE",
+              help="torchvision's VGG19 ImageNet state dict for --content perceptual.")
+@click.option("--critic-steps", type=int, help="Critic updates per generator update (deblurgan 5, pix2pix 1).")
+@click.option("--lr", type=float, help="Adam learning rate (deblurgan 1e-4, pix2pix 2e-4).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default auto: CUDA when available.")
+@click.option("--amp", is_flag=True, default=None, help="Mixed precision on CUDA (bf16, or fp16 with loss scaling).")
+@click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), help="Precision of --amp (default bf16).")
+@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the generator.")
+@click.option("--seed", type=int, help="Seed of the data order, augmentation and initialisation (default 0).")
+@click.option("--workers", type=int, help="DataLoader worker processes per process (default 4).")
+@click.option("--log-every", type=int, help="Steps between metric rows (default 50).")
+@click.option("--val-every", type=int, help="Steps between validations and sample grids (default 5000).")
+@click.option("--checkpoint-every", type=int, help="Steps between writes of checkpoints/latest.pt (default 1000).")
+@click.option("--snapshot-every", type=int, help="Steps between kept checkpoints/step_N.pt (default 50000).")
+@click.option("--resume", is_flag=True, help="Continue RUN_DIR from checkpoints/latest.pt with its settings, "
+                                             "optimiser, RNG and data position.")
+@click.option("--stop-at", type=int, metavar="STEP", help="Stop after STEP (checkpointed) without ending the "
+                                                          "schedule, e.g. for time-limited jobs; --resume continues.")
+@click.option("-v", "--verbose", is_flag=True, help="More logging.")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(__version__, "-V", "--version", prog_name="deblur-train")
+@report_errors
+def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, verbose: bool, debug: bool,
+         ngf: int | None, n_blocks: int | None, num_downs: int | None, compile_: bool | None, **options) -> None:
+    """Train a deblurring generator; checkpoints go to RUN_DIR/checkpoints/latest.pt for deblur-export.
+
+    Options left out take the recipe's value; with --resume they take the stored run's, and
+    options that would change what the run computes are refused.
+
+    \b
+    Examples:
+      deblur-train --data ../shared/data/sharp/Urban100 --val ../shared/data/sharp/Set14 \\
+                   --out runs/dgan --content l1+fft
+      deblur-train --data GOPRO/train --val GOPRO/test --out runs/gopro --vgg-weights vgg19-dcbb9e9d.pth --amp
+      deblur-train --out runs/dgan --resume
+      torchrun --standalone --nproc_per_node 4 -m deblur.train.cli --data ... --out runs/ddp
+    """
+    # Under torchrun every rank runs this; only rank 0 reports progress, the others warnings.
+    setup_logging(verbose, quiet=os.environ.get("RANK", "0") != "0")
+    from .config import make_config  # torch-free, but keep `--help` fast and uniform
+    from .trainer import resume_config, train
+
+    overrides = {key: value for key, value in options.items() if value not in (None, ())}
+    for key in ("data", "val"):
+        if key in overrides:
+            overrides[key] = list(overrides[key])
+    if compile_ is not None:
+        overrides["compile"] = compile_
+    arch_args = {k: v for k, v in (("ngf", ngf), ("n_blocks", n_blocks), ("num_downs", num_downs)) if v is not None}
+    if arch_args:
+        overrides["arch_args"] = arch_args
+    if resume:
+        if recipe is not None:
+            overrides["recipe"] = recipe
+        config = resume_config(run_dir, overrides)
+    else:
+        config = make_config(recipe or "deblurgan", **overrides)
+    result = train(config, run_dir, resume=resume, stop_at=stop_at)
+    if result.val:
+        click.echo(f"step {result.step}: validation PSNR {result.val['psnr']:.2f} dB, SSIM {result.val['ssim']:.4f} "
+                   f"(blurred input: {result.val['psnr_identity']:.2f} dB, {result.val['ssim_identity']:.4f}); "
+                   f"checkpoint {result.checkpoint}")
+
+
+if __name__ == "__main__":
+    main()

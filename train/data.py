@@ -1,0 +1,233 @@
+"""Training and validation data: GoPro-style blur/sharp pairs and sharp photos blurred on the fly.
+
+Every random choice for a sample (crop, flip, blur kernel, noise, JPEG) comes from a numpy
+generator seeded with ``(seed, epoch, index)``, and the sampler's order is a function of
+``(seed, epoch)``: the data a step sees depends on the step number only, so a resumed run
+gets exactly the batches the uninterrupted run would have, whatever the worker count.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from deblur.runtime.errors import InputError
+
+from .blur import BlurConfig, degrade
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class Item:
+    sharp: Path
+    blurred: Path | None  # None: synthesise the blur
+    height: int
+    width: int
+
+
+def read_rgb(path: Path) -> np.ndarray | None:
+    """HxWx3 uint8 RGB; greyscale is repeated, alpha dropped, 16 bit scaled. None if unreadable."""
+    try:
+        image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error):
+        return None
+    if image is None or image.size == 0:
+        return None
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        return None
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[:, :, 2::-1])  # BGR(A) -> RGB
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
+    """(sharp, blurred-or-None) for every image: ``*/sharp/x`` pairs with ``*/blur/x``."""
+    found: list[tuple[Path, Path | None]] = []
+    for root in map(Path, paths):
+        if not root.exists():
+            raise InputError(f"{root}: no such data folder")
+        files = [root] if root.is_file() else _images_in(root)
+        if not files:
+            raise InputError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        paired_dirs = {p.parent for p in files if p.parent.name == "sharp" and (p.parent.parent / "blur").is_dir()}
+        paired_scenes = {d.parent for d in paired_dirs}
+        ignored = 0
+        for path in files:
+            if path.parent in paired_dirs:
+                blurred = path.parent.parent / "blur" / path.name
+                if blurred.is_file():
+                    found.append((path, blurred))
+                else:
+                    log.warning("%s: no blurred partner at %s; skipped", path, blurred)
+            elif path.parent.parent in paired_scenes:
+                # blur/ itself, and siblings such as GoPro's blur_gamma/: blurred images, never targets.
+                ignored += path.parent.name != "blur"
+            else:
+                found.append((path, None))
+        if ignored:
+            log.info("%s: ignored %d images in folders beside paired sharp/ + blur/ (e.g. blur_gamma/)", root, ignored)
+    return found
+
+
+def _probe(pair: tuple[Path, Path | None]) -> tuple[int, int] | str:
+    sharp_path, blurred_path = pair
+    sharp = read_rgb(sharp_path)
+    if sharp is None:
+        return f"{sharp_path}: unreadable image"
+    if blurred_path is not None:
+        blurred = read_rgb(blurred_path)
+        if blurred is None:
+            return f"{blurred_path}: unreadable image"
+        if blurred.shape != sharp.shape:
+            return f"{blurred_path}: size {blurred.shape[1]}x{blurred.shape[0]} differs from its sharp image"
+    return sharp.shape[0], sharp.shape[1]
+
+
+def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop") -> list[Item]:
+    """Find, decode once and size-check every image. Unusable ones are skipped with a warning;
+    nothing usable is an error that says why."""
+    pairs = _find_files(paths)
+    if not pairs:
+        raise InputError(f"{', '.join(paths)}: no usable {what} images (sharp/ images without blur/ partners?)")
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # cv2 releases the GIL
+        probes = list(pool.map(_probe, pairs))
+    items, unreadable, small, largest = [], 0, 0, (0, 0)
+    for (sharp, blurred), probe in zip(pairs, probes):
+        if isinstance(probe, str):
+            log.warning("%s; skipped", probe)
+            unreadable += 1
+            continue
+        height, width = probe
+        largest = max(largest, (height, width), key=min)
+        if min(height, width) < crop:
+            small += 1
+            continue
+        items.append(Item(sharp, blurred, height, width))
+    where = ", ".join(paths)
+    if unreadable == len(pairs):
+        raise InputError(f"{where}: none of the {len(pairs)} {what} images could be read")
+    if not items:
+        raise InputError(f"{where}: the {what} crop {crop} px is larger than every image (the largest fits "
+                         f"{min(largest)} px); pass {option} {min(largest)} or less")
+    if small:
+        log.warning("%s: %d %s images smaller than the %d px crop skipped", where, small, what, crop)
+    log.info("%s data: %d images (%d paired, %d sharp-only)", what, len(items),
+             sum(i.blurred is not None for i in items), sum(i.blurred is None for i in items))
+    return items
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> (3, H, W) float32 in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
+
+
+def make_sample(item: Item, top: int, left: int, crop: int, rng: np.random.Generator,
+                blur: BlurConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(blurred, sharp) crops at (top, left); sharp-only images are blurred here with ``rng``."""
+    sharp = read_rgb(item.sharp)
+    if sharp is None:
+        raise InputError(f"{item.sharp}: became unreadable during training")
+    if item.blurred is not None:
+        blurred = read_rgb(item.blurred)
+        if blurred is None:
+            raise InputError(f"{item.blurred}: became unreadable during training")
+        window = np.s_[top:top + crop, left:left + crop]
+        return blurred[window], sharp[window]
+    # Blur a margin around the crop too, so the kernel sees real pixels rather than a
+    # reflected border at the crop's edges.
+    margin = blur.kernel_size // 2
+    y0, x0 = max(0, top - margin), max(0, left - margin)
+    y1, x1 = min(sharp.shape[0], top + crop + margin), min(sharp.shape[1], left + crop + margin)
+    blurred, _ = degrade(sharp[y0:y1, x0:x1], rng, blur)
+    inner = np.s_[top - y0:top - y0 + crop, left - x0:left - x0 + crop]
+    return blurred[inner], sharp[top:top + crop, left:left + crop]
+
+
+class TrainPairs(Dataset):
+    """Random crops with horizontal flips; indexed by ``(epoch, index)`` (see ``StepSampler``)."""
+
+    def __init__(self, items: list[Item], crop: int, seed: int, blur: BlurConfig) -> None:
+        self.items, self.crop, self.seed, self.blur = items, crop, seed, blur
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        item = self.items[index]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        top = int(rng.integers(0, item.height - self.crop + 1))
+        left = int(rng.integers(0, item.width - self.crop + 1))
+        blurred, sharp = make_sample(item, top, left, self.crop, rng, self.blur)
+        # Horizontal flips only: an upside-down photo is not a photo (sky below, light from under).
+        if rng.random() < 0.5:
+            blurred, sharp = blurred[:, ::-1], sharp[:, ::-1]
+        return to_tensor(blurred), to_tensor(sharp)  # (3, C, C) each, in [-1, 1]
+
+
+class StepSampler(Sampler):
+    """Endless ``(epoch, index)`` keys, sharded over ranks, starting at a given step.
+
+    Like ``DistributedSampler`` (a fresh permutation per epoch from ``seed + epoch``, each rank
+    a disjoint slice, the tail dropped so ranks stay in step) but it can start mid-epoch, which
+    is what exact resuming needs, and it never ends, so one DataLoader iterator (and one set of
+    worker processes) lives for the whole run.
+    """
+
+    def __init__(self, size: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+        self.steps_per_epoch = size // world_size // batch_size
+        if self.steps_per_epoch == 0:
+            raise InputError(f"{size} training images are fewer than batch size {batch_size} x {world_size} "
+                             "processes; lower --batch-size or add images")
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, first_batch = divmod(self.start_step, self.steps_per_epoch)
+        per_rank = self.steps_per_epoch * self.batch_size
+        while True:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+            shard = order[self.rank::self.world_size][:per_rank]
+            for index in shard[first_batch * self.batch_size:]:
+                yield epoch, index
+            epoch, first_batch = epoch + 1, 0
+
+
+def validation_pairs(items: list[Item], crop: int, count: int, seed: int,
+                     blur: BlurConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed (blurred, sharp) centre crops, (N, 3, C, C) in [-1, 1]; pair i is blurred with
+    seed ``(seed, i)``, so the numbers are comparable across runs and machines."""
+    chosen = items[:: max(1, len(items) // count)][:count]  # spread over the folders
+    blurred, sharp = [], []
+    for i, item in enumerate(chosen):
+        top, left = (item.height - crop) // 2, (item.width - crop) // 2
+        b, s = make_sample(item, top, left, crop, np.random.default_rng([seed, i]), blur)
+        blurred.append(to_tensor(b))
+        sharp.append(to_tensor(s))
+    return torch.stack(blurred), torch.stack(sharp)
+
+
+def worker_init(_: int) -> None:
+    # Each worker is one process; OpenCV's own thread pool inside it only oversubscribes.
+    cv2.setNumThreads(1)

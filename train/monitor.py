@@ -1,0 +1,110 @@
+"""What a run tells its user: metrics files, TensorBoard, validation scores and sample grids.
+
+Only rank 0 creates a ``RunLog``. Rows go to ``metrics.jsonl`` (everything) and to
+``train.csv`` / ``val.csv`` (fixed columns, for a spreadsheet), and to TensorBoard when the
+``tensorboard`` package is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+TRAIN_COLUMNS = ("step", "lr", "loss_critic", "loss_g", "loss_adv", "loss_content", "critic_gap",
+                 "gradient_penalty", "step_time")
+VAL_COLUMNS = ("step", "psnr", "ssim", "psnr_identity", "ssim_identity")
+
+
+class RunLog:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.csv = {kind: self._open_csv(run_dir / f"{kind}.csv", columns)
+                    for kind, columns in (("train", TRAIN_COLUMNS), ("val", VAL_COLUMNS))}
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:  # tensorboard is optional; the files above hold the same numbers
+            self.tensorboard = None
+
+    @staticmethod
+    def _open_csv(path: Path, columns: tuple[str, ...]):
+        new = not path.exists() or path.stat().st_size == 0
+        handle = open(path, "a", newline="", encoding="utf-8")
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        return handle, writer
+
+    def write(self, kind: str, row: dict) -> None:
+        self.jsonl.write(json.dumps({"kind": kind, **row}) + "\n")
+        self.jsonl.flush()
+        handle, writer = self.csv[kind]
+        writer.writerow(row)
+        handle.flush()
+        if self.tensorboard is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.tensorboard.add_scalar(f"{kind}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        self.jsonl.close()
+        for handle, _ in self.csv.values():
+            handle.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 RGB."""
+    array = ((batch.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return array.permute(0, 2, 3, 1).numpy()
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def image_scores(restored: np.ndarray, sharp: np.ndarray) -> tuple[float, float]:
+    """Mean PSNR (dB) and SSIM over a batch of uint8 images, as published numbers are measured."""
+    psnrs = [psnr(r, s) for r, s in zip(restored, sharp)]
+    ssims = [structural_similarity(r, s, channel_axis=2, data_range=255) for r, s in zip(restored, sharp)]
+    return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+@torch.no_grad()
+def restore(generator: nn.Module, blurred: torch.Tensor, device: torch.device, batch_size: int = 4) -> torch.Tensor:
+    """Run the generator in eval mode (no dropout, running norm statistics) in small batches."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        outputs = [generator(chunk.to(device)).float().cpu() for chunk in blurred.split(batch_size)]
+    finally:
+        generator.train(was_training)
+    return torch.cat(outputs)
+
+
+def save_grid(path: Path, blurred: np.ndarray, restored: np.ndarray, sharp: np.ndarray, rows: int = 4) -> None:
+    """One row per sample: blurred | restored | sharp, written as PNG (atomically)."""
+    lines = [np.concatenate([b, r, s], axis=1) for b, r, s in zip(blurred[:rows], restored[:rows], sharp[:rows])]
+    grid = np.concatenate(lines, axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, encoded = cv2.imencode(".png", grid[:, :, ::-1])
+    if not ok:
+        raise RuntimeError(f"PNG encoding of {path} failed")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(encoded.tobytes())
+    tmp.replace(path)

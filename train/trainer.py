@@ -1,0 +1,335 @@
+"""The training loop: DeblurGAN (WGAN-GP) or pix2pix, on one device or many through torchrun.
+
+One process (CPU or one GPU)::
+
+    deblur-train --data ../shared/data/sharp --out runs/x --content l1+fft
+
+Several processes (one per GPU; CPU processes talk over gloo), one node or many::
+
+    torchrun --standalone --nproc_per_node 4 -m deblur.train.cli --data ... --out runs/x
+
+``train()`` reads top to bottom: setup -> models -> data -> optimisers -> resume -> DDP wrap
+-> loop (critic steps, generator step, logging, validation, checkpoints). Rank 0 logs,
+validates and writes checkpoints; every rank seeds its own RNGs with ``seed + rank`` (dropout,
+penalty coefficients). Augmentation needs no rank offset: it is keyed by (seed, epoch, index)
+and the ranks' indices are disjoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from deblur.runtime.errors import CheckpointError
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, TrainError, lr_at
+from .data import StepSampler, TrainPairs, scan, validation_pairs, worker_init
+from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
+from .losses import build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
+from .models import create_generator
+from .models.discriminator import NLayerDiscriminator, init_weights
+from .monitor import RunLog, image_scores, restore, save_grid, to_uint8_images
+
+log = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_critic", "loss_g", "loss_adv", "loss_content", "critic_gap", "gradient_penalty")
+# Flags that may differ on --resume: they change how a run is watched or where it reads from,
+# not what it computes (steps changes the LR schedule from there on, and says so).
+RESUME_MAY_CHANGE = {"data", "val", "workers", "device", "log_every", "val_every", "checkpoint_every",
+                     "snapshot_every", "compile", "steps"}
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path
+    val: dict  # the last validation row: psnr, ssim and the identity baseline's
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
+          stop_at: int | None = None) -> TrainResult:
+    """Train (or continue, with ``resume``) into ``run_dir``; ``stop_at`` ends early after that
+    step with a checkpoint, as a time-limited job would, and ``resume`` later carries on."""
+    # ---------------------------------------------------------------- setup
+    run_dir = Path(run_dir)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    process = this_process()
+    ddp, rank, world_size, master = process.distributed, process.rank, process.world_size, process.master
+    device = pick_device(config.device, process.local_rank)
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    cleanup = contextlib.ExitStack()  # closed last: log files, progress bar, worker processes
+    try:
+        if resume and not latest.is_file():
+            raise TrainError(f"{latest}: nothing to resume; start the run without --resume")
+        if not resume and latest.exists():
+            raise TrainError(f"{run_dir} already holds a run (step {_stored_step(latest)}); "
+                             "pass --resume to continue it or choose another --out")
+        checkpoint = load_checkpoint(latest) if resume else None
+        start_step = int(checkpoint["step"]) if checkpoint else 0
+        if start_step >= config.steps:
+            raise TrainError(f"{run_dir} finished at step {start_step} of {config.steps}; pass a larger --steps "
+                             "to train on (the learning-rate schedule stretches accordingly)")
+        if stop_at is not None and stop_at <= start_step:
+            raise TrainError(f"--stop-at {stop_at} is not after the run's step {start_step}")
+        seed_everything(config.seed + rank)  # each rank its own dropout masks and penalty coefficients
+        amp_dtype = _amp_dtype(config, device)
+        autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+        # Losses and models come before the data: a missing VGG file or a wrong model flag
+        # should fail before minutes of image scanning.
+        content_loss = build_content_loss(config.content, config.vgg_weights).to(device)
+
+        # ----------------------------------------------------------- models
+        try:
+            generator = create_generator(config.arch, **config.arch_args)
+        except (TypeError, ValueError) as exc:
+            raise TrainError(f"cannot build {config.arch} from {config.arch_args}: {exc}") from None
+        init_weights(generator)
+        critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
+        init_weights(critic)
+        generator, critic = generator.to(device), critic.to(device)
+
+        # ------------------------------------------------------------- data
+        train_items = scan(config.data, config.crop, what="training")
+        if master:
+            if not config.val:
+                log.warning("no --val folder: validating on crops of the training photos "
+                            "(numbers then measure fit, not generalisation)")
+            val_items = scan(config.val or config.data, config.val_crop, what="validation", option="--val-crop")
+            val_blurred, val_sharp = validation_pairs(val_items, config.val_crop, config.val_count,
+                                                      config.val_seed, config.blur)
+            identity = image_scores(to_uint8_images(val_blurred), to_uint8_images(val_sharp))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / "config.json", config.to_dict())
+            run_log = cleanup.enter_context(contextlib.closing(RunLog(run_dir)))
+
+        # ------------------------------------------------------- optimisers
+        opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+        opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
+        # Loss scaling only for fp16; disabled scalers are no-ops (scale 1), so one code path.
+        fp16 = amp_dtype == torch.float16
+        scaler_g = torch.amp.GradScaler(device.type, enabled=fp16)
+        scaler_d = torch.amp.GradScaler(device.type, enabled=fp16)
+
+        # ----------------------------------------------------------- resume
+        if checkpoint:
+            try:
+                generator.load_state_dict(checkpoint["generator"])
+                critic.load_state_dict(checkpoint["critic"])
+                opt_g.load_state_dict(checkpoint["optimizers"]["generator"])
+                opt_d.load_state_dict(checkpoint["optimizers"]["critic"])
+                scaler_g.load_state_dict(checkpoint["scalers"]["generator"])
+                scaler_d.load_state_dict(checkpoint["scalers"]["critic"])
+            except (KeyError, RuntimeError) as exc:
+                raise CheckpointError(f"{latest}: cannot resume from it ({str(exc).splitlines()[0][:200]}); "
+                                      "is it a deblur-train checkpoint of this run?") from None
+            restore_rng(checkpoint.get("rng", []), rank, world_size, device)
+            if master:
+                log.info("resumed %s at step %d", run_dir, start_step)
+        del checkpoint
+
+        # The data position is the step: the sampler starts where the last run stopped.
+        sampler = StepSampler(len(train_items), config.batch_size, seed=config.seed, rank=rank,
+                              world_size=world_size, start_step=start_step)
+        loader = DataLoader(TrainPairs(train_items, config.crop, config.seed, config.blur),
+                            batch_size=config.batch_size, sampler=sampler, num_workers=_usable_workers(config.workers),
+                            pin_memory=device.type == "cuda", worker_init_fn=worker_init,
+                            # Its own generator: creating the iterator must not consume the global RNG.
+                            generator=torch.Generator())
+
+        # ---------------------------------------------------------- wrap
+        raw_generator, raw_critic = generator, critic  # for checkpoints, validation and the G step
+        if config.compile:
+            # Only the generator: the gradient penalty needs double backward through the critic,
+            # which compiled graphs do not support.
+            generator = torch.compile(generator)
+        if ddp:
+            device_ids = [process.local_rank] if device.type == "cuda" else None
+            generator, critic = DDP(generator, device_ids=device_ids), DDP(critic, device_ids=device_ids)
+
+        # ------------------------------------------------------------ loop
+        end_step = min(config.steps, stop_at) if stop_at is not None else config.steps
+        last_val: dict = {}
+        if master and start_step == 0:
+            last_val = _validate(raw_generator, val_blurred, val_sharp, identity, device, 0, run_log, run_dir)
+        progress = cleanup.enter_context(tqdm(total=config.steps, initial=start_step, desc="train",
+                                              disable=not (master and sys.stderr.isatty()), dynamic_ncols=True))
+        if not progress.disable:
+            cleanup.enter_context(logging_redirect_tqdm())  # log lines above the bar, not through it
+        batches = iter(loader)
+        step = start_step
+        while step < end_step:
+            t0 = time.perf_counter()
+            lr = lr_at(step, config)
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            blurred, sharp = (t.to(device, non_blocking=True) for t in next(batches))  # (B, 3, C, C) in [-1, 1]
+            condition = blurred if config.conditional_critic else None  # pix2pix's critic sees the input too
+
+            # Critic: `critic_steps` updates on this batch (as DeblurGAN), against one restoration.
+            with torch.no_grad(), autocast():
+                fake = generator(blurred)
+            for _ in range(config.critic_steps):
+                with autocast():
+                    real_map, fake_map = critic(_with(condition, sharp)), critic(_with(condition, fake))
+                    if config.gan_loss == "wgan-gp":
+                        penalty = gradient_penalty(critic, sharp, fake, condition=condition)
+                    else:
+                        penalty = torch.zeros((), device=device)
+                    terms = critic_loss(config.gan_loss, real_map.float(), fake_map.float(), penalty, config.gp_weight)
+                opt_d.zero_grad(set_to_none=True)
+                scaler_d.scale(terms.loss).backward()
+                scaler_d.step(opt_d)
+                scaler_d.update()
+
+            # Generator: adversarial + content_weight x content. The critic runs unwrapped and
+            # frozen here, so DDP does not wait for critic gradients nobody computes.
+            raw_critic.requires_grad_(False)
+            with autocast():
+                restored = generator(blurred)
+                adversarial = generator_adversarial_loss(config.gan_loss, raw_critic(_with(condition, restored)).float())
+                content = content_loss(restored.float(), sharp)
+                loss_g = adversarial + config.content_weight * content
+            opt_g.zero_grad(set_to_none=True)
+            scaler_g.scale(loss_g).backward()
+            scaler_g.step(opt_g)
+            scaler_g.update()
+            raw_critic.requires_grad_(True)
+            step += 1
+
+            losses = torch.stack([terms.loss, loss_g, adversarial, content, terms.gap, terms.penalty]).detach().float()
+            if ddp:  # every rank sees the same numbers, so every rank takes the same decision below
+                dist.all_reduce(losses)
+                losses /= world_size
+            values = dict(zip(LOSS_NAMES, losses.tolist()))
+            if not all(math.isfinite(v) for v in values.values()):
+                bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+                good = f"{latest} (step {_stored_step(latest)})" if latest.is_file() else "none was written yet"
+                raise TrainError(f"non-finite loss at step {step} ({bad}); stopped. Last good checkpoint: {good}. "
+                                 "Lower --lr, or drop --amp, and --resume")
+            row = {"step": step, "lr": lr, **values, "step_time": time.perf_counter() - t0}
+
+            final = step == end_step
+            save_latest = step % config.checkpoint_every == 0 or final
+            save_snapshot = step % config.snapshot_every == 0
+            rng = gather_rng(device, ddp, world_size) if save_latest or save_snapshot else None
+            if master:
+                progress.update(1)
+                progress.set_postfix(g=f"{values['loss_g']:.3f}", gap=f"{values['critic_gap']:.3f}", lr=f"{lr:.1e}")
+                if step % config.log_every == 0 or final:
+                    run_log.write("train", row)
+                    if progress.disable:
+                        log.info("step %d/%d  loss_g %.4f  content %.4f  gap %.4f  gp %.4f  lr %.2e  %.2fs/step",
+                                 step, config.steps, values["loss_g"], values["loss_content"],
+                                 values["critic_gap"], values["gradient_penalty"], lr, row["step_time"])
+                if step % config.val_every == 0 or final:
+                    last_val = _validate(raw_generator, val_blurred, val_sharp, identity, device, step, run_log, run_dir)
+                if not (save_latest or save_snapshot):
+                    continue
+                state = dict(
+                    arch=config.arch, arch_args=raw_generator.arch_args, step=step,
+                    meta={"config": config.to_dict(), "data": config.data, "losses": values, "val": last_val},
+                    critic=raw_critic.state_dict(),
+                    optimizers={"generator": opt_g.state_dict(), "critic": opt_d.state_dict()},
+                    scalers={"generator": scaler_g.state_dict(), "critic": scaler_d.state_dict()},
+                    rng=rng, config=config.to_dict())
+                if save_latest:
+                    save_checkpoint(latest, raw_generator, **state)
+                if save_snapshot:
+                    save_checkpoint(latest.with_name(f"step_{step:07d}.pt"), raw_generator, **state)
+        return TrainResult(step, latest, last_val)
+    finally:
+        cleanup.close()
+        if ddp:
+            dist.destroy_process_group()
+
+
+def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
+    """The stored run's config, with only the overrides that cannot change what it computes."""
+    latest = Path(run_dir) / "checkpoints" / "latest.pt"
+    if not latest.is_file():
+        raise TrainError(f"{latest}: nothing to resume; start the run without --resume")
+    stored = load_checkpoint(latest).get("config")
+    if not isinstance(stored, dict):
+        raise TrainError(f"{latest}: holds no training config; it was not written by deblur-train")
+    config = TrainConfig.from_dict(stored)
+    conflicts = []
+    for key, value in overrides.items():
+        current = getattr(config, key)
+        if key == "arch_args":
+            value = {**current, **value}
+        if value == current or (isinstance(current, tuple) and tuple(value) == current):
+            continue
+        if key not in RESUME_MAY_CHANGE:
+            conflicts.append(f"{key} ({current!r} -> {value!r})")
+            continue
+        if key == "steps":
+            log.warning("--steps %d -> %d: the learning-rate schedule changes from here on", current, value)
+        if key == "data":
+            log.warning("--data changed: batches from here on follow the new image list, not the old run's")
+        setattr(config, key, value)
+    if conflicts:
+        raise TrainError(f"--resume keeps the run's settings; these differ: {', '.join(conflicts)}. "
+                         "Drop those options, or start a new run with another --out")
+    return config
+
+
+def _with(condition: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+    """The critic's input: the image, or (condition, image) stacked on channels (6 channels)."""
+    return image if condition is None else torch.cat([condition, image], 1)
+
+
+def _validate(generator, blurred, sharp, identity, device, step, run_log, run_dir) -> dict:
+    restored = to_uint8_images(restore(generator, blurred, device))
+    blurred_u8, sharp_u8 = to_uint8_images(blurred), to_uint8_images(sharp)
+    psnr, ssim = image_scores(restored, sharp_u8)
+    row = {"step": step, "psnr": psnr, "ssim": ssim, "psnr_identity": identity[0], "ssim_identity": identity[1]}
+    run_log.write("val", row)
+    save_grid(run_dir / "samples" / f"step_{step:07d}.png", blurred_u8, restored, sharp_u8)
+    log.info("val step %d: PSNR %.2f dB, SSIM %.4f (identity %.2f dB, %.4f)", step, psnr, ssim, *identity)
+    return row
+
+
+def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not config.amp:
+        return None
+    if device.type != "cuda":
+        raise TrainError("--amp is for CUDA GPUs; on the CPU train in float32 (drop --amp)")
+    if config.amp_dtype == "bf16" and not torch.cuda.is_bf16_supported():
+        log.warning("this GPU has no bf16; using fp16 with loss scaling")
+        return torch.float16
+    return torch.bfloat16 if config.amp_dtype == "bf16" else torch.float16
+
+
+def _usable_workers(requested: int) -> int:
+    # More workers than cores only thrash; the data do not depend on the count, so cap it.
+    return min(requested, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _stored_step(path: Path) -> int | str:
+    try:
+        return load_checkpoint(path).get("step", "?")
+    except CheckpointError:
+        return "unreadable"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=list) + "\n", encoding="utf-8")
+    tmp.replace(path)
