@@ -170,3 +170,15 @@ def test_trained_checkpoint_exports_and_runs_in_onnxruntime(photos, tmp_path):
     with torch.no_grad():
         expected = load_generator(result.checkpoint).model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4)
+
+
+def test_content_only_training_skips_the_critic_and_still_learns(photos, tmp_path):
+    config = make_config(**tiny_overrides(photos, steps=40, adv_weight=0.0, val_every=40, lr=1e-3))
+    torch.manual_seed(0)
+    result = train(config, tmp_path / "run")
+    val = _rows(tmp_path / "run", "val")
+    assert val[-1]["psnr"] > val[0]["psnr"] + 2.0, val
+    train_rows = _rows(tmp_path / "run", "train")
+    assert all(r["loss_adv"] == 0 and r["loss_critic"] == 0 for r in train_rows)
+    ckpt = load_checkpoint(result.checkpoint)
+    assert ckpt["optimizers"]["critic"]["state"] == {}  # the critic never took a step

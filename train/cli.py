@@ -37,6 +37,8 @@ from deblur.runtime.version import __version__
                    "without it this is an error, never a random VGG - pass l1+fft instead. pix2pix: l1.")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False), metavar="FILE",
               help="torchvision's VGG19 ImageNet state dict for --content perceptual.")
+@click.option("--adv-weight", type=float, help="Weight of the adversarial term (default 1). 0 trains on the "
+                                             "content loss alone and skips the critic: PSNR-oriented, much faster.")
 @click.option("--critic-steps", type=int, help="Critic updates per generator update (deblurgan 5, pix2pix 1).")
 @click.option("--lr", type=float, help="Adam learning rate (deblurgan 1e-4, pix2pix 2e-4).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default auto: CUDA when available.")

@@ -44,6 +44,7 @@ class TrainConfig:
     conditional_critic: bool = False  # pix2pix: the critic also sees the blurred input
     # --- losses
     gan_loss: str = "wgan-gp"
+    adv_weight: float = 1.0  # 0: content loss only (PSNR-oriented pre-training; no critic is trained)
     gp_weight: float = 10.0  # lambda of the gradient penalty
     critic_steps: int = 5  # critic updates per generator update
     content: str = "perceptual"  # perceptual | l1 | l1+fft
@@ -139,6 +140,8 @@ def validate(config: TrainConfig) -> None:
     for name in positive:
         if getattr(config, name) < 1:
             raise TrainError(f"{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
+    if config.adv_weight < 0:
+        raise TrainError(f"adv-weight must be >= 0, got {config.adv_weight}")
     if config.workers < 0 or config.val_count < 1:
         raise TrainError("workers must be >= 0 and val-count >= 1")
     if not 0.0 <= config.decay_start <= 1.0:

@@ -40,7 +40,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainError, lr_at
 from .data import StepSampler, TrainPairs, scan, validation_pairs, worker_init
 from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
-from .losses import build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
+from .losses import CriticTerms, build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
 from .models import create_generator
 from .models.discriminator import NLayerDiscriminator, init_weights
 from .monitor import RunLog, image_scores, restore, save_grid, to_uint8_images
@@ -183,9 +183,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             condition = blurred if config.conditional_critic else None  # pix2pix's critic sees the input too
 
             # Critic: `critic_steps` updates on this batch (as DeblurGAN), against one restoration.
-            with torch.no_grad(), autocast():
-                fake = generator(blurred)
-            for _ in range(config.critic_steps):
+            # With adv_weight 0 there is no adversarial term, so no critic to train.
+            terms = CriticTerms(*(torch.zeros((), device=device) for _ in range(3)))
+            if config.adv_weight > 0:
+                with torch.no_grad(), autocast():
+                    fake = generator(blurred)
+            for _ in range(config.critic_steps if config.adv_weight > 0 else 0):
                 with autocast():
                     real_map, fake_map = critic(_with(condition, sharp)), critic(_with(condition, fake))
                     if config.gan_loss == "wgan-gp":
@@ -203,9 +206,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             raw_critic.requires_grad_(False)
             with autocast():
                 restored = generator(blurred)
-                adversarial = generator_adversarial_loss(config.gan_loss, raw_critic(_with(condition, restored)).float())
+                if config.adv_weight > 0:
+                    adversarial = generator_adversarial_loss(config.gan_loss, raw_critic(_with(condition, restored)).float())
+                else:
+                    adversarial = torch.zeros((), device=device)
                 content = content_loss(restored.float(), sharp)
-                loss_g = adversarial + config.content_weight * content
+                loss_g = config.adv_weight * adversarial + config.content_weight * content
             opt_g.zero_grad(set_to_none=True)
             scaler_g.scale(loss_g).backward()
             scaler_g.step(opt_g)
