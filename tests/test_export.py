@@ -159,3 +159,15 @@ def test_unet_checkpoint_exports_with_parity_at_its_size_multiple(tmp_path):
     assert report.info.size_multiple == 32
     assert all(r.size[0] % 32 == 0 and r.size[1] % 32 == 0 for r in report.parity)
     assert max(r.max_abs for r in report.parity) <= 1e-4
+
+
+def test_runtime_feeds_fp16_io_models_half_and_warns_on_cpu(tiny_checkpoint, tiny_onnx, tmp_path, caplog):
+    from deblur.runtime import Deblurrer
+
+    export_checkpoint(tiny_checkpoint, tmp_path / "h.onnx", fp16=True, fp16_io=True)
+    image = np.random.default_rng(0).integers(0, 256, (60, 44, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING"):
+        half = Deblurrer(tmp_path / "h.onnx", "cpu", tile=0)
+    assert half.io_dtype == np.float16 and "slower than FP32" in caplog.text
+    full = Deblurrer(tiny_onnx, "cpu", tile=0)
+    assert np.abs(half(image).astype(int) - full(image).astype(int)).max() <= 3
