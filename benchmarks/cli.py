@@ -1,0 +1,195 @@
+"""``deblur-bench``: latency | video | tiling | quality. Parse, run the benchmark, print, write."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from deblur.runtime.errors import report_errors, setup_logging
+from deblur.runtime.version import __version__
+
+
+def _common(func: Callable) -> Callable:
+    """Output and logging options every subcommand shares."""
+    options = [
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+                     help="Folder for NAME.json / NAME.md (/ NAME.png) [default: ./bench-results]."),
+        click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
+                     help="Write the JSON here instead (Markdown/PNG beside it)."),
+        click.option("-q", "--quiet", is_flag=True, help="Only the table, no progress messages."),
+        click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
+        click.option("--debug", is_flag=True, help="Tracebacks instead of one-line errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    """Repeated options and comma lists both work: ``--size 720p --size 1080p`` == ``--size 720p,1080p``."""
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+def _ints(values: tuple[str, ...], name: str) -> list[int]:
+    from deblur.runtime.errors import InputError
+
+    try:
+        return [int(v) for v in _split(values)]
+    except ValueError:
+        raise InputError(f"{name} takes integers, got {', '.join(values)}") from None
+
+
+def _emit(name: str, payload: dict[str, Any], rows: list[dict[str, Any]], columns: list[str], out_dir, json_file,
+          image=None, extra_md: str = "", quiet: bool = False) -> None:
+    from . import report
+    from deblur.runtime.image_io import write_image
+
+    click.echo(report.format_table(rows, columns))
+    paths = report.output_paths(name, out_dir, json_file)
+    report.write_json(paths["json"], payload)
+    md = (f"# deblur-bench {name}\n\n" + report.system_markdown(payload["system"], payload["settings"]) + "\n"
+          + report.markdown_table(rows, columns) + extra_md)
+    report.write_text(paths["md"], md)
+    written = [paths["json"], paths["md"]]
+    if image is not None:
+        written.append(write_image(paths["png"], image))
+    if not quiet:
+        click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="deblur-bench")
+def main() -> None:
+    """Benchmarks that print tables and write JSON + Markdown: latency, video, tiling, quality."""
+
+
+@main.command()
+@click.option("-m", "--model", "models", multiple=True, required=True, type=click.Path(), help="ONNX model (repeatable).")
+@click.option("-p", "--provider", "providers", multiple=True, default=("cpu",), show_default=True,
+              help="Provider(s), comma-separated or repeated.")
+@click.option("-s", "--size", "sizes", multiple=True, default=("256,480p,720p,1080p",), show_default=True,
+              help="256, 480p, 720p, 1080p, 4k or WxH; comma-separated or repeated.")
+@click.option("--tile", "tiles", multiple=True, default=("0",), show_default=True, help="Tile side(s); 0 = whole image.")
+@click.option("--overlap", type=int, default=None, help="Tile context [default: the model's].")
+@click.option("--tile-batch", default=1, show_default=True)
+@click.option("--warmup", default=2, show_default=True, help="Untimed runs per variant first.")
+@click.option("-n", "--runs", default=10, show_default=True, help="Timed runs per variant.")
+@click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores].")
+@click.option("--torch", "torch_checkpoint", type=click.Path(), default=None,
+              help="Checkpoint the models were exported from: adds a PyTorch eager baseline row.")
+@click.option("--photo", type=click.Path(), default=None, help="Input photo [default: bundled astronaut].")
+@click.option("--plot/--no-plot", default=True, show_default=True, help="Also write a latency-vs-resolution PNG.")
+@_common
+@report_errors
+def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, threads, torch_checkpoint, photo, plot,
+            out_dir, json_file, quiet, verbose, debug) -> None:
+    """p50/p95 latency, fps, MP/s and GFLOP/s of the runtime path and bare session.run."""
+    setup_logging(verbose, quiet)
+    from .latency import COLUMNS, LatencySettings, run_latency, short_rows
+
+    _check_counts(warmup, runs)
+    settings = LatencySettings(models=list(models), providers=_split(providers), sizes=_split(sizes),
+                               tiles=_ints(tiles, "--tile"), overlap=overlap, tile_batch=tile_batch, warmup=warmup,
+                               runs=runs, threads=threads, torch_checkpoint=torch_checkpoint, photo=photo)
+    payload = run_latency(settings)
+    image = None
+    if plot:
+        from .plot import latency_plot
+
+        image = latency_plot(payload["rows"])
+    _emit("latency", payload, short_rows(payload["rows"]), COLUMNS, out_dir, json_file, image, quiet=quiet)
+
+
+@main.command()
+@click.option("-m", "--model", required=True, type=click.Path())
+@click.option("-p", "--provider", default="cpu", show_default=True)
+@click.option("-s", "--size", default="480p", show_default=True, help="Frame size: named or WxH.")
+@click.option("--frames", default=30, show_default=True, help="Frames in the generated clip.")
+@click.option("--repeats", default=3, show_default=True, help="Pipeline / model-only pass pairs (medians).")
+@click.option("--tile", default=0, show_default=True)
+@click.option("--threads", type=int, default=None)
+@_common
+@report_errors
+def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_file, quiet, verbose, debug) -> None:
+    """End-to-end frames/s of the deblur-run video path vs the model alone on the same frames."""
+    setup_logging(verbose, quiet)
+    from .latency import short_rows
+    from .video_bench import COLUMNS, VideoSettings, run_video
+
+    payload = run_video(VideoSettings(model=model, provider=provider, size=size, frames=frames, repeats=repeats,
+                                      tile=tile, threads=threads))
+    _emit("video", payload, short_rows(payload["rows"]), COLUMNS, out_dir, json_file, quiet=quiet)
+
+
+@main.command()
+@click.option("-m", "--model", required=True, type=click.Path())
+@click.option("-p", "--provider", default="cpu", show_default=True)
+@click.option("-s", "--size", "sizes", multiple=True, default=("1080p,4k",), show_default=True)
+@click.option("--tile", "tiles", multiple=True, default=("512,768,1024",), show_default=True)
+@click.option("--overlap", "overlaps", multiple=True, default=(), help="Overlap(s) [default: the model's tile context].")
+@click.option("--blend", default=32, show_default=True)
+@click.option("--warmup", default=1, show_default=True)
+@click.option("-n", "--runs", default=3, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--photo", type=click.Path(), default=None, help="Photo to scale to each size [default: bundled astronaut].")
+@click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per config (one subprocess each).")
+@_common
+@report_errors
+def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads, photo, memory, out_dir, json_file,
+           quiet, verbose, debug) -> None:
+    """Tiled vs whole-image PSNR, time and peak memory per tile size and overlap."""
+    setup_logging(verbose, quiet)
+    from .tiling_bench import COLUMNS, TilingSettings, run_tiling
+
+    _check_counts(warmup, runs)
+    settings = TilingSettings(model=model, provider=provider, sizes=_split(sizes), tiles=_ints(tiles, "--tile"),
+                              overlaps=_ints(overlaps, "--overlap") or [None], blend=blend, warmup=warmup, runs=runs,
+                              threads=threads, photo=photo, memory=memory)
+    payload = run_tiling(settings)
+    _emit("tiling", payload, payload["rows"], COLUMNS, out_dir, json_file, quiet=quiet)
+
+
+@main.command()
+@click.option("-d", "--data", multiple=True, required=True, type=click.Path(),
+              help="Folder of sharp photos, or GoPro layout (*/blur, */sharp); repeatable.")
+@click.option("-m", "--model", "models", multiple=True, type=click.Path(), help="ONNX model (repeatable).")
+@click.option("-p", "--provider", default="cpu", show_default=True)
+@click.option("--condition", type=click.Choice(["noise_jpeg", "clean", "both"]), default="noise_jpeg", show_default=True,
+              help="Synthetic degradation: blur + noise/JPEG as in training, blur only, or both.")
+@click.option("--seed", default=0, show_default=True, help="Blur seed; each image's generator is (seed, crc32(folder/file)).")
+@click.option("--limit", type=int, default=None, help="First N images of each folder.")
+@click.option("--max-side", type=int, default=None, help="Downscale larger images to this side first.")
+@click.option("--crop-border", default=15, show_default=True)
+@click.option("--on", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
+@click.option("--baseline", "baselines", multiple=True, default=("identity,wiener,richardson_lucy",), show_default=True)
+@click.option("--tile", default=512, show_default=True)
+@click.option("--threads", type=int, default=None)
+@_common
+@report_errors
+def quality(data, models, provider, condition, seed, limit, max_side, crop_border, on, baselines, tile, threads,
+            out_dir, json_file, quiet, verbose, debug) -> None:
+    """PSNR/SSIM per image and mean: models vs identity, Wiener and Richardson-Lucy (true kernel)."""
+    setup_logging(verbose, quiet)
+    from .quality import COLUMNS, QualitySettings, run_quality
+
+    conditions = ["noise_jpeg", "clean"] if condition == "both" else [condition]
+    settings = QualitySettings(data=list(data), models=list(models), provider=provider, conditions=conditions, seed=seed,
+                               limit=limit, max_side=max_side, crop_border=crop_border, on=on,
+                               baselines=_split(baselines), tile=tile, threads=threads)
+    payload, sheet = run_quality(settings)
+    from .report import markdown_table
+
+    per_image = "\n## Per image\n\n" + markdown_table(payload["per_image"], ["condition", "image", "method", "psnr", "ssim", "seconds"])
+    _emit("quality", payload, payload["summary"], COLUMNS, out_dir, json_file, sheet, per_image, quiet=quiet)
+
+
+def _check_counts(warmup: int, runs: int) -> None:
+    from deblur.runtime.errors import InputError
+
+    if warmup < 0 or runs < 1:
+        raise InputError(f"--warmup ({warmup}) must be >= 0 and --runs ({runs}) >= 1")
+
+
+if __name__ == "__main__":
+    main()
