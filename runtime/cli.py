@@ -12,6 +12,15 @@ from .errors import EXIT_USAGE, report_errors, setup_logging
 from .version import __version__
 
 
+def _parse_tile(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number of pixels or 'auto'") from None
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several inputs / a folder). "
@@ -23,8 +32,9 @@ from .version import __version__
                    "provider name. auto picks CUDA, then CoreML/DirectML/OpenVINO, then CPU. An unavailable "
                    "provider is an error, never a silent fallback.")
 @click.option("--device-id", default=0, show_default=True, help="GPU index for cuda/tensorrt.")
-@click.option("--tile", default=512, show_default=True, help="Tile side in pixels (the model's input size); "
-              "0 runs each image whole (more memory, no seams).")
+@click.option("--tile", default="auto", show_default=True, callback=lambda ctx, p, v: _parse_tile(v),
+              help="Tile side in pixels (the model's input size); 0 runs each image whole (more memory, no "
+                   "seams); auto: whole up to 1080p's pixel count, 1024-px tiles above.")
 @click.option("--overlap", type=int, default=None, help="Context pixels each tile reads beyond what it keeps "
               "[default: from the model's receptive field].")
 @click.option("--blend", default=32, show_default=True, help="Pixels of cross-fade between neighbouring tiles.")

@@ -189,3 +189,15 @@ def test_other_errors_are_not_retried(local_model):
     d._run = lambda batch: (_ for _ in ()).throw(RuntimeError("some other failure"))
     with pytest.raises(RuntimeError, match="some other failure"):
         d(np.zeros((20, 20, 3), np.uint8))
+
+
+def test_auto_tiling_runs_small_images_whole_and_tiles_big_ones(local_model):
+    from deblur.runtime.deblurrer import AUTO_TILE
+
+    d = Deblurrer(local_model, "cpu", max_whole_pixels=100 * 100)
+    assert d.tile is None
+    assert d.tile_for((100, 100, 3)) == 0 and d.tile_for((101, 100, 3)) == AUTO_TILE
+    assert Deblurrer(local_model, "cpu", tile=0).tile_for((5000, 5000, 3)) == 0
+    image = np.random.default_rng(3).integers(0, 256, (1100, 90, 3), dtype=np.uint8)
+    whole = Deblurrer(local_model, "cpu", tile=0)(image)
+    assert np.abs(d(image).astype(int) - whole.astype(int)).max() <= 1
