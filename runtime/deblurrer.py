@@ -113,6 +113,10 @@ class Deblurrer:
             except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
                 smaller = self._tile_after_oom(exc, tile, x.shape)
                 if smaller is None:
+                    if type(exc).__module__.startswith("onnxruntime"):
+                        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+                        raise ModelError(f"{self.model_path}: inference failed on a {x.shape[1]}x{x.shape[0]} "
+                                         f"image ({first})") from exc
                     raise
                 log.warning("%s ran out of memory at tile %s; retrying this image with tile %d",
                             self.provider, tile or "off (whole image)", smaller)
@@ -267,6 +271,9 @@ def _check_io(session, path: Path) -> tuple[str, str, type]:
                          "an image-to-image model takes (N, 3, H, W)")
     if isinstance(shape[1], int) and shape[1] != 3:
         raise ModelError(f"{path}: input {inputs[0].name!r} has {shape[1]} channels; deblur-edge feeds 3 (RGB/BGR)")
+    if any(isinstance(d, int) for d in shape[2:]):
+        raise ModelError(f"{path}: input {inputs[0].name!r} has a fixed size {shape}; deblur-edge needs dynamic "
+                         "height and width (re-export with dynamic axes, e.g. deblur-export)")
     dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
     if inputs[0].type not in dtypes:
         raise ModelError(f"{path}: input type {inputs[0].type} is not supported (float or float16)")

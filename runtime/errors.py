@@ -61,6 +61,13 @@ def report_errors(func: F) -> F:
                 raise
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except ImportError as exc:
+            # A missing optional dependency (onnxruntime, torch, onnxsim, ...): say which, once.
+            if debug:
+                raise
+            hint = "" if "install" in str(exc) else " (install the matching extra, e.g. pip install 'deblur-edge[cpu]')"
+            click.echo(f"error: {exc}{hint}", err=True)
+            sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             if debug:
                 raise

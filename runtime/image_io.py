@@ -14,6 +14,7 @@ import numpy as np
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
@@ -36,7 +37,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(f"{path}: file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # JPEGs carry no alpha or 16-bit data but often an EXIF orientation, which only the
+    # non-UNCHANGED modes apply; PNG/TIFF/WebP may carry alpha and 16 bits, so keep them whole.
+    is_jpeg = data[:3].tobytes() == b"\xff\xd8\xff"
+    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(data, flags)
     if image is None or image.size == 0:
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
@@ -55,12 +60,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     lives in the same folder so ``os.replace`` is an atomic rename, never a copy.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror or exc}); check the folder's "
+                         "permissions and free space, or choose another -o") from None
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 
@@ -69,8 +81,10 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-        if image.dtype != np.uint8:
-            raise InputError(f"JPEG cannot store {image.dtype} pixels; write the result as .png or .tif")
+    if image.dtype != np.uint8 and suffix.lower() not in SIXTEEN_BIT_SUFFIXES:
+        # OpenCV would clip (not scale) to 8 bits: a 16-bit photo would come out nearly white.
+        raise InputError(f"{suffix} cannot store {image.dtype} pixels; write the result as "
+                         f"{' or '.join(SIXTEEN_BIT_SUFFIXES)}")
     ok, buffer = cv2.imencode(suffix.lower(), image, params)
     if not ok:
         raise InputError(f"cannot encode an image as {suffix}")

@@ -94,11 +94,17 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None) -> tup
                 continue
             jobs.append(Job(src, out, kind))
     sources = {j.src.resolve() for j in jobs}
+    targets: dict[Path, Path] = {}
     safe = []
     for job in jobs:
-        if job.dst.resolve() in sources:
+        dst = job.dst.resolve()
+        if dst in sources:
             problems.append((job.src, f"{job.dst}: refusing to overwrite an input; choose another -o"))
+        elif dst in targets:
+            problems.append((job.src, f"{job.dst}: {targets[dst]} already writes there; give the inputs "
+                                      "separate runs or rename one"))
         else:
+            targets[dst] = job.src
             safe.append(job)
     return safe, problems
 
@@ -118,6 +124,10 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
         try:
             if job.dst.exists() and not overwrite:
                 raise InputError(f"{job.dst}: exists; pass --overwrite to replace it")
+            try:
+                job.dst.parent.mkdir(parents=True, exist_ok=True)  # the video muxer will not
+            except OSError as exc:
+                raise InputError(f"{job.dst.parent}: cannot create the output folder ({exc.strerror or exc})") from None
             if job.kind == "image":
                 _run_image(deblur, job, compare)
             else:

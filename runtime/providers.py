@@ -63,7 +63,8 @@ def physical_cores() -> int:
             return max(1, min(len(pairs), len(os.sched_getaffinity(0))))
     except OSError:
         pass
-    return max(1, (os.cpu_count() or 2) // 2)
+    # No topology in /proc/cpuinfo (ARM boards such as Jetson or Raspberry Pi): no SMT there.
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -143,3 +143,49 @@ def test_sigterm_mid_video_leaves_no_partial_output(model, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "frames" in err
     assert not (tmp_path / "long_deblurred.mp4").exists() and not _leftovers(tmp_path)
+
+
+def test_folder_with_a_video_in_a_subfolder_creates_the_output_folders(model, tmp_path):
+    root = tmp_path / "trip"
+    (root / "day1").mkdir(parents=True)
+    make_clip(root / "day1" / "clip.mp4", w=64, h=48, n=8, audio=None)
+    _img(root / "cover.png")
+    run_cli("deblur-run", str(root), "-m", model, check=True)
+    assert probe_video(tmp_path / "trip_deblurred" / "day1" / "clip.mp4").frame_count == 8
+
+
+def test_two_inputs_with_one_output_name_are_refused(model, tmp_path):
+    a, b = _img(tmp_path / "a" / "x.png"), _img(tmp_path / "b" / "x.png")
+    result = run_cli("deblur-run", str(a), str(b), "-o", str(tmp_path / "out"), "-m", model)
+    assert result.returncode == 2 and "already writes there" in result.stderr
+    assert (tmp_path / "out" / "x.png").exists()  # the first one still ran
+
+
+def test_unwritable_output_folder_is_a_one_line_error(model, tmp_path):
+    # A file where the output folder should be: fails for root too, unlike permissions.
+    src = _img(tmp_path / "a.png")
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "blocker" / "out.png"), "-m", model)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot create the output folder" in result.stderr
+
+
+def test_sixteen_bit_result_refuses_an_eight_bit_format(model, tmp_path):
+    src = tmp_path / "deep.png"
+    cv2.imwrite(str(src), np.full((20, 20, 3), 30000, np.uint16))
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.webp"), "-m", model)
+    assert result.returncode == 2 and ".png or .tif" in result.stderr
+    run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.tif"), "-m", model, check=True)
+    assert cv2.imread(str(tmp_path / "out.tif"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+def test_exif_orientation_of_jpegs_is_applied(model, tmp_path):
+    from deblur.runtime import read_image
+
+    # A 40x20 (WxH) JPEG whose EXIF says "rotate 90 degrees": viewers show it 20x40.
+    ok, data = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))
+    exif = (b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00")
+    app1 = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(data.tobytes()[:2] + app1 + data.tobytes()[2:])
+    assert read_image(path).shape[:2] == (40, 20)

@@ -52,9 +52,13 @@ def test_uint16_keeps_full_precision(tmp_path):
 
 
 def test_grey_input_gives_grey_output_close_to_colour_result(deblurrer):
+    import cv2
+
     grey = np.random.default_rng(3).integers(0, 256, (48, 48), dtype=np.uint8)
     out = deblurrer(grey)
-    assert out.shape == grey.shape
+    assert out.shape == grey.shape and out.dtype == np.uint8
+    via_colour = cv2.cvtColor(deblurrer(cv2.merge([grey, grey, grey])), cv2.COLOR_BGR2GRAY)
+    assert np.abs(out.astype(int) - via_colour.astype(int)).max() <= 1
 
 
 def test_batch_call_matches_single_calls(deblurrer):
@@ -115,7 +119,8 @@ def test_auto_provider_picks_cpu_here(local_model):
 
 
 @pytest.mark.parametrize("case, pattern", [("missing", "no such model"), ("empty", "empty"), ("text", "not a loadable ONNX"),
-                                           ("rank3", "rank 3"), ("channels", "1 channels"), ("dir", "is a directory")])
+                                           ("rank3", "rank 3"), ("channels", "1 channels"), ("dir", "is a directory"),
+                                           ("fixed_size", "fixed size")])
 def test_bad_models_raise_model_error(tmp_path, case, pattern):
     path = tmp_path / "m.onnx"
     if case == "empty":
@@ -128,6 +133,13 @@ def test_bad_models_raise_model_error(tmp_path, case, pattern):
         local_conv_model(path, in_channels=1)
     elif case == "dir":
         path.mkdir()
+    elif case == "fixed_size":
+        import onnx
+        local_conv_model(path)
+        model = onnx.load(path)
+        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], (64, 64)):
+            dim.dim_value = value
+        onnx.save(model, path)
     with pytest.raises(ModelError, match=pattern):
         Deblurrer(path, "cpu")
 

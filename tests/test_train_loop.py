@@ -182,3 +182,9 @@ def test_content_only_training_skips_the_critic_and_still_learns(photos, tmp_pat
     assert all(r["loss_adv"] == 0 and r["loss_critic"] == 0 for r in train_rows)
     ckpt = load_checkpoint(result.checkpoint)
     assert ckpt["optimizers"]["critic"]["state"] == {}  # the critic never took a step
+
+
+def test_resume_overrides_are_validated_too(photos, tmp_path):
+    train(make_config(**tiny_overrides(photos, steps=2, critic_steps=1)), tmp_path / "run")
+    with pytest.raises(TrainError, match="log-every must be >= 1"):
+        resume_config(tmp_path / "run", {"log_every": 0})

@@ -37,7 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from deblur.runtime.errors import CheckpointError
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, TrainError, lr_at
+from .config import TrainConfig, TrainError, lr_at, validate
 from .data import StepSampler, TrainPairs, scan, validation_pairs, worker_init
 from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
 from .losses import CriticTerms, build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
@@ -293,6 +293,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
     if conflicts:
         raise TrainError(f"--resume keeps the run's settings; these differ: {', '.join(conflicts)}. "
                          "Drop those options, or start a new run with another --out")
+    validate(config)
     return config
 
 
