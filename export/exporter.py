@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
 
+from deblur.runtime.atomic import atomic_path
 from deblur.runtime.errors import ExportError, InputError
 from deblur.runtime.model_info import ModelInfo
+from deblur.runtime.tiling import padded_size
 from deblur.runtime.version import __version__
 from deblur.train.checkpoint import load_generator
 
@@ -52,10 +53,6 @@ class ExportReport:
         return "\n".join(lines)
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
                       fp16_io: bool = False, fp16_block_ops: list[str] | None = None, int8: bool = False,
                       simplify_graph: bool = True, check: bool = True) -> ExportReport:
@@ -77,7 +74,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         input_range=tuple(getattr(model, "input_range", (-1.0, 1.0))),
         channel_order=getattr(model, "channel_order", "RGB"),
         size_multiple=size_multiple,
-        tile_context=_round_up(receptive_field // 2, size_multiple),
+        tile_context=padded_size(receptive_field // 2, size_multiple),
         receptive_field=receptive_field,
         precision="fp16" if fp16 else "int8" if int8 else "fp32",
         io_dtype="float16" if fp16_io else "float32",
@@ -126,22 +123,11 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
                               + "; ".join(map(str, parity)) + ". Try --no-simplify; report the checkpoint")
     set_metadata(proto, info.to_metadata())
     proto.producer_name, proto.producer_version = "deblur-edge", __version__
-    _save_atomic(proto, output)
+    with atomic_path(output) as tmp:
+        onnx.save(proto, tmp)
     return ExportReport(output, info, count_parameters(model), output.stat().st_size, parity, blocked)
 
 
 def _parity(model, proto: onnx.ModelProto, info: ModelInfo) -> list[ParityResult]:
     return check_parity(model, proto, input_range=info.input_range, channel_order=info.channel_order,
                         size_multiple=info.size_multiple)
-
-
-def _save_atomic(proto: onnx.ModelProto, output: Path) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -50,31 +48,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if image.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit images")
     return image
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
-
-    The temporary name keeps the suffix so encoders and muxers pick the right format, and it
-    lives in the same folder so ``os.replace`` is an atomic rename, never a copy.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write here ({exc.strerror or exc}); check the folder's "
-                         "permissions and free space, or choose another -o") from None
-    try:
-        yield Path(tmp)
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def encode_image(image: np.ndarray, suffix: str) -> bytes:

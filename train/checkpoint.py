@@ -23,7 +23,6 @@ import hashlib
 import logging
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deblur.runtime.atomic import atomic_path
 from deblur.runtime.errors import CheckpointError
 
 from .models import create_generator, infer_arch
@@ -93,15 +93,8 @@ def save_checkpoint(path: str | os.PathLike, generator: nn.Module, *, arch: str,
         "meta": meta or {},
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -19,6 +19,8 @@ import torch
 from skimage.metrics import structural_similarity
 from torch import nn
 
+from deblur.runtime.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 TRAIN_COLUMNS = ("step", "lr", "loss_critic", "loss_g", "loss_adv", "loss_content", "critic_gap",
@@ -105,6 +107,5 @@ def save_grid(path: Path, blurred: np.ndarray, restored: np.ndarray, sharp: np.n
     ok, encoded = cv2.imencode(".png", grid[:, :, ::-1])
     if not ok:
         raise RuntimeError(f"PNG encoding of {path} failed")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encoded.tobytes())
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(encoded.tobytes())

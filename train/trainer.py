@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from deblur.runtime.atomic import atomic_path
 from deblur.runtime.errors import CheckpointError
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -337,6 +338,5 @@ def _stored_step(path: Path) -> int | str:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=list) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=list) + "\n", encoding="utf-8")

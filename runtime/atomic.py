@@ -1,0 +1,36 @@
+"""Atomic file writes: a crash, an error or Ctrl-C never leaves half a file behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .errors import InputError
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+
+    The temporary name keeps the suffix so encoders and muxers pick the right format, and it
+    lives in the same folder so ``os.replace`` is an atomic rename, never a copy.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write here ({exc.strerror or exc}); check the folder's "
+                         "permissions and free space, or write somewhere else") from None
+    try:
+        yield Path(tmp)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
