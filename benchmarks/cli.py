@@ -163,7 +163,8 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 @click.option("--crop-border", default=15, show_default=True)
 @click.option("--on", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
 @click.option("--baseline", "baselines", multiple=True, default=("identity,wiener,richardson_lucy",), show_default=True)
-@click.option("--tile", default=512, show_default=True)
+@click.option("--tile", default=0, show_default=True,
+              help="Tile side for the models; 0 = whole image (the quality reference).")
 @click.option("--threads", type=int, default=None)
 @_common
 @report_errors
