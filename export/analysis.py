@@ -8,29 +8,43 @@ import torch
 from torch import nn
 
 _NORMS = (nn.InstanceNorm2d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+_NONLINEAR = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Dropout)
 
 
-def _without_norms(model: nn.Module) -> nn.Module:
-    # Instance statistics make every output pixel depend on every input pixel; the
-    # convolutional receptive field is what matters for tile context, so measure without them.
-    clone = copy.deepcopy(model).eval()
-    for child in list(clone.modules()):
+@torch.no_grad()
+def _linear_probe(model: nn.Module) -> nn.Module:
+    """A copy whose output is a positive, weight-independent function of every input pixel in
+    the convolutional receptive field.
+
+    The trained weights cannot be used: a saturated Tanh (or dead ReLUs, or the output clamp)
+    zeroes the gradient and the field would measure as a single pixel. So norms and
+    non-linearities become identities and every kernel a positive average (fan-in
+    normalised, so values neither explode into the clamp nor vanish).
+    """
+    probe = copy.deepcopy(model).eval()
+    for child in list(probe.modules()):
         for attr, sub in list(child.named_children()):
-            if isinstance(sub, _NORMS):
+            if isinstance(sub, _NORMS + _NONLINEAR):
                 setattr(child, attr, nn.Identity())
-    return clone
+    for module in probe.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            module.weight.fill_(1.0 / (module.weight[0].numel()))
+            if module.bias is not None:
+                module.bias.zero_()
+    return probe
 
 
 def measure_receptive_field(model: nn.Module, *, start: int = 256, limit: int = 2048) -> int:
     """Side of the input square that one output pixel depends on (norm layers disabled).
 
-    Found by back-propagating from the centre output pixel; the input grows until the
-    gradient's support no longer touches the border (or ``limit`` is reached, e.g. U-Nets).
+    Found by back-propagating from the centre output pixel of a linearised copy; the input
+    grows until the gradient's support no longer touches the border (or ``limit`` is
+    reached, e.g. for U-Nets whose field covers everything).
     """
-    probe = _without_norms(model)
+    probe = _linear_probe(model)
     size = start
     while True:
-        x = (torch.randn(1, 3, size, size) * 0.01).requires_grad_(True)
+        x = torch.full((1, 3, size, size), 1e-3, requires_grad=True)
         y = probe(x)
         c = size // 2
         y[0, :, c, c].sum().backward()

@@ -171,3 +171,15 @@ def test_runtime_feeds_fp16_io_models_half_and_warns_on_cpu(tiny_checkpoint, tin
     assert half.io_dtype == np.float16 and "slower than FP32" in caplog.text
     full = Deblurrer(tiny_onnx, "cpu", tile=0)
     assert np.abs(half(image).astype(int) - full(image).astype(int)).max() <= 3
+
+
+def test_receptive_field_does_not_depend_on_saturated_weights():
+    from deblur.export.analysis import measure_receptive_field
+    from deblur.train.models.resnet_generator import ResnetGenerator
+
+    model = ResnetGenerator(ngf=8, n_blocks=2)
+    fresh = measure_receptive_field(model)
+    with torch.no_grad():
+        model.model[-2].bias.fill_(50.0)  # tanh saturates: zero gradient through the network
+    assert measure_receptive_field(model) == fresh
+    assert 40 <= fresh <= 90  # conv7 + 2 strided + 4 convs at stride 4 + 2 up + conv7
