@@ -28,8 +28,9 @@ from .tiling import make_grid, pad_reflect, padded_size
 log = logging.getLogger(__name__)
 
 # tile=None ("auto"): whole images up to 1080p's pixel count, 1024-px tiles above. Measured
-# on a trained InstanceNorm model at 1080p (notes of issue 3): tiles cost 1.6-2.6x the time of
-# one whole-image run and differ from it by 47-53 dB PSNR, so tiling is for bounding memory.
+# with the shipped InstanceNorm model (benchmarks/results/cpu/tiling-compact.md): tiles cost
+# 1.5-2.5x the time of one whole-image run and differ from it by 48-57 dB PSNR (invisible),
+# while a 4K image drops from 3.5 GB to 1.3 GB peak: tiling is for bounding memory.
 AUTO_WHOLE_PIXELS = 1920 * 1080
 AUTO_TILE = 1024
 DEFAULT_BLEND = 32  # px of cosine ramp between neighbouring tiles' kept regions
