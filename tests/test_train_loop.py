@@ -69,6 +69,12 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(photos, t
     np.random.seed(999)
     resumed = resume_config(tmp_path / "interrupted", {})
     assert resumed == config
+    # A crash after step 7's checkpoint but after step 9 was logged: the resumed run logs 9 again.
+    run = tmp_path / "interrupted"
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 9, "loss_g": 1.0}) + "\n")
+    with open(run / "train.csv", "a") as f:
+        f.write("9,0.1,0,1,0,1,0,0,0.1\n")
     train(resumed, tmp_path / "interrupted", resume=True)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
     b = load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "latest.pt")
@@ -80,6 +86,8 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(photos, t
     assert a["optimizers"]["generator"]["state"][0]["step"] == b["optimizers"]["generator"]["state"][0]["step"]
     train_rows = _rows(tmp_path / "interrupted", "train")
     assert [r["step"] for r in train_rows] == [5, 7, 10, 12]  # the stop wrote its row; no step twice
+    csv_steps = [int(line.split(",")[0]) for line in (run / "train.csv").read_text().splitlines()[1:]]
+    assert csv_steps == [5, 7, 10, 12]
 
 
 def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path):

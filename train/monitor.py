@@ -29,15 +29,24 @@ VAL_COLUMNS = ("step", "psnr", "ssim", "psnr_identity", "ssim_identity")
 
 
 class RunLog:
-    def __init__(self, run_dir: Path) -> None:
+    """metrics.jsonl, train.csv, val.csv and TensorBoard, appended to across resumes.
+
+    ``resume_step``: rows logged after the checkpoint being resumed from are dropped first —
+    the resumed run computes those steps again, and the logs must not hold them twice.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
         self.run_dir = run_dir
+        if resume_step is not None:
+            _drop_rows_after(run_dir, resume_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self.csv = {kind: self._open_csv(run_dir / f"{kind}.csv", columns)
                     for kind, columns in (("train", TRAIN_COLUMNS), ("val", VAL_COLUMNS))}
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         except ImportError:  # tensorboard is optional; the files above hold the same numbers
             self.tensorboard = None
 
@@ -67,6 +76,23 @@ class RunLog:
             handle.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
+
+
+def _drop_rows_after(run_dir: Path, step: int) -> None:
+    path = run_dir / "metrics.jsonl"
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    for kind in ("train", "val"):
+        path = run_dir / f"{kind}.csv"
+        if not path.exists():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def to_uint8_images(batch: torch.Tensor) -> np.ndarray:

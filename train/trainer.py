@@ -117,7 +117,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             identity = image_scores(to_uint8_images(val_blurred), to_uint8_images(val_sharp))
             run_dir.mkdir(parents=True, exist_ok=True)
             _write_json(run_dir / "config.json", config.to_dict())
-            run_log = cleanup.enter_context(contextlib.closing(RunLog(run_dir)))
+            run_log = cleanup.enter_context(contextlib.closing(RunLog(run_dir, start_step if resume else None)))
 
         # ------------------------------------------------------- optimisers
         opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
