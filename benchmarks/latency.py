@@ -25,10 +25,10 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from deblur.runtime.deblurrer import MIN_SIDE, Deblurrer
+from deblur.runtime.deblurrer import Deblurrer
 from deblur.runtime.errors import InputError
 from deblur.runtime.image_io import read_image
-from deblur.runtime.tiling import make_grid, pad_reflect, padded_size
+from deblur.runtime.tiling import pad_reflect
 
 from . import report
 
@@ -105,14 +105,12 @@ class LatencySettings:
 
 def _session_calls(deb: Deblurrer, image: np.ndarray) -> tuple[list[np.ndarray], int]:
     """Tensors the runtime would feed for ``image`` (same shapes), and the pixels they hold."""
-    h, w = image.shape[:2]
     x, _ = deb.pre_process(image)
-    m = deb.info.size_multiple
-    padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
-    if not deb.tile or max(h, w) <= deb.tile:
+    height, width, grid = deb.plan(image.shape)
+    padded = pad_reflect(x, height, width)
+    if grid is None:
         batches = [padded[None]]
     else:
-        grid = make_grid(padded.shape[0], padded.shape[1], deb.tile, deb.overlap, deb.blend, m)
         tile = padded[:grid.tile_h, :grid.tile_w]
         n = len(grid)
         sizes = [deb.tile_batch] * (n // deb.tile_batch) + ([n % deb.tile_batch] if n % deb.tile_batch else [])

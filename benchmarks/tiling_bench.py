@@ -106,7 +106,7 @@ def run_tiling(settings: TilingSettings) -> dict[str, Any]:
                 rows.append({
                     "size": label, "width": width, "height": height, "tile": deb.tile,
                     "overlap": deb.overlap if deb.tile else None, "blend": settings.blend if deb.tile else None,
-                    "tiles": _tile_count(deb, image) if deb.tile else 1,
+                    "tiles": len(grid) if (grid := deb.plan(image.shape)[2]) else 1,
                     "psnr_vs_whole_db": psnr(out, reference),
                     "max_abs_diff": int(np.abs(out.astype(np.int16) - reference).max()),
                     "p50_ms": ms, "p95_ms": report.percentile(times[key], 95) * 1e3, "time_vs_whole": ms / whole_ms,
@@ -118,17 +118,6 @@ def run_tiling(settings: TilingSettings) -> dict[str, Any]:
             "settings": asdict(settings), "model": str(whole.model_path), "model_tile_context": whole.info.tile_context,
             "model_normalization": whole.info.normalization,
             "rows": rows}
-
-
-def _tile_count(deb: Deblurrer, image: np.ndarray) -> int:
-    from deblur.runtime.deblurrer import MIN_SIDE
-    from deblur.runtime.tiling import make_grid, padded_size
-
-    m = deb.info.size_multiple
-    h, w = padded_size(image.shape[0], m, MIN_SIDE), padded_size(image.shape[1], m, MIN_SIDE)
-    if max(image.shape[:2]) <= deb.tile:
-        return 1
-    return len(make_grid(h, w, deb.tile, deb.overlap, deb.blend, m))
 
 
 COLUMNS = ["size", "tile", "overlap", "tiles", "psnr_vs_whole_db", "max_abs_diff", "p50_ms", "time_vs_whole",

@@ -23,7 +23,7 @@ import numpy as np
 from .errors import InputError, ModelError
 from .model_info import ModelInfo
 from .providers import create_session, resolve_provider
-from .tiling import make_grid, pad_reflect, padded_size
+from .tiling import TileGrid, make_grid, pad_reflect, padded_size
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,9 @@ class Deblurrer:
         tile = self.tile_for(x.shape)
         while True:
             try:
-                y = self.tile_process(x, tile) if tile and max(x.shape[:2]) > tile else self.process(x)
+                height, width, grid = self.plan(x.shape, tile)
+                padded = pad_reflect(x, height, width)
+                y = (self.tile_process(padded, grid) if grid else self.process(padded))[:x.shape[0], :x.shape[1]]
                 break
             except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
                 smaller = self._tile_after_oom(exc, tile, x.shape)
@@ -167,20 +169,25 @@ class Deblurrer:
         x = x * np.float32(high - low) + np.float32(low)
         return np.ascontiguousarray(x), _Format(shape, dtype, scale, alpha)
 
-    def process(self, x: np.ndarray) -> np.ndarray:
-        """Whole image in one run: mirror-pad to the size multiple, run, crop back."""
-        h, w = x.shape[:2]
-        m = self.info.size_multiple
-        padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
-        return self._run(padded[None])[0, :h, :w]
+    def plan(self, shape: tuple[int, ...], tile: int | None = None) -> tuple[int, int, TileGrid | None]:
+        """The padded size the model sees for an image of ``shape``, and its tile grid (None: whole).
 
-    def tile_process(self, x: np.ndarray, tile: int | None = None) -> np.ndarray:
-        """Fixed-shape tiles with context, cross-faded; bounded memory for any image size."""
-        h, w = x.shape[:2]
+        Mirror-padded to the size multiple (and ``MIN_SIDE``) and cropped back afterwards, so
+        any H x W works. The benchmarks call this too, so they time exactly these shapes.
+        """
         m = self.info.size_multiple
-        padded = pad_reflect(x, padded_size(h, m, MIN_SIDE), padded_size(w, m, MIN_SIDE))
-        grid = make_grid(padded.shape[0], padded.shape[1], tile or self.tile_for(x.shape) or AUTO_TILE,
-                         self.overlap, self.blend, m)
+        height, width = padded_size(shape[0], m, MIN_SIDE), padded_size(shape[1], m, MIN_SIDE)
+        tile = self.tile_for(shape) if tile is None else tile
+        if not tile or max(shape[:2]) <= tile:
+            return height, width, None
+        return height, width, make_grid(height, width, tile, self.overlap, self.blend, m)
+
+    def process(self, padded: np.ndarray) -> np.ndarray:
+        """The whole (padded) image in one model run."""
+        return self._run(padded[None])[0]
+
+    def tile_process(self, padded: np.ndarray, grid: TileGrid) -> np.ndarray:
+        """Fixed-shape tiles with context, cross-faded; bounded memory for any image size."""
         out = np.zeros(padded.shape, np.float32)
         positions = grid.positions()
         for i in range(0, len(positions), self.tile_batch):
@@ -188,7 +195,7 @@ class Deblurrer:
             batch = np.stack([padded[y:y + grid.tile_h, x0:x0 + grid.tile_w] for y, x0 in chunk])
             for (y, x0), tile_out in zip(chunk, self._run(batch)):
                 out[y:y + grid.tile_h, x0:x0 + grid.tile_w] += tile_out * grid.weight(y, x0)
-        return out[:h, :w]
+        return out
 
     def post_process(self, y: np.ndarray, fmt: _Format) -> np.ndarray:
         """Back to the caller's channel layout, value range and dtype."""
