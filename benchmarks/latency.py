@@ -75,13 +75,23 @@ def photo(width: int, height: int, path: str | None = None) -> np.ndarray:
 
 
 def time_interleaved(variants: dict[str, Callable[[], Any]], *, warmup: int, runs: int) -> dict[str, list[float]]:
-    """Seconds per call of each variant; warm-up calls excluded, variants alternated per run."""
+    """Seconds per call of each variant; warm-up calls excluded, variants alternated per run.
+
+    The order rotates every run: the first call after another model ran pays for that model's
+    still-spinning ONNX Runtime threads and for cold caches (measured at 256² on 2 cores:
+    28 ms alone, 46 ms right after another session), and rotating spreads that penalty over
+    all variants instead of always charging the same one. At small sizes it still dominates
+    the overhead column; compare runtime vs session.run there in a run with one model.
+    """
     for fn in variants.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(runs):
-        for name, fn in variants.items():
+    names = list(variants)
+    for run in range(runs):
+        shift = run % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            fn = variants[name]
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
