@@ -161,13 +161,18 @@ class Deblurrer:
             alpha, image = image[:, :, 3].copy(), image[:, :, :3]
         if image.ndim == 2 or image.shape[2] == 1:
             image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
-        x = image.astype(np.float32) * np.float32(1.0 / scale)
-        np.clip(x, 0.0, 1.0, out=x)
-        if self.info.channel_order == "RGB":
-            x = x[:, :, ::-1]
+        # One float32 array, written once and then updated in place: big images must not hold
+        # several full-size float copies (that is most of the runtime's peak memory).
         low, high = self.info.input_range
-        x = x * np.float32(high - low) + np.float32(low)
-        return np.ascontiguousarray(x), _Format(shape, dtype, scale, alpha)
+        src = image[:, :, ::-1] if self.info.channel_order == "RGB" else image
+        x = np.empty(src.shape, np.float32)
+        if scale == 1.0:  # float input may stray outside [0, 1]
+            np.clip(src, 0.0, 1.0, out=x, casting="unsafe")
+            x *= np.float32(high - low)
+        else:
+            np.multiply(src, np.float32((high - low) / scale), out=x, casting="unsafe")
+        x += np.float32(low)
+        return x, _Format(shape, dtype, scale, alpha)
 
     def plan(self, shape: tuple[int, ...], tile: int | None = None) -> tuple[int, int, TileGrid | None]:
         """The padded size the model sees for an image of ``shape``, and its tile grid (None: whole).
@@ -198,18 +203,19 @@ class Deblurrer:
         return out
 
     def post_process(self, y: np.ndarray, fmt: _Format) -> np.ndarray:
-        """Back to the caller's channel layout, value range and dtype."""
+        """Back to the caller's channel layout, value range and dtype. Consumes ``y`` (in place)."""
         low, high = self.info.input_range
-        y = (y - np.float32(low)) * np.float32(1.0 / (high - low))
+        y -= np.float32(low)
+        y *= np.float32(1.0 / (high - low))
+        np.clip(y, 0.0, 1.0, out=y)
         if self.info.channel_order == "RGB":
             y = y[:, :, ::-1]
-        y = np.clip(y, 0.0, 1.0)
         if len(fmt.shape) == 2 or fmt.shape[2] == 1:
             y = cv2.cvtColor(np.ascontiguousarray(y), cv2.COLOR_BGR2GRAY)
         if fmt.dtype.kind == "u":
-            y = np.rint(y * np.float32(fmt.scale)).astype(fmt.dtype)
-        else:
-            y = y.astype(fmt.dtype)
+            y *= np.float32(fmt.scale)
+            np.rint(y, out=y)
+        y = y.astype(fmt.dtype)
         if fmt.alpha is not None:
             y = np.dstack([y, fmt.alpha])
         return y.reshape(fmt.shape)
