@@ -3,8 +3,8 @@
 Stages, each a pure function of its arguments (nothing is passed through ``self``, so one
 instance is safe to call from many threads; ONNX Runtime's ``run`` is thread-safe)::
 
-    image --pre_process--> (H, W, 3) float32 in the model's range/order
-          --process | tile_process--> same, restored
+    image --prepare--> (H, W, 3) pixels, caller's dtype --plan + pad_reflect-->
+          --process | tile_process (normalize per model call)--> (H, W, 3) float32, restored
           --post_process--> image of the input's shape and dtype
 """
 
@@ -105,13 +105,16 @@ class Deblurrer:
 
     # -- public API ---------------------------------------------------------------------
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        x, fmt = self.pre_process(image)
+        # Padding and tiling work on the caller's pixels (uint8: 3 bytes a pixel); only the
+        # part going into the model is converted to float, so tiled big images stay small.
+        x, fmt = self.prepare(image)
         tile = self.tile_for(x.shape)
         while True:
             try:
                 height, width, grid = self.plan(x.shape, tile)
                 padded = pad_reflect(x, height, width)
-                y = (self.tile_process(padded, grid) if grid else self.process(padded))[:x.shape[0], :x.shape[1]]
+                restored = self.tile_process(padded, grid, fmt) if grid else self.process(padded, fmt)
+                y = restored[:x.shape[0], :x.shape[1]]
                 break
             except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
                 smaller = self._tile_after_oom(exc, tile, x.shape)
@@ -139,6 +142,11 @@ class Deblurrer:
     # -- stages -------------------------------------------------------------------------
     def pre_process(self, image: np.ndarray) -> tuple[np.ndarray, _Format]:
         """Validate and convert to (H, W, 3) float32 in the model's range and channel order."""
+        pixels, fmt = self.prepare(image)
+        return self.normalize(pixels, fmt), fmt
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, _Format]:
+        """Validate; split off alpha and widen grey to 3 channels, keeping the caller's dtype."""
         if not isinstance(image, np.ndarray):
             raise InputError(f"expected a numpy image array, got {type(image).__name__}")
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
@@ -161,18 +169,20 @@ class Deblurrer:
             alpha, image = image[:, :, 3].copy(), image[:, :, :3]
         if image.ndim == 2 or image.shape[2] == 1:
             image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
-        # One float32 array, written once and then updated in place: big images must not hold
-        # several full-size float copies (that is most of the runtime's peak memory).
+        return image, _Format(shape, dtype, scale, alpha)
+
+    def normalize(self, pixels: np.ndarray, fmt: _Format) -> np.ndarray:
+        """(h, w, 3) pixels -> float32 in the model's range and channel order (one new array)."""
         low, high = self.info.input_range
-        src = image[:, :, ::-1] if self.info.channel_order == "RGB" else image
+        src = pixels[:, :, ::-1] if self.info.channel_order == "RGB" else pixels
         x = np.empty(src.shape, np.float32)
-        if scale == 1.0:  # float input may stray outside [0, 1]
+        if fmt.scale == 1.0:  # float input may stray outside [0, 1]
             np.clip(src, 0.0, 1.0, out=x, casting="unsafe")
             x *= np.float32(high - low)
         else:
-            np.multiply(src, np.float32((high - low) / scale), out=x, casting="unsafe")
+            np.multiply(src, np.float32((high - low) / fmt.scale), out=x, casting="unsafe")
         x += np.float32(low)
-        return x, _Format(shape, dtype, scale, alpha)
+        return x
 
     def plan(self, shape: tuple[int, ...], tile: int | None = None) -> tuple[int, int, TileGrid | None]:
         """The padded size the model sees for an image of ``shape``, and its tile grid (None: whole).
@@ -187,17 +197,17 @@ class Deblurrer:
             return height, width, None
         return height, width, make_grid(height, width, tile, self.overlap, self.blend, m)
 
-    def process(self, padded: np.ndarray) -> np.ndarray:
+    def process(self, padded: np.ndarray, fmt: _Format) -> np.ndarray:
         """The whole (padded) image in one model run."""
-        return self._run(padded[None])[0]
+        return self._run(self.normalize(padded, fmt)[None])[0]
 
-    def tile_process(self, padded: np.ndarray, grid: TileGrid) -> np.ndarray:
+    def tile_process(self, padded: np.ndarray, grid: TileGrid, fmt: _Format) -> np.ndarray:
         """Fixed-shape tiles with context, cross-faded; bounded memory for any image size."""
         out = np.zeros(padded.shape, np.float32)
         positions = grid.positions()
         for i in range(0, len(positions), self.tile_batch):
             chunk = positions[i:i + self.tile_batch]
-            batch = np.stack([padded[y:y + grid.tile_h, x0:x0 + grid.tile_w] for y, x0 in chunk])
+            batch = np.stack([self.normalize(padded[y:y + grid.tile_h, x0:x0 + grid.tile_w], fmt) for y, x0 in chunk])
             for (y, x0), tile_out in zip(chunk, self._run(batch)):
                 out[y:y + grid.tile_h, x0:x0 + grid.tile_w] += tile_out * grid.weight(y, x0)
         return out
