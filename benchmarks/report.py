@@ -131,27 +131,27 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB (since the last ``reset_peak_rss``)."""
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (kB there) in MiB; None where there is no /proc."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB on Linux
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB (since the last ``reset_peak_rss``)."""
+    peak = _proc_status_mb("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def current_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    current = _proc_status_mb("VmRSS")
+    return current if current is not None else float("nan")
 
 
 # -- tables and files --------------------------------------------------------------------

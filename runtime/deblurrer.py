@@ -20,7 +20,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, first_line
 from .model_info import ModelInfo
 from .providers import create_session, resolve_provider
 from .tiling import TileGrid, make_grid, pad_reflect, padded_size
@@ -120,9 +120,8 @@ class Deblurrer:
                 smaller = self._tile_after_oom(exc, tile, x.shape)
                 if smaller is None:
                     if type(exc).__module__.startswith("onnxruntime"):
-                        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
                         raise ModelError(f"{self.model_path}: inference failed on a {x.shape[1]}x{x.shape[0]} "
-                                         f"image ({first})") from exc
+                                         f"image ({first_line(exc)})") from exc
                     raise
                 log.warning("%s ran out of memory at tile %s; retrying this image with tile %d",
                             self.provider, tile or "off (whole image)", smaller)

@@ -48,6 +48,12 @@ class ExportError(DeblurError):
     exit_code = EXIT_CHECK_FAILED
 
 
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (libraries' messages run to pages), or its type."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def report_errors(func: F) -> F:
     """Wrap a click command body: DeblurError -> one line + exit 2; ``debug=True`` re-raises."""
 

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from .errors import ModelError, ProviderError
+from .errors import ModelError, ProviderError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def create_session(model_bytes_or_path, choice: ProviderChoice, *, threads: int 
     try:
         session = ort.InferenceSession(model_bytes_or_path, options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         model_problem = any(s in first for s in ("protobuf", "Load model", "INVALID", "NOT_IMPLEMENTED", "ModelProto"))
         if model_problem or choice.name == "CPUExecutionProvider":
             raise ModelError(f"{model_bytes_or_path}: not a loadable ONNX model ({first}); "

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from deblur.runtime.atomic import atomic_path
-from deblur.runtime.errors import CheckpointError
+from deblur.runtime.errors import CheckpointError, first_line
 
 from .models import create_generator, infer_arch
 
@@ -112,14 +112,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain containers: a file that wants
         # to build arbitrary objects (or run code) is rejected, never executed.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"{path}: refused to load: it is not a plain weights file ({first[:200]}). "
+            f"{path}: refused to load: it is not a plain weights file ({first_line(exc, 200)}). "
             "Only checkpoints of tensors and plain containers are loaded; re-save it with "
             "torch.save(model.state_dict(), path)") from None
     except Exception as exc:  # noqa: BLE001 - any failure to deserialise means "not a checkpoint"
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another file type?): {msg[:200]}") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another file type?): "
+                              f"{first_line(exc, 200)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a dict of weights")
     return obj

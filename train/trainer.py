@@ -35,7 +35,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from deblur.runtime.atomic import atomic_path
-from deblur.runtime.errors import CheckpointError
+from deblur.runtime.errors import CheckpointError, first_line
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainError, lr_at, validate
@@ -137,7 +137,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 scaler_g.load_state_dict(checkpoint["scalers"]["generator"])
                 scaler_d.load_state_dict(checkpoint["scalers"]["critic"])
             except (KeyError, RuntimeError) as exc:
-                raise CheckpointError(f"{latest}: cannot resume from it ({str(exc).splitlines()[0][:200]}); "
+                raise CheckpointError(f"{latest}: cannot resume from it ({first_line(exc, 200)}); "
                                       "is it a deblur-train checkpoint of this run?") from None
             restore_rng(checkpoint.get("rng", []), rank, world_size, device)
             if master:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from deblur.runtime.errors import first_line
+
 from .config import TrainError
 
 log = logging.getLogger(__name__)
@@ -69,14 +71,14 @@ def load_vgg19(path: str | Path | None = None) -> VGG19:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure means "not the weights file"
-        raise TrainError(f"{weights}: not a readable VGG19 state dict ({str(exc).splitlines()[0][:200]}); "
+        raise TrainError(f"{weights}: not a readable VGG19 state dict ({first_line(exc, 200)}); "
                          f"re-download {VGG19_URL}") from None
     features = {k: v for k, v in state.items() if k.startswith("features.")}
     model = VGG19()
     try:
         model.load_state_dict(features)
     except RuntimeError as exc:
-        raise TrainError(f"{weights}: does not fit VGG19's features ({str(exc).splitlines()[0][:200]}); "
+        raise TrainError(f"{weights}: does not fit VGG19's features ({first_line(exc, 200)}); "
                          f"is it torchvision's vgg19 (not vgg16 or vgg19_bn)?") from None
     log.info("perceptual loss: VGG19 weights from %s", weights)
     return model.eval().requires_grad_(False)
