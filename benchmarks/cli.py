@@ -15,7 +15,7 @@ def _common(func: Callable) -> Callable:
     options = [
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                      help="Folder for NAME.json / NAME.md (/ NAME.png) [default: ./bench-results]."),
-        click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
+        click.option("--json", "json_file", type=click.Path(dir_okay=False, readable=False), default=None,
                      help="Write the JSON here instead (Markdown/PNG beside it)."),
         click.option("-q", "--quiet", is_flag=True, help="Only the table, no progress messages."),
         click.option("-v", "--verbose", is_flag=True, help="Debug logging."),
@@ -65,7 +65,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("-m", "--model", "models", multiple=True, required=True, type=click.Path(), help="ONNX model (repeatable).")
+@click.option("-m", "--model", "models", multiple=True, required=True, type=click.Path(readable=False), help="ONNX model (repeatable).")
 @click.option("-p", "--provider", "providers", multiple=True, default=("cpu",), show_default=True,
               help="Provider(s), comma-separated or repeated.")
 @click.option("-s", "--size", "sizes", multiple=True, default=("256,480p,720p,1080p",), show_default=True,
@@ -76,9 +76,9 @@ def main() -> None:
 @click.option("--warmup", default=2, show_default=True, help="Untimed runs per variant first.")
 @click.option("-n", "--runs", default=10, show_default=True, help="Timed runs per variant.")
 @click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores].")
-@click.option("--torch", "torch_checkpoint", type=click.Path(), default=None,
+@click.option("--torch", "torch_checkpoint", type=click.Path(readable=False), default=None,
               help="Checkpoint the models were exported from: adds a PyTorch eager baseline row.")
-@click.option("--photo", type=click.Path(), default=None, help="Input photo [default: bundled astronaut].")
+@click.option("--photo", type=click.Path(readable=False), default=None, help="Input photo [default: bundled astronaut].")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Also write a latency-vs-resolution PNG.")
 @_common
 @report_errors
@@ -102,7 +102,7 @@ def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, 
 
 
 @main.command()
-@click.option("-m", "--model", required=True, type=click.Path())
+@click.option("-m", "--model", required=True, type=click.Path(readable=False))
 @click.option("-p", "--provider", default="cpu", show_default=True)
 @click.option("-s", "--size", default="480p", show_default=True, help="Frame size: named or WxH.")
 @click.option("--frames", default=30, show_default=True, help="Frames in the generated clip.")
@@ -123,7 +123,7 @@ def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_f
 
 
 @main.command()
-@click.option("-m", "--model", required=True, type=click.Path())
+@click.option("-m", "--model", required=True, type=click.Path(readable=False))
 @click.option("-p", "--provider", default="cpu", show_default=True)
 @click.option("-s", "--size", "sizes", multiple=True, default=("1080p,4k",), show_default=True)
 @click.option("--tile", "tiles", multiple=True, default=("512,768,1024",), show_default=True)
@@ -132,7 +132,7 @@ def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_f
 @click.option("--warmup", default=1, show_default=True)
 @click.option("-n", "--runs", default=3, show_default=True)
 @click.option("--threads", type=int, default=None)
-@click.option("--photo", type=click.Path(), default=None, help="Photo to scale to each size [default: bundled astronaut].")
+@click.option("--photo", type=click.Path(readable=False), default=None, help="Photo to scale to each size [default: bundled astronaut].")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per config (one subprocess each).")
 @_common
 @report_errors
@@ -151,9 +151,9 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 
 
 @main.command()
-@click.option("-d", "--data", multiple=True, required=True, type=click.Path(),
+@click.option("-d", "--data", multiple=True, required=True, type=click.Path(readable=False),
               help="Folder of sharp photos, or GoPro layout (*/blur, */sharp); repeatable.")
-@click.option("-m", "--model", "models", multiple=True, type=click.Path(), help="ONNX model (repeatable).")
+@click.option("-m", "--model", "models", multiple=True, type=click.Path(readable=False), help="ONNX model (repeatable).")
 @click.option("-p", "--provider", default="cpu", show_default=True)
 @click.option("--condition", type=click.Choice(["noise_jpeg", "clean", "both"]), default="noise_jpeg", show_default=True,
               help="Synthetic degradation: blur + noise/JPEG as in training, blur only, or both.")

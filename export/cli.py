@@ -9,7 +9,7 @@ from deblur.runtime.version import __version__
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=click.Path(dir_okay=True, path_type=str))
+@click.argument("checkpoint", type=click.Path(readable=False, path_type=str))
 @click.argument("output", type=click.Path(path_type=str))
 @click.option("--fp16", is_flag=True, help="FP16 weights and compute (FP32 inputs/outputs unless --fp16-io). "
               "For GPUs; FP16 runs slower than FP32 on x86 CPUs.")

@@ -23,9 +23,9 @@ def _parse_tile(value: str) -> int | None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("-o", "--output", type=click.Path(), help="Output file (one input) or folder (several inputs / a folder). "
+@click.option("-o", "--output", type=click.Path(readable=False), help="Output file (one input) or folder (several inputs / a folder). "
               "Default: beside each input with a _deblurred suffix; a folder -> FOLDER_deblurred/.")
-@click.option("-m", "--model", type=click.Path(), help="ONNX model from deblur-export. Default: the model shipped "
+@click.option("-m", "--model", type=click.Path(readable=False), help="ONNX model from deblur-export. Default: the model shipped "
               "with deblur-edge.")
 @click.option("-p", "--provider", default="auto", show_default=True,
               help="auto | cpu | cuda | tensorrt | coreml | directml | openvino, or a full ONNX Runtime "

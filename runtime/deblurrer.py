@@ -270,6 +270,10 @@ def _check_model_file(path: Path) -> Path:
         raise ModelError(f"{path}: is a directory, expected an .onnx model file")
     if path.stat().st_size == 0:
         raise ModelError(f"{path}: model file is empty")
+    try:
+        path.open("rb").close()
+    except PermissionError:
+        raise ModelError(f"{path}: permission denied; check the file's read permissions") from None
     return path
 
 

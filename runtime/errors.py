@@ -74,6 +74,12 @@ def report_errors(func: F) -> F:
             hint = "" if "install" in str(exc) else " (install the matching extra, e.g. pip install 'deblur-edge[cpu]')"
             click.echo(f"error: {exc}{hint}", err=True)
             sys.exit(EXIT_USAGE)
+        except OSError as exc:
+            # A file the code did not anticipate (permissions, full disk): still one line.
+            if debug or exc.filename is None:
+                raise
+            click.echo(f"error: {exc.filename}: {exc.strerror or first_line(exc)}", err=True)
+            sys.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             if debug:
                 raise

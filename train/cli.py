@@ -35,7 +35,7 @@ from deblur.runtime.version import __version__
               help="Content loss, weighted 100x. deblurgan default: perceptual (VGG19 conv3_3), which needs "
                    "torchvision's vgg19-dcbb9e9d.pth in ~/.cache/torch/hub/checkpoints/ or --vgg-weights; "
                    "without it this is an error, never a random VGG - pass l1+fft instead. pix2pix: l1.")
-@click.option("--vgg-weights", type=click.Path(dir_okay=False), metavar="FILE",
+@click.option("--vgg-weights", type=click.Path(dir_okay=False, readable=False), metavar="FILE",
               help="torchvision's VGG19 ImageNet state dict for --content perceptual.")
 @click.option("--adv-weight", type=float, help="Weight of the adversarial term (default 1). 0 trains on the "
                                              "content loss alone and skips the critic: PSNR-oriented, much faster.")

@@ -59,6 +59,7 @@ class _Source:
     color_trc: int
     rotation: int
     metadata: dict[str, str]
+    stream_duration: float | None = None  # the video stream's own, never the container's
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -156,6 +157,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             color_trc=int(first.color_trc),
             rotation=_rotation_of(first),
             metadata=dict(container.metadata),
+            stream_duration=float(vs.duration * tb) if vs.duration else None,
         )
 
 

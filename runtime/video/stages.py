@@ -108,6 +108,8 @@ def _stage_error(exc: BaseException, failure: str) -> BaseException:
 def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> None:
     w, h = source.info.width, source.info.height
     index = 0
+    last_pts: int | None = None
+    start: int | None = None
     try:
         with av.open(source.path) as container:
             stream = container.streams[source.video_index]
@@ -121,9 +123,36 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
                 if not pipe.put(out_q, _Item(index, frame.pts, image)):
                     return
                 index += 1
+                last_pts = frame.pts
+            start = stream.start_time
+        missing = _missing_frames(source, index, last_pts, start)
+        if missing:
+            pipe.fail(VideoError(
+                f"{source.path}: the video stops after {missing}; the file is truncated or damaged. "
+                "To process the frames it has, remux it first (`ffmpeg -i IN -c copy FIXED.mkv`)"))
+            return
         pipe.put(out_q, _END)
     except BaseException as e:
         pipe.fail(_stage_error(e, f"{source.path}: decoding failed after {index} frames"))
+
+
+def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: int | None) -> str | None:
+    """How far a source that ended early got, or None when it ended where its header says.
+
+    The container's own count (MP4) is exact; otherwise the video stream's duration (not the
+    container's, which a longer audio track may set) is compared with the span decoded, with
+    slack for rounding and for files whose last frame is shown longer than the others.
+    """
+    info = source.info
+    if info.frame_count is not None:
+        return f"{decoded} of {info.frame_count} frames" if decoded < info.frame_count else None
+    if source.stream_duration is None or last_pts is None:
+        return None
+    span = float((last_pts - (start or 0)) * source.time_base) + 1 / float(info.fps)
+    expected = source.stream_duration
+    if expected - span > max(0.5, 0.1 * expected):
+        return f"{decoded} frames ({span:.2f} of {expected:.2f} s)"
+    return None
 
 
 class _Timestamps:
