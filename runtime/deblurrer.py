@@ -4,8 +4,8 @@ Stages, each a pure function of its arguments (nothing is passed through ``self`
 instance is safe to call from many threads; ONNX Runtime's ``run`` is thread-safe)::
 
     image --prepare--> (H, W, 3) pixels, caller's dtype --plan + pad_reflect-->
-          --process | tile_process (normalize per model call)--> (H, W, 3) float32, restored
-          --post_process--> image of the input's shape and dtype
+          --process (whole) | tile_bands (normalize per model call)--> float32 rows, restored
+          --post_process (whole image, or band by band)--> image of the input's shape and dtype
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -106,16 +106,24 @@ class Deblurrer:
     # -- public API ---------------------------------------------------------------------
     def __call__(self, image: np.ndarray) -> np.ndarray:
         # Padding and tiling work on the caller's pixels (uint8: 3 bytes a pixel); only the
-        # part going into the model is converted to float, so tiled big images stay small.
+        # part going into the model is converted to float, and tiled results are finished
+        # band by band into the output, so a tiled image never exists in float32 whole.
         x, fmt = self.prepare(image)
         tile = self.tile_for(x.shape)
         while True:
             try:
                 height, width, grid = self.plan(x.shape, tile)
                 padded = pad_reflect(x, height, width)
-                restored = self.tile_process(padded, grid, fmt) if grid else self.process(padded, fmt)
-                y = restored[:x.shape[0], :x.shape[1]]
-                break
+                if grid is None:
+                    return self.post_process(self.process(padded, fmt)[:x.shape[0], :x.shape[1]], fmt)
+                out = None
+                for top, rows in self.tile_bands(padded, grid, fmt):
+                    rows = rows[:max(0, x.shape[0] - top), :x.shape[1]]
+                    if len(rows):
+                        done = self.post_process(rows, fmt, top)
+                        out = np.empty((x.shape[0], *done.shape[1:]), done.dtype) if out is None else out
+                        out[top:top + len(rows)] = done
+                return out
             except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
                 smaller = self._tile_after_oom(exc, tile, x.shape)
                 if smaller is None:
@@ -126,7 +134,6 @@ class Deblurrer:
                 log.warning("%s ran out of memory at tile %s; retrying this image with tile %d",
                             self.provider, tile or "off (whole image)", smaller)
                 tile = smaller
-        return self.post_process(y, fmt)
 
     def tile_for(self, shape: tuple[int, ...]) -> int:
         """The tile side used for an image of this shape (0: whole image)."""
@@ -201,18 +208,37 @@ class Deblurrer:
         return self._run(self.normalize(padded, fmt)[None])[0]
 
     def tile_process(self, padded: np.ndarray, grid: TileGrid, fmt: _Format) -> np.ndarray:
-        """Fixed-shape tiles with context, cross-faded; bounded memory for any image size."""
-        out = np.zeros(padded.shape, np.float32)
-        positions = grid.positions()
-        for i in range(0, len(positions), self.tile_batch):
-            chunk = positions[i:i + self.tile_batch]
-            batch = np.stack([self.normalize(padded[y:y + grid.tile_h, x0:x0 + grid.tile_w], fmt) for y, x0 in chunk])
-            for (y, x0), tile_out in zip(chunk, self._run(batch)):
-                out[y:y + grid.tile_h, x0:x0 + grid.tile_w] += tile_out * grid.weight(y, x0)
-        return out
+        """Fixed-shape tiles with context, cross-faded, as one (padded-size) float32 array."""
+        return np.concatenate([rows.copy() for _, rows in self.tile_bands(padded, grid, fmt)])
 
-    def post_process(self, y: np.ndarray, fmt: _Format) -> np.ndarray:
-        """Back to the caller's channel layout, value range and dtype. Consumes ``y`` (in place)."""
+    def tile_bands(self, padded: np.ndarray, grid: TileGrid, fmt: _Format) -> Iterator[tuple[int, np.ndarray]]:
+        """Blended results as (first row, float32 rows), top to bottom, each yielded as soon as
+        no later tile touches it: memory holds one row of tiles, not the image.
+
+        The rows are a view of one reused buffer, valid until the next iteration (finish or
+        copy them first). Tiles of one row go through the model ``tile_batch`` at a time.
+        """
+        band = np.zeros((grid.tile_h, grid.width, 3), np.float32)
+        for i, top in enumerate(grid.ys):
+            for j in range(0, len(grid.xs), self.tile_batch):
+                xs = grid.xs[j:j + self.tile_batch]
+                batch = np.stack([self.normalize(padded[top:top + grid.tile_h, x0:x0 + grid.tile_w], fmt)
+                                  for x0 in xs])
+                for x0, tile_out in zip(xs, self._run(batch)):
+                    band[:, x0:x0 + grid.tile_w] += tile_out * grid.weight(top, x0)
+            finished = (grid.ys[i + 1] if i + 1 < len(grid.ys) else top + grid.tile_h) - top
+            yield top, band[:finished]
+            # The rows the next tile row overlaps move up; the rest starts from zero again.
+            carried = grid.tile_h - finished
+            band[:carried] = band[finished:].copy()
+            band[carried:] = 0.0
+
+    def post_process(self, y: np.ndarray, fmt: _Format, top: int = 0) -> np.ndarray:
+        """Back to the caller's channel layout, value range and dtype. Consumes ``y`` (in place).
+
+        ``y`` may be a band of rows starting at row ``top`` of the image (tiled images are
+        finished band by band); the result has the caller's layout for those rows.
+        """
         low, high = self.info.input_range
         y -= np.float32(low)
         y *= np.float32(1.0 / (high - low))
@@ -226,8 +252,8 @@ class Deblurrer:
             np.rint(y, out=y)
         y = y.astype(fmt.dtype)
         if fmt.alpha is not None:
-            y = np.dstack([y, fmt.alpha])
-        return y.reshape(fmt.shape)
+            y = np.dstack([y, fmt.alpha[top:top + len(y)]])
+        return y.reshape(len(y), *fmt.shape[1:])
 
     def _tile_after_oom(self, exc: Exception, tile: int, shape: tuple[int, ...]) -> int | None:
         """Half the tile after a GPU allocation failure, or None when that cannot help."""
