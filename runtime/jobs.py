@@ -137,7 +137,9 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
             log.error("error: %s", exc)
             summary.failed.append((job.src, str(exc)))
         except _Stopped as exc:
-            summary.interrupted = f"stopped during {job.src} after {exc.frames} frames; {index} of {len(jobs)} files done"
+            of = f" of {exc.total}" if exc.total else ""
+            summary.interrupted = (f"stopped during {job.src} after {exc.frames}{of} frames; "
+                                   f"{index} of {len(jobs)} files done")
             break
         if file_progress:
             file_progress(job)
@@ -146,9 +148,9 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
 
 
 class _Stopped(Exception):
-    def __init__(self, frames: int) -> None:
+    def __init__(self, frames: int, total: int | None) -> None:
         super().__init__(frames)
-        self.frames = frames
+        self.frames, self.total = frames, total
 
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
@@ -185,7 +187,7 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     try:
         process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop)
     except VideoInterrupted as exc:
-        raise _Stopped(exc.frames_done) from None
+        raise _Stopped(exc.frames_done, exc.frames_total) from None
     except VideoError as exc:
         raise InputError(str(exc)) from None
     if compare and "pair" in snapshot:

@@ -124,12 +124,54 @@ def create_session(model_bytes_or_path, choice: ProviderChoice, *, threads: int 
         if model_problem or choice.name == "CPUExecutionProvider":
             raise ModelError(f"{model_bytes_or_path}: not a loadable ONNX model ({first}); "
                              "export one with deblur-export") from None
-        raise ProviderError(f"{choice.name} failed to initialise: {first}; "
-                            f"{_INSTALL_HINTS.get(choice.name, '')}") from None
+        raise ProviderError(_init_failure(choice.name, first)) from None
     active = session.get_providers()
     if active[0] != choice.name:
         # ORT logs and falls back to CPU when e.g. libcudnn is missing: make that loud.
-        raise ProviderError(f"{choice.name} was requested but ONNX Runtime fell back to {active[0]} "
-                            f"(a CUDA/cuDNN library failed to load?); {_INSTALL_HINTS.get(choice.name, '')}. "
-                            "Use --provider cpu to run on the CPU deliberately")
+        raise ProviderError(_init_failure(choice.name, f"ONNX Runtime fell back to {active[0]}"))
     return session
+
+
+# The shared libraries ORT dlopens for a provider, by platform; the first one is loaded
+# globally because the provider library resolves its symbols against it.
+_PROVIDER_LIBRARIES = {
+    "CUDAExecutionProvider": "onnxruntime_providers_cuda",
+    "TensorrtExecutionProvider": "onnxruntime_providers_tensorrt",
+    "OpenVINOExecutionProvider": "onnxruntime_providers_openvino",
+}
+
+
+def _init_failure(name: str, what: str) -> str:
+    missing = provider_library_error(name)
+    why = f"{missing}" if missing else f"{what} (a library it needs failed to load?)"
+    return (f"{name} failed to initialise: {why}; {_INSTALL_HINTS.get(name, '')}. "
+            "Use --provider cpu to run on the CPU deliberately")
+
+
+def provider_library_error(name: str, capi_dir: str | None = None) -> str | None:
+    """Load a provider's shared library the way ORT does and say what is missing, if anything.
+
+    ORT only logs this (``Failed to load library ... with error: libcudnn.so.9: cannot open
+    shared object file``) and carries on with the CPU; loading it ourselves gets the name of
+    the missing CUDA/cuDNN/TensorRT library into the error message.
+    """
+    import ctypes
+    import sys
+
+    stem = _PROVIDER_LIBRARIES.get(name)
+    if stem is None:
+        return None
+    if capi_dir is None:
+        capi_dir = os.path.join(os.path.dirname(_ort().__file__), "capi")
+    prefix, suffix = ("", ".dll") if sys.platform == "win32" else ("lib", ".so")
+    shared = os.path.join(capi_dir, f"{prefix}onnxruntime_providers_shared{suffix}")
+    library = os.path.join(capi_dir, f"{prefix}{stem}{suffix}")
+    if not os.path.exists(library):
+        return f"{library} is missing: this onnxruntime build has no {name}"
+    try:
+        if os.path.exists(shared):
+            ctypes.CDLL(shared, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        ctypes.CDLL(library)
+    except OSError as exc:
+        return f"loading {os.path.basename(library)} failed: {first_line(exc)}"
+    return None

@@ -114,6 +114,41 @@ def test_missing_provider_is_an_error_listing_what_exists(local_model):
         Deblurrer(local_model, "tensorrt")
 
 
+def test_provider_that_falls_back_to_cpu_is_an_error_naming_what_is_missing(local_model):
+    # The real ORT with a provider this (CPU) build lacks: it falls back silently; we do not.
+    from deblur.runtime.providers import ProviderChoice, create_session
+
+    with pytest.raises(ProviderError, match=r"CUDAExecutionProvider failed to initialise: .*"
+                                            r"libonnxruntime_providers_cuda\.so is missing.*--provider cpu"):
+        create_session(str(local_model), ProviderChoice("CUDAExecutionProvider", {}))
+
+
+def _library_needing(tmp_path, missing: bytes):
+    """A real shared library whose dependency list names ``missing`` (patched in place of libm)."""
+    import _decimal
+    import math
+
+    for module in (math, _decimal):
+        path = getattr(module, "__file__", None)
+        data = open(path, "rb").read() if path and path.endswith(".so") else b""
+        if data.count(b"libm.so.6\0") == 1 and len(missing) == len(b"libm.so.6"):
+            capi = tmp_path / "capi"
+            capi.mkdir()
+            (capi / "libonnxruntime_providers_cuda.so").write_bytes(data.replace(b"libm.so.6\0", missing + b"\0"))
+            return capi
+    pytest.skip("no extension module linked against libm.so.6 to build a broken library from")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ELF shared libraries")
+def test_provider_library_error_names_the_missing_cuda_library(tmp_path):
+    from deblur.runtime.providers import provider_library_error
+
+    capi = _library_needing(tmp_path, b"libq.so.9")  # as libcudnn.so.9 would be missing
+    message = provider_library_error("CUDAExecutionProvider", str(capi))
+    assert "libonnxruntime_providers_cuda.so" in message and "libq.so.9: cannot open shared object file" in message
+    assert provider_library_error("CPUExecutionProvider", str(capi)) is None
+
+
 def test_auto_provider_picks_cpu_here(local_model):
     assert Deblurrer(local_model, "auto").provider == "CPUExecutionProvider"
 
