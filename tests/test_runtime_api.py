@@ -25,7 +25,8 @@ def deblurrer(local_model):
 
 @pytest.mark.parametrize("shape, dtype", [((40, 50, 3), np.uint8), ((40, 50), np.uint8), ((40, 50, 1), np.uint8),
                                           ((40, 50, 4), np.uint8), ((40, 50, 3), np.uint16), ((33, 17), np.uint16),
-                                          ((40, 50, 3), np.float32), ((130, 90, 4), np.uint16)])
+                                          ((40, 50, 3), np.float32), ((130, 90, 4), np.uint16),
+                                          ((1, 1, 3), np.uint8), ((1, 2), np.uint8), ((2, 1, 4), np.uint8)])
 def test_output_has_the_inputs_shape_and_dtype(deblurrer, shape, dtype):
     rng = np.random.default_rng(0)
     image = (rng.random(shape) * (np.iinfo(dtype).max if dtype != np.float32 else 1)).astype(dtype)
@@ -78,6 +79,7 @@ def test_threads_sharing_one_deblurrer_match_sequential(deblurrer):
 
 @pytest.mark.parametrize("bad, pattern", [
     (np.zeros((0, 5, 3), np.uint8), "no pixels"),
+    (np.zeros((3, 0), np.uint8), "no pixels"),
     (np.zeros((5, 5, 2), np.uint8), "not HxW"),
     (np.zeros((5, 5, 3), np.int32), "not supported"),
     (np.full((5, 5, 3), np.nan, np.float32), "NaN"),
