@@ -104,3 +104,18 @@ def test_validation_pairs_are_deterministic_across_calls(tmp_path):
     photo = cv2.cvtColor(cv2.imread(str(items[0].sharp)), cv2.COLOR_BGR2RGB)
     expected = photo[8:72, 16:80].transpose(2, 0, 1).astype(np.float32) / 127.5 - 1
     np.testing.assert_allclose(s1[0].numpy(), expected, atol=1e-6)
+
+
+def test_decoded_photos_are_cached_within_budget_without_changing_samples(tmp_path):
+    photos = write_photos(tmp_path, 3, size=(80, 96))
+    items = scan([str(photos[0].parent)], crop=64)
+    cached = TrainPairs(items, 64, seed=7, blur=BlurConfig(), cache_bytes=2 * 80 * 96 * 3)
+    uncached = TrainPairs(items, 64, seed=7, blur=BlurConfig(), cache_bytes=0)
+    for key in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2)]:
+        a, b = cached[key], uncached[key]
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert len(cached.cache.images) == 2 and cached.cache.used == 2 * 80 * 96 * 3  # the budget held
+    assert not uncached.cache.images
+    first = next(iter(cached.cache.images))
+    assert cached.cache.read(first) is cached.cache.images[first]  # no second decode
+    assert not cached.cache.images[first].flags.writeable

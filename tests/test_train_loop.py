@@ -100,6 +100,7 @@ def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path):
     with pytest.raises(TrainError, match="arch_args"):
         resume_config(tmp_path / "run", {"arch_args": {"ngf": 16}})
     assert resume_config(tmp_path / "run", {"workers": 2, "val_every": 7, "arch_args": {"ngf": 8}}).workers == 2
+    assert resume_config(tmp_path / "run", {"amp": True}).amp  # e.g. continuing on a GPU or a bf16 CPU
     with pytest.raises(TrainError, match="finished at step 3 of 3; pass a larger --steps"):
         train(resume_config(tmp_path / "run", {}), tmp_path / "run", resume=True)
     with pytest.raises(TrainError, match="nothing to resume"):
@@ -150,10 +151,21 @@ def test_mixed_precision_path_stays_finite(photos, tmp_path, monkeypatch, dtype)
     assert all(np.isfinite(v) for v in ckpt["meta"]["losses"].values())
     if dtype == "fp16":  # a scaler that keeps skipping steps would have backed off to ~0
         assert ckpt["scalers"]["critic"]["scale"] > 1 and ckpt["scalers"]["generator"]["scale"] > 1
+
+
+def test_cpu_amp_is_bf16_where_the_cpu_has_it_and_an_error_elsewhere(photos, tmp_path, monkeypatch):
+    from deblur.train import trainer
+
+    with pytest.raises(TrainError, match="bf16 only"):
+        train(make_config(**tiny_overrides(photos, steps=1, amp=True, amp_dtype="fp16")), tmp_path / "fp16")
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(TrainError, match="no native bf16"):
+        train(make_config(**tiny_overrides(photos, steps=1, amp=True)), tmp_path / "old_cpu")
     monkeypatch.undo()
-    if not torch.cuda.is_available():
-        with pytest.raises(TrainError, match="--amp is for CUDA"):
-            train(make_config(**tiny_overrides(photos, steps=1, amp=True)), tmp_path / "cpu_amp")
+    if not trainer.cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bf16")
+    result = train(make_config(**tiny_overrides(photos, steps=4, amp=True, critic_steps=1)), tmp_path / "bf16")
+    assert all(np.isfinite(v) for v in load_checkpoint(result.checkpoint)["meta"]["losses"].values())
 
 
 def test_perceptual_without_weights_is_an_error_before_any_work(photos, tmp_path, monkeypatch):

@@ -59,7 +59,7 @@ class TrainConfig:
     # --- running
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = False  # CUDA only
+    amp: bool = False  # CUDA, or CPUs with native bf16
     amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 adds loss scaling)
     compile: bool = False  # torch.compile the generator (the critic needs double backward)
     log_every: int = 50
