@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deblur.runtime.errors import CheckpointError  # noqa: E402
-from deblur.train.checkpoint import load_generator, save_checkpoint, strip_prefixes  # noqa: E402
+from deblur.train.checkpoint import load_checkpoint, load_generator, save_checkpoint, strip_prefixes  # noqa: E402
 from deblur.train.models.resnet_generator import ResnetGenerator  # noqa: E402
 
 
@@ -126,3 +126,17 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, monkeypatch, case, pattern)
     assert str(path) in str(info.value)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "pwned_marker").exists()
+
+
+def test_generator_only_copy_drops_training_state_and_loads_the_same(tmp_path):
+    from deblur.train.checkpoint import save_generator_only
+
+    model = ResnetGenerator(ngf=8, n_blocks=1)
+    full = save_checkpoint(tmp_path / "latest.pt", model, arch="resnet_generator", arch_args=model.arch_args,
+                           step=5, critic={"w": torch.zeros(1000, 100)}, optimizers={"g": {"m": torch.ones(1000, 100)}})
+    small = save_generator_only(full, tmp_path / "generator.pt")
+    assert small.stat().st_size < full.stat().st_size / 3
+    state = load_checkpoint(small)
+    assert "critic" not in state and "optimizers" not in state and state["step"] == 5
+    for a, b in zip(load_generator(small).model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -98,6 +98,16 @@ def save_checkpoint(path: str | os.PathLike, generator: nn.Module, *, arch: str,
     return path
 
 
+def save_generator_only(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy a training checkpoint without the critic and optimiser states: what deblur-export
+    and inference need, a third of the size (to move it off a rented GPU, or to share it)."""
+    state = load_checkpoint(src)
+    keep = ("format", "version", "arch", "arch_args", "generator", "step", "meta", "config")
+    with atomic_path(Path(dst)) as tmp:
+        torch.save({k: state[k] for k in keep if k in state}, tmp)
+    return Path(dst)
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """``torch.load`` with ``weights_only=True`` and errors that name the file and the fix."""
     path = Path(path)

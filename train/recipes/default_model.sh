@@ -15,9 +15,12 @@ RUN=${2:-runs/default_model}
 STEPS=${STEPS:-9000}  # the shipped model: 9000 (53 min on the 2-core CPU)
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
+# AMP=1: bf16 autocast, ~1.6x faster on CPUs with AVX512-BF16/AMX and on GPUs.
+AMP=${AMP:-0}
 
 resume=()
 [ -f "$RUN/checkpoints/latest.pt" ] && resume=(--resume)
+[ "$AMP" = 1 ] && resume+=(--amp)
 
 deblur-train "${resume[@]}" \
   --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \

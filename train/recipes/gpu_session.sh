@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Train the default-model recipe on a rented GPU for a fixed number of minutes, in one call,
+# and leave a small generator-only checkpoint to bring back (export and benchmark it at home:
+# the GPU machine lacks onnxsim and onnxconverter-common, and needs nothing else).
+#
+#   train/recipes/gpu_session.sh DATA_TAR MINUTES OUT_DIR
+#
+# DATA_TAR holds sharp/{CBSD68,Sun_Hays80,Urban100,Set5,Set14} (make it here with
+# `tar cf .gpu/sharp.tar -C ../shared/data sharp`, 51 MB, and carry .gpu). A 300-step
+# calibration run measures the speed, then STEPS is set so the real run, with its LR decay,
+# ends inside MINUTES. Settings (env): NGF, BLOCKS, BATCH (32), CROP (256), LR (3e-4),
+# WORKERS (12), DEVICE (cuda; cpu for a dry run of this script). Writes to OUT_DIR:
+# generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
+set -euo pipefail
+TAR=$1
+MINUTES=$2
+OUT=$3
+NGF=${NGF:-16}
+BLOCKS=${BLOCKS:-6}
+BATCH=${BATCH:-32}
+CROP=${CROP:-256}
+LR=${LR:-3e-4}
+WORKERS=${WORKERS:-12}
+DEVICE=${DEVICE:-cuda}
+started=$(date +%s)
+work=$(mktemp -d /tmp/deblur_gpu.XXXX)
+mkdir -p "$OUT"
+tar xf "$TAR" -C "$work"
+DATA=$work/sharp
+# The machine has torch, numpy, OpenCV and click; the package itself goes in without deps.
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$work/pip.log" 2>&1 || { cat "$work/pip.log"; exit 1; }
+
+train() {  # train RUN_DIR STEPS [extra args]
+  local run=$1 steps=$2
+  shift 2
+  deblur-train --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
+    --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
+    --out "$run" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
+    --content l1+fft --adv-weight 0 --lr "$LR" --amp --device "$DEVICE" \
+    --steps "$steps" --batch-size "$BATCH" --crop "$CROP" --seed 0 --workers "$WORKERS" \
+    --log-every 100 --checkpoint-every 1000 --snapshot-every 1000000 "$@"
+}
+
+CAL=${CAL:-300}
+train "$work/calibrate" "$CAL" --val-every 1000000 >"$OUT/calibration.txt" 2>&1
+# Median step time of the second half (warm caches, cuDNN tuned), plus validation overhead.
+seconds_per_step=$(python3 - "$work/calibrate/metrics.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if '"step_time"' in line]
+print(statistics.median(r["step_time"] for r in rows[len(rows) // 2:]))
+PY
+)
+elapsed=$(( $(date +%s) - started ))
+# 10 % and 45 s held back for validation, the last checkpoint and the copy to OUT_DIR.
+STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - 45) * 0.9 / $seconds_per_step)))")
+echo "calibration: $seconds_per_step s/step after ${elapsed}s; training $STEPS steps" | tee -a "$OUT/calibration.txt"
+
+run=$work/run
+train "$run" "$STEPS" --val-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) >"$work/train.log" 2>&1 || status=$?
+tail -n 40 "$work/train.log" >"$OUT/train_tail.log"
+cp "$run/val.csv" "$OUT/" 2>/dev/null || true
+python3 -c "from deblur.train.checkpoint import save_generator_only as s; s('$run/checkpoints/latest.pt', '$OUT/generator.pt')"
+echo "done in $(( $(date +%s) - started )) s: $OUT/generator.pt" | tee -a "$OUT/calibration.txt"
+exit "${status:-0}"
