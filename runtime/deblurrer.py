@@ -116,14 +116,7 @@ class Deblurrer:
                 padded = pad_reflect(x, height, width)
                 if grid is None:
                     return self.post_process(self.process(padded, fmt)[:x.shape[0], :x.shape[1]], fmt)
-                out = None
-                for top, rows in self.tile_bands(padded, grid, fmt):
-                    rows = rows[:max(0, x.shape[0] - top), :x.shape[1]]
-                    if len(rows):
-                        done = self.post_process(rows, fmt, top)
-                        out = np.empty((x.shape[0], *done.shape[1:]), done.dtype) if out is None else out
-                        out[top:top + len(rows)] = done
-                return out
+                return self._finish_tiled(padded, grid, fmt, x.shape[0], x.shape[1])
             except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
                 smaller = self._tile_after_oom(exc, tile, x.shape)
                 if smaller is None:
@@ -207,10 +200,6 @@ class Deblurrer:
         """The whole (padded) image in one model run."""
         return self._run(self.normalize(padded, fmt)[None])[0]
 
-    def tile_process(self, padded: np.ndarray, grid: TileGrid, fmt: _Format) -> np.ndarray:
-        """Fixed-shape tiles with context, cross-faded, as one (padded-size) float32 array."""
-        return np.concatenate([rows.copy() for _, rows in self.tile_bands(padded, grid, fmt)])
-
     def tile_bands(self, padded: np.ndarray, grid: TileGrid, fmt: _Format) -> Iterator[tuple[int, np.ndarray]]:
         """Blended results as (first row, float32 rows), top to bottom, each yielded as soon as
         no later tile touches it: memory holds one row of tiles, not the image.
@@ -232,6 +221,18 @@ class Deblurrer:
             carried = grid.tile_h - finished
             band[:carried] = band[finished:].copy()
             band[carried:] = 0.0
+
+    def _finish_tiled(self, padded: np.ndarray, grid: TileGrid, fmt: _Format, height: int, width: int) -> np.ndarray:
+        """Tiles -> the caller's layout and dtype band by band, cropped to ``height x width``."""
+        out = None
+        for top, rows in self.tile_bands(padded, grid, fmt):
+            rows = rows[:max(0, height - top), :width]
+            if len(rows):
+                done = self.post_process(rows, fmt, top)
+                if out is None:
+                    out = np.empty((height, *done.shape[1:]), done.dtype)
+                out[top:top + len(rows)] = done
+        return out
 
     def post_process(self, y: np.ndarray, fmt: _Format, top: int = 0) -> np.ndarray:
         """Back to the caller's channel layout, value range and dtype. Consumes ``y`` (in place).
