@@ -10,15 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from skimage.metrics import structural_similarity
 from torch import nn
 
+from deblur.benchmarks.metrics import mean_psnr, psnr, ssim
 from deblur.runtime.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -101,16 +100,11 @@ def to_uint8_images(batch: torch.Tensor) -> np.ndarray:
     return array.permute(0, 2, 3, 1).numpy()
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 100.0 if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 def image_scores(restored: np.ndarray, sharp: np.ndarray) -> tuple[float, float]:
-    """Mean PSNR (dB) and SSIM over a batch of uint8 images, as published numbers are measured."""
-    psnrs = [psnr(r, s) for r, s in zip(restored, sharp)]
-    ssims = [structural_similarity(r, s, channel_axis=2, data_range=255) for r, s in zip(restored, sharp)]
-    return float(np.mean(psnrs)), float(np.mean(ssims))
+    """Mean PSNR (dB) and SSIM over a batch of uint8 images, with deblur-bench's definitions
+    (RGB, data range 255, Wang et al. SSIM) but no border crop: validation crops are small."""
+    return (mean_psnr(psnr(r, s) for r, s in zip(restored, sharp)),
+            float(np.mean([ssim(r, s) for r, s in zip(restored, sharp)])))
 
 
 @torch.no_grad()
