@@ -40,3 +40,23 @@ def run_cli(*args: str, check: bool = False, **kwargs) -> subprocess.CompletedPr
     if check and result.returncode != 0:
         raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """Four short clips: even/odd sizes, 25 fps/NTSC, with and without AAC audio."""
+    from fractions import Fraction
+
+    from video_fixtures import make_clip
+
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "even25_aac": make_clip(d / "even25_aac.mp4"),
+        "odd_ntsc_aac": make_clip(
+            d / "odd_ntsc_aac.mp4", w=65, h=49, n=24, fps=Fraction(30000, 1001)
+        ),
+        "even_ntsc_mute": make_clip(
+            d / "even_ntsc_mute.mp4", n=40, fps=Fraction(30000, 1001), audio=None
+        ),
+        "odd25_mute": make_clip(d / "odd25_mute.mp4", w=65, h=49, n=24, audio=None),
+    }

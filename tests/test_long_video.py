@@ -14,7 +14,7 @@ import pytest
 
 from deblur.runtime.video import probe_video
 from local_models import LOCAL_METADATA, local_conv_model
-from test_video import make_clip, read_frames
+from video_fixtures import make_clip, read_frames
 from train_fixtures import ONE_THREAD_ENV
 
 FRAMES = 2400  # 96 s at 25 fps

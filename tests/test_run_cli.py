@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from deblur.runtime.video import probe_video
 from local_models import LOCAL_METADATA, local_conv_model
-from test_video import audio_summary, make_clip
+from video_fixtures import audio_summary, make_clip
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,6 @@
-"""Tests for deblur.runtime.video: the frame-by-frame video pipeline.
+"""Tests for deblur.runtime.video: the frame-by-frame video pipeline (probing: test_video_probe.py).
 
-Clips are generated on the fly with PyAV (tiny sizes, ~1 s long) so the whole
-file runs in a few seconds. Each frame i carries its index as a brightness ramp
-(grey level 20 + 6*i) plus a fixed red quadrant, which lets the tests check frame
-order, colour handling and content after lossy re-encoding.
+Clips are generated on the fly (video_fixtures.py), tiny and ~1 s long, so the file runs in seconds.
 """
 
 from __future__ import annotations
@@ -12,223 +9,22 @@ import logging
 import os
 import threading
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from av.video.reformatter import Interpolation
 
 from deblur.runtime import video
 from deblur.runtime.video import (
     VideoError,
-    VideoInfo,
     VideoInterrupted,
     VideoReport,
     probe_video,
     process_video,
 )
 
-SAMPLE_RATE = 44100
-# Accurate swscale conversions in the test's own encode/decode, so measured levels
-# reflect the pipeline rather than swscale's default rounding bias.
-SWS = (
-    Interpolation.BILINEAR
-    | Interpolation.ACCURATE_RND
-    | Interpolation.FULL_CHR_H_INT
-    | Interpolation.FULL_CHR_H_INP
-)
-
-
-def _level(i: int) -> int:
-    return 20 + 5 * (i % 47)  # distinct for the first 47 frames; long clips cycle
-
-
-def _frame_image(i: int, w: int, h: int) -> np.ndarray:
-    img = np.full((h, w, 3), _level(i), np.uint8)
-    img[: h // 2, : w // 2] = (30, 30, 200)  # BGR red quadrant, catches RGB/BGR swaps
-    return img
-
-
-def make_clip(
-    path: Path,
-    *,
-    w: int = 64,
-    h: int = 48,
-    n: int = 30,
-    fps: Fraction = Fraction(25),
-    audio: str | None = "aac",
-    pts_ms: list[int] | None = None,
-    rotation: int = 0,
-) -> Path:
-    """Write a test clip; ``pts_ms`` gives variable-rate timestamps in milliseconds."""
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=fps)
-        vs.width, vs.height = w, h
-        # H.264 4:2:0 cannot hold odd sizes; 4:4:4 can.
-        vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
-        tb = Fraction(1, 1000) if pts_ms else 1 / fps
-        vs.codec_context.time_base = tb
-        if rotation:
-            vs.set_display_rotation(rotation)
-        astream = None
-        if audio:
-            astream = c.add_stream(audio, rate=SAMPLE_RATE)
-            astream.layout = "stereo"
-        for i in range(n):
-            frame = av.VideoFrame.from_ndarray(_frame_image(i, w, h), format="bgr24")
-            frame = frame.reformat(format=vs.pix_fmt, interpolation=SWS)
-            frame.pts = pts_ms[i] if pts_ms else i
-            frame.time_base = tb
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        if astream is not None:
-            _write_sine(c, astream, seconds=n / fps)
-    return path
-
-
-def _write_sine(c, astream, seconds: float) -> None:
-    total = int(seconds * SAMPLE_RATE)
-    t = np.arange(total) / SAMPLE_RATE
-    samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    for pos in range(0, total, 1024):
-        chunk = samples[pos : pos + 1024]
-        frame = av.AudioFrame.from_ndarray(
-            np.stack([chunk, chunk]), format="fltp", layout="stereo"
-        )
-        frame.sample_rate = SAMPLE_RATE
-        frame.pts = pos
-        frame.time_base = Fraction(1, SAMPLE_RATE)
-        for p in astream.encode(frame):
-            c.mux(p)
-    for p in astream.encode():
-        c.mux(p)
-
-
-def read_frames(path: Path) -> tuple[list[np.ndarray], list[float], av.video.stream.VideoStream]:
-    with av.open(str(path)) as c:
-        vs = c.streams.video[0]
-        frames, times = [], []
-        for f in c.decode(vs):
-            frames.append(f.to_ndarray(format="bgr24", interpolation=SWS))
-            times.append(float(f.time))
-        return frames, times, vs
-
-
-def average_rate(path: Path) -> Fraction:
-    with av.open(str(path)) as c:
-        return c.streams.video[0].average_rate
-
-
-def audio_summary(path: Path) -> tuple[str, float] | None:
-    """(codec, decoded duration in seconds) of the first audio track, None if none."""
-    with av.open(str(path)) as c:
-        if not c.streams.audio:
-            return None
-        a = c.streams.audio[0]
-        samples = sum(f.samples for f in c.decode(a))
-        return a.codec_context.codec.canonical_name, samples / a.sample_rate
-
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as c:
-        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
-
-
-def ramp(frames: list[np.ndarray]) -> np.ndarray:
-    """Mean level of the bottom-right quadrant (the frame-index ramp) per frame."""
-    h, w = frames[0].shape[:2]
-    return np.array([f[h // 2 + 2 :, w // 2 + 2 :].mean() for f in frames])
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
-
-
-def identity(img: np.ndarray) -> np.ndarray:
-    return img
-
-
-def invert(img: np.ndarray) -> np.ndarray:
-    return 255 - img
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("clips")
-    return {
-        "even25_aac": make_clip(d / "even25_aac.mp4"),
-        "odd_ntsc_aac": make_clip(
-            d / "odd_ntsc_aac.mp4", w=65, h=49, n=24, fps=Fraction(30000, 1001)
-        ),
-        "even_ntsc_mute": make_clip(
-            d / "even_ntsc_mute.mp4", n=40, fps=Fraction(30000, 1001), audio=None
-        ),
-        "odd25_mute": make_clip(d / "odd25_mute.mp4", w=65, h=49, n=24, audio=None),
-    }
-
-
-# ----------------------------------------------------------------------- probing
-
-
-def test_probe_reports_size_rate_count_codec_audio(clips):
-    info = probe_video(clips["even25_aac"])
-    assert isinstance(info, VideoInfo)
-    assert (info.width, info.height) == (64, 48)
-    assert info.fps == Fraction(25)
-    assert info.frame_count == 30
-    assert info.codec == "h264"
-    assert info.has_audio is True
-    assert info.duration_s == pytest.approx(1.2, abs=0.05)
-
-    odd = probe_video(clips["odd_ntsc_aac"])
-    assert (odd.width, odd.height, odd.fps) == (65, 49, Fraction(30000, 1001))
-    assert probe_video(clips["odd25_mute"]).has_audio is False
-
-
-def test_probe_rejects_text_file_named_mp4(tmp_path):
-    p = tmp_path / "notes.mp4"
-    p.write_text("this is not a video\n" * 50)
-    with pytest.raises(VideoError, match="notes.mp4.*not a readable video"):
-        probe_video(p)
-
-
-def test_probe_rejects_empty_file(tmp_path):
-    p = tmp_path / "empty.mp4"
-    p.write_bytes(b"")
-    with pytest.raises(VideoError, match="empty.mp4.*empty"):
-        probe_video(p)
-
-
-def test_probe_rejects_missing_file(tmp_path):
-    with pytest.raises(VideoError, match="nope.mp4.*no such file"):
-        probe_video(tmp_path / "nope.mp4")
-
-
-def test_probe_rejects_audio_only_file(tmp_path):
-    p = tmp_path / "song.m4a"
-    with av.open(str(p), "w") as c:
-        a = c.add_stream("aac", rate=SAMPLE_RATE)
-        a.layout = "stereo"
-        _write_sine(c, a, seconds=0.5)
-    with pytest.raises(VideoError, match="song.m4a.*no video stream"):
-        probe_video(p)
-
-
-def test_probe_rejects_video_stream_without_frames(tmp_path):
-    p = tmp_path / "hollow.mkv"
-    with av.open(str(p), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height = 64, 48
-        c.start_encoding()
-    with pytest.raises(VideoError, match="hollow.mkv.*(no frames|before any video frame)"):
-        probe_video(p)
-
-
-def test_video_error_is_a_value_error():
-    assert issubclass(VideoError, ValueError)
+from video_fixtures import (frame_level, audio_packets, audio_summary, average_rate, identity, invert, leftovers,
+                            make_clip, ramp, read_frames)
 
 
 # ---------------------------------------------------------------- processing
@@ -265,7 +61,7 @@ def test_identity_keeps_frames_size_rate_order_audio(clips, tmp_path, clip, size
 
     levels = ramp(out_frames)
     assert np.all(np.diff(levels) > 3), "frame order lost"
-    assert levels == pytest.approx([_level(i) for i in range(n)], abs=3)
+    assert levels == pytest.approx([frame_level(i) for i in range(n)], abs=3)
     diffs = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(src_frames, out_frames)]
     assert max(diffs) < 3
     # No systematic drift per channel (swscale's default rounding darkens ~3 levels
@@ -382,7 +178,7 @@ def test_explicit_codec_mpeg4_keeps_odd_size(clips, tmp_path):
     frames, _, _ = read_frames(dst)
     assert len(frames) == 24
     assert frames[0].shape == (49, 65, 3)
-    assert ramp(frames) == pytest.approx([_level(i) for i in range(24)], abs=4)
+    assert ramp(frames) == pytest.approx([frame_level(i) for i in range(24)], abs=4)
 
 
 def test_falls_back_to_next_encoder_and_logs_it(clips, tmp_path, monkeypatch, caplog):
