@@ -1,6 +1,5 @@
 """deblur-run through its entry point: files, folders, videos, errors, atomic outputs."""
 
-import os
 import signal
 import subprocess
 import sys

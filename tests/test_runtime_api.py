@@ -1,7 +1,6 @@
 import functools
 import subprocess
 import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
