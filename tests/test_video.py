@@ -386,3 +386,19 @@ def test_module_does_not_import_torch():
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
+
+
+def test_high_bit_depth_video_is_processed_and_says_it_is_written_with_8_bits(tmp_path, caplog):
+    p = tmp_path / "ten bit.mkv"
+    with av.open(str(p), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p10le"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="bgr24")
+            frame = frame.reformat(format="yuv420p10le")
+            frame.pts = i
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+    with caplog.at_level("WARNING"):
+        process_video(p, tmp_path / "out.mkv", lambda frame: frame)
+    assert "10-bit video (yuv420p10le) is processed and written with 8 bits" in caplog.text

@@ -96,6 +96,9 @@ def process_video(
         raise ValueError(f"crf must be within 0..63 (x264 uses 0..51), got {crf}")
     started = time.perf_counter()
     source = _probe(src)
+    if source.bits > 8:
+        log.warning("%s: %d-bit video (%s) is processed and written with 8 bits per channel",
+                    source.path, source.bits, source.pix_fmt)
     dst_path = os.fspath(dst)
     folder = os.path.dirname(os.path.abspath(dst_path))
     if not os.path.isdir(folder):

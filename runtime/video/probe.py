@@ -60,6 +60,8 @@ class _Source:
     rotation: int
     metadata: dict[str, str]
     stream_duration: float | None = None  # the video stream's own, never the container's
+    pix_fmt: str = "yuv420p"  # the decoder's output format, e.g. yuv420p10le
+    bits: int = 8  # per channel
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -158,6 +160,8 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             rotation=_rotation_of(first),
             metadata=dict(container.metadata),
             stream_duration=float(vs.duration * tb) if vs.duration else None,
+            pix_fmt=first.format.name,
+            bits=max((c.bits for c in first.format.components), default=8),
         )
 
 
