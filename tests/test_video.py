@@ -402,3 +402,27 @@ def test_high_bit_depth_video_is_processed_and_says_it_is_written_with_8_bits(tm
     with caplog.at_level("WARNING"):
         process_video(p, tmp_path / "out.mkv", lambda frame: frame)
     assert "10-bit video (yuv420p10le) is processed and written with 8 bits" in caplog.text
+
+
+@pytest.mark.parametrize("name, options", [("cut.mkv", {}), ("cut.mp4", {"movflags": "faststart"})])
+def test_truncated_source_is_an_error_not_a_shorter_output(tmp_path, name, options):
+    # MP4 with its index first (faststart) says how many frames it holds; Matroska says how
+    # long the video stream is. Either way half a file must not pass as a whole one.
+    full = tmp_path / f"full{name[3:]}"
+    rng = np.random.default_rng(0)  # noise: frames of similar size, so the cut keeps decodable ones
+    with av.open(str(full), "w", options=options) as c:
+        vs = c.add_stream("libx264", rate=25, options={"g": "5"})  # keyframes often: half still decodes
+        vs.width, vs.height = 64, 48
+        for i in range(50):
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = i
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+    data = full.read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(VideoError, match=rf"{name}: the video stops after \d+ (of 50 )?frames"):
+        process_video(cut, tmp_path / f"out{name[3:]}", identity)
+    assert process_video(full, tmp_path / f"whole{name[3:]}", identity).frames == 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([full.name, cut.name, f"whole{name[3:]}"])

@@ -159,10 +159,27 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             color_trc=int(first.color_trc),
             rotation=_rotation_of(first),
             metadata=dict(container.metadata),
-            stream_duration=float(vs.duration * tb) if vs.duration else None,
+            stream_duration=_video_duration(vs, tb, container),
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
         )
+
+
+def _video_duration(vs: Any, tb: Fraction, container: Any) -> float | None:
+    """The video stream's own length: its header field, Matroska's per-track DURATION tag, or
+    the container's when the video is its only stream (else audio may make that longer)."""
+    if vs.duration:
+        return float(vs.duration * tb)
+    tag = vs.metadata.get("DURATION")  # "HH:MM:SS.nnnnnnnnn"
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            pass
+    if len(container.streams) == 1 and container.duration:
+        return container.duration / 1_000_000
+    return None
 
 
 def _pick_audio(container: Any) -> Any:

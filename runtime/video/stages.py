@@ -139,13 +139,15 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
 def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: int | None) -> str | None:
     """How far a source that ended early got, or None when it ended where its header says.
 
-    The container's own count (MP4) is exact; otherwise the video stream's duration (not the
+    The container's own count (MP4) is compared with a little slack: an edit list may have the
+    decoder drop a few frames of a sound file. Otherwise the video stream's duration (not the
     container's, which a longer audio track may set) is compared with the span decoded, with
     slack for rounding and for files whose last frame is shown longer than the others.
     """
     info = source.info
     if info.frame_count is not None:
-        return f"{decoded} of {info.frame_count} frames" if decoded < info.frame_count else None
+        short = decoded < info.frame_count - max(2, info.frame_count // 100)
+        return f"{decoded} of {info.frame_count} frames" if short else None
     if source.stream_duration is None or last_pts is None:
         return None
     span = float((last_pts - (start or 0)) * source.time_base) + 1 / float(info.fps)
