@@ -142,8 +142,12 @@ def test_parity_failure_exits_1_with_the_figures_and_writes_nothing(tiny_checkpo
 
 def test_int8_export_is_quantised_and_close(tiny_checkpoint, tmp_path):
     report = export_checkpoint(tiny_checkpoint, tmp_path / "m8.onnx", int8=True)
-    ops = {n.op_type for n in onnx.load(tmp_path / "m8.onnx").graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    nodes = onnx.load(tmp_path / "m8.onnx").graph.node
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in nodes}
+    # Upsampling stays in float (quantised it cost the default model 19 dB of parity).
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    transposed = [n for n in nodes if n.op_type == "ConvTranspose"]
+    assert transposed and not any(i in dequantized for n in transposed for i in n.input)
     assert report.info.precision == "int8"
     assert min(r.psnr_db for r in report.parity) >= 30
 
