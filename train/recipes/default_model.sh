@@ -12,8 +12,9 @@
 set -euo pipefail
 DATA=${1:-../shared/data/sharp}
 RUN=${2:-runs/default_model}
-# The shipped model: STEPS=9000 (float32, 53 min on the 2-core CPU), then this script again
-# with AMP=1 STEPS=20000 (resumes; bf16 from step 10750 in the shipped run, 0.17 s/step).
+# The shipped model, three legs of this script (each resumes and decays the LR to 0 again):
+# STEPS=9000 (float32, 53 min on the 2-core CPU), AMP=1 STEPS=20000 (bf16; the shipped run
+# switched at step 10750, 0.17 s/step) and AMP=1 STEPS=35000.
 STEPS=${STEPS:-9000}
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
