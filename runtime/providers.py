@@ -171,7 +171,8 @@ def provider_library_error(name: str, capi_dir: str | None = None) -> str | None
     try:
         if os.path.exists(shared):
             ctypes.CDLL(shared, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-        ctypes.CDLL(library)
+        # winmode=0: search PATH as ORT's LoadLibrary does (Python's default skips it).
+        ctypes.CDLL(library, **({"winmode": 0} if sys.platform == "win32" else {}))
     except OSError as exc:
         return f"loading {os.path.basename(library)} failed: {first_line(exc)}"
     return None

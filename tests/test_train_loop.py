@@ -208,3 +208,13 @@ def test_resume_overrides_are_validated_too(photos, tmp_path):
     train(make_config(**tiny_overrides(photos, steps=2, critic_steps=1)), tmp_path / "run")
     with pytest.raises(TrainError, match="log-every must be >= 1"):
         resume_config(tmp_path / "run", {"log_every": 0})
+
+
+def test_resume_can_switch_on_fp16_loss_scaling(photos, tmp_path, monkeypatch):
+    # A float32 run stores empty scaler states; --amp on a GPU without bf16 means fp16 + scaling.
+    from deblur.train import trainer
+
+    train(make_config(**tiny_overrides(photos, steps=2, critic_steps=1)), tmp_path / "run")
+    monkeypatch.setattr(trainer, "_amp_dtype", lambda config, device: torch.float16)
+    result = train(resume_config(tmp_path / "run", {"steps": 4, "amp": True}), tmp_path / "run", resume=True)
+    assert result.step == 4

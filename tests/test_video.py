@@ -24,7 +24,7 @@ from deblur.runtime.video import (
 )
 
 from video_fixtures import (frame_level, audio_packets, audio_summary, average_rate, identity, invert, leftovers,
-                            make_clip, ramp, read_frames)
+                            make_clip, ramp, read_frames, write_sine)
 
 
 # ---------------------------------------------------------------- processing
@@ -426,3 +426,42 @@ def test_truncated_source_is_an_error_not_a_shorter_output(tmp_path, name, optio
         process_video(cut, tmp_path / f"out{name[3:]}", identity)
     assert process_video(full, tmp_path / f"whole{name[3:]}", identity).frames == 50
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([full.name, cut.name, f"whole{name[3:]}"])
+
+
+def _noise_clip(path, n: int, first_pts: int = 0, audio_seconds: float = 0.0, **open_options):
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", **open_options) as c:
+        vs = c.add_stream("libx264", rate=25, options={"g": "5", "bf": "0"})
+        vs.width, vs.height = 64, 48
+        astream = c.add_stream("aac", rate=44100) if audio_seconds else None
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="bgr24")
+            frame.pts = first_pts + i
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+        if astream is not None:
+            write_sine(c, astream, seconds=audio_seconds)
+    return path
+
+
+def test_trimmed_mp4_whose_edit_list_hides_frames_is_not_called_truncated(tmp_path):
+    # What `ffmpeg -ss 0.8 -c copy` leaves: 50 frames in the index, an edit list showing 30.
+    src = _noise_clip(tmp_path / "src.mp4", 50)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(src)) as inp, av.open(str(trimmed), "w") as out:
+        ivs = inp.streams.video[0]
+        ovs = out.add_stream_from_template(ivs)
+        shift = 20 * int(1 / (ivs.time_base * 25))
+        for packet in inp.demux(ivs):
+            if packet.dts is None:
+                continue
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, ovs
+            out.mux(packet)
+    assert probe_video(trimmed).frame_count == 50
+    assert process_video(trimmed, tmp_path / "out.mp4", identity).frames == 30
+
+
+def test_matroska_video_starting_late_is_not_called_truncated(tmp_path):
+    # Video from 5 s to 7 s, audio from 0 s: its 2 s are not to be measured against 7 s.
+    clip = _noise_clip(tmp_path / "late.mkv", 50, first_pts=125, audio_seconds=7.0)
+    assert process_video(clip, tmp_path / "out.mkv", identity).frames == 50

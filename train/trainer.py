@@ -134,8 +134,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 critic.load_state_dict(checkpoint["critic"])
                 opt_g.load_state_dict(checkpoint["optimizers"]["generator"])
                 opt_d.load_state_dict(checkpoint["optimizers"]["critic"])
-                scaler_g.load_state_dict(checkpoint["scalers"]["generator"])
-                scaler_d.load_state_dict(checkpoint["scalers"]["critic"])
+                # A run saved without fp16 has empty scaler states; --amp may switch on at resume.
+                for scaler, name in ((scaler_g, "generator"), (scaler_d, "critic")):
+                    if checkpoint["scalers"][name]:
+                        scaler.load_state_dict(checkpoint["scalers"][name])
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(f"{latest}: cannot resume from it ({first_line(exc, 200)}); "
                                       "is it a deblur-train checkpoint of this run?") from None

@@ -170,11 +170,12 @@ def _video_duration(vs: Any, tb: Fraction, container: Any) -> float | None:
     the container's when the video is its only stream (else audio may make that longer)."""
     if vs.duration:
         return float(vs.duration * tb)
-    tag = vs.metadata.get("DURATION")  # "HH:MM:SS.nnnnnnnnn"
+    tag = vs.metadata.get("DURATION")  # "HH:MM:SS.nnnnnnnnn": where the track ends, not its length
     if tag:
         try:
             hours, minutes, seconds = tag.split(":")
-            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            end = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+            return end - float((vs.start_time or 0) * tb)
         except ValueError:
             pass
     if len(container.streams) == 1 and container.duration:

@@ -139,21 +139,24 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
 def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: int | None) -> str | None:
     """How far a source that ended early got, or None when it ended where its header says.
 
-    The container's own count (MP4) is compared with a little slack: an edit list may have the
-    decoder drop a few frames of a sound file. Otherwise the video stream's duration (not the
-    container's, which a longer audio track may set) is compared with the span decoded, with
-    slack for rounding and for files whose last frame is shown longer than the others.
+    Evidence: the container's frame count (MP4) and the video stream's own length (never the
+    container's, which a longer audio track may set), with slack for rounding and a last frame
+    shown longer. Where both exist both must agree: a trimmed MP4 keeps the cut frames in its
+    count but an edit list hides them, and its duration says so.
     """
     info = source.info
+    short_count = None
     if info.frame_count is not None:
-        short = decoded < info.frame_count - max(2, info.frame_count // 100)
-        return f"{decoded} of {info.frame_count} frames" if short else None
-    if source.stream_duration is None or last_pts is None:
-        return None
-    span = float((last_pts - (start or 0)) * source.time_base) + 1 / float(info.fps)
-    expected = source.stream_duration
-    if expected - span > max(0.5, 0.1 * expected):
-        return f"{decoded} frames ({span:.2f} of {expected:.2f} s)"
+        short_count = decoded < info.frame_count - max(2, info.frame_count // 100)
+    short_time, span = None, 0.0
+    if source.stream_duration is not None and last_pts is not None:
+        span = float((last_pts - (start or 0)) * source.time_base) + 1 / float(info.fps)
+        short_time = source.stream_duration - span > max(0.5, 0.1 * source.stream_duration)
+    seconds = f" ({span:.2f} of {source.stream_duration:.2f} s)" if short_time else ""
+    if short_count and short_time is not False:
+        return f"{decoded} of {info.frame_count} frames{seconds}"
+    if short_count is None and short_time:
+        return f"{decoded} frames{seconds}"
     return None
 
 

@@ -9,7 +9,8 @@
 # `tar cf .gpu/sharp.tar -C ../shared/data sharp`, 51 MB, and carry .gpu). A 300-step
 # calibration run measures the speed, then STEPS is set so the real run, with its LR decay,
 # ends inside MINUTES. Settings (env): NGF, BLOCKS, BATCH (32), CROP (256), LR (3e-4),
-# WORKERS (12), DEVICE (cuda; cpu for a dry run of this script). Writes to OUT_DIR:
+# WORKERS (12), DEVICE (cuda; cpu for a dry run of this script), AMP (1: bf16; 0 for CPUs
+# without native bf16). Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
 TAR=$1
@@ -22,6 +23,9 @@ CROP=${CROP:-256}
 LR=${LR:-3e-4}
 WORKERS=${WORKERS:-12}
 DEVICE=${DEVICE:-cuda}
+AMP=${AMP:-1}
+amp=()
+[ "$AMP" = 1 ] && amp=(--amp)
 started=$(date +%s)
 work=$(mktemp -d /tmp/deblur_gpu.XXXX)
 mkdir -p "$OUT"
@@ -36,7 +40,7 @@ train() {  # train RUN_DIR STEPS [extra args]
   deblur-train --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
     --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
     --out "$run" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
-    --content l1+fft --adv-weight 0 --lr "$LR" --amp --device "$DEVICE" \
+    --content l1+fft --adv-weight 0 --lr "$LR" ${amp[@]+"${amp[@]}"} --device "$DEVICE" \
     --steps "$steps" --batch-size "$BATCH" --crop "$CROP" --seed 0 --workers "$WORKERS" \
     --log-every 100 --checkpoint-every 1000 --snapshot-every 1000000 "$@"
 }
