@@ -46,6 +46,10 @@ def default_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+class _DeviceOutOfMemory(Exception):
+    """A model call could not allocate GPU memory: the image is retried with smaller tiles."""
+
+
 @dataclass(frozen=True)
 class _Format:
     """How to turn the model's output back into what the caller gave us."""
@@ -117,16 +121,16 @@ class Deblurrer:
                 if grid is None:
                     return self.post_process(self.process(padded, fmt)[:x.shape[0], :x.shape[1]], fmt)
                 return self._finish_tiled(padded, grid, fmt, x.shape[0], x.shape[1])
-            except Exception as exc:  # noqa: BLE001 - only GPU out-of-memory is retried
+            except _DeviceOutOfMemory as exc:  # only the model call's GPU allocations are retried
                 smaller = self._tile_after_oom(exc, tile, x.shape)
-                if smaller is None:
-                    if type(exc).__module__.startswith("onnxruntime"):
-                        raise ModelError(f"{self.model_path}: inference failed on a {x.shape[1]}x{x.shape[0]} "
-                                         f"image ({first_line(exc)})") from exc
-                    raise
                 log.warning("%s ran out of memory at tile %s; retrying this image with tile %d",
                             self.provider, tile or "off (whole image)", smaller)
                 tile = smaller
+            except Exception as exc:
+                if type(exc).__module__.startswith("onnxruntime"):
+                    raise ModelError(f"{self.model_path}: inference failed on a {x.shape[1]}x{x.shape[0]} "
+                                     f"image ({first_line(exc)})") from exc
+                raise
 
     def tile_for(self, shape: tuple[int, ...]) -> int:
         """The tile side used for an image of this shape (0: whole image)."""
@@ -256,11 +260,8 @@ class Deblurrer:
             y = np.dstack([y, fmt.alpha[top:top + len(y)]])
         return y.reshape(len(y), *fmt.shape[1:])
 
-    def _tile_after_oom(self, exc: Exception, tile: int, shape: tuple[int, ...]) -> int | None:
-        """Half the tile after a GPU allocation failure, or None when that cannot help."""
-        message = str(exc).lower()
-        if self.provider not in _GPU_PROVIDERS or not any(p in message for p in _OOM_PATTERNS):
-            return None
+    def _tile_after_oom(self, exc: Exception, tile: int, shape: tuple[int, ...]) -> int:
+        """Half the tile after a GPU allocation failure; ModelError when that cannot help."""
         m = self.info.size_multiple
         smaller = padded_size((tile or max(shape[:2])) // 2, m)
         if smaller < 2 * self.overlap + self.blend + m:
@@ -273,7 +274,12 @@ class Deblurrer:
         """(N, H, W, 3) float32 -> (N, H, W, 3) float32 through the session."""
         nchw = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=self.io_dtype)
         if self.provider in _GPU_PROVIDERS:
-            out = self._run_on_device(nchw)
+            try:
+                out = self._run_on_device(nchw)
+            except Exception as exc:
+                if any(p in str(exc).lower() for p in _OOM_PATTERNS):
+                    raise _DeviceOutOfMemory(first_line(exc)) from exc
+                raise
         else:
             out = self.session.run([self.output_name], {self.input_name: nchw})[0]
         return out.transpose(0, 2, 3, 1).astype(np.float32, copy=False)

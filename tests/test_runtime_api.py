@@ -1,8 +1,6 @@
-import functools
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -213,29 +211,32 @@ def test_gpu_out_of_memory_retries_with_smaller_tiles(local_model, caplog):
     d = Deblurrer(local_model, "cpu", tile=0, overlap=4, blend=8)
     image = np.random.default_rng(7).integers(0, 256, (200, 120, 3), dtype=np.uint8)
     expected = d(image)
-    cpu = SimpleNamespace(provider="CPUExecutionProvider", session=d.session, io_dtype=d.io_dtype,
-                          input_name=d.input_name, output_name=d.output_name)
-    real_run = functools.partial(Deblurrer._run, cpu)
     seen = []
 
-    def fake_gpu_run(batch):  # pretend the GPU holds at most a 64x64 tile
-        seen.append(batch.shape[1:3])
-        if max(batch.shape[1:3]) > 64:
+    def fake_gpu_run(nchw):  # pretend the GPU holds at most a 64x64 tile
+        seen.append(nchw.shape[2:])
+        if max(nchw.shape[2:]) > 64:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 2: out of memory")
-        return real_run(batch)
+        return d.session.run([d.output_name], {d.input_name: nchw})[0]
 
-    d.provider, d._run = "CUDAExecutionProvider", fake_gpu_run
+    d.provider, d._run_on_device = "CUDAExecutionProvider", fake_gpu_run
     with caplog.at_level("WARNING"):
         out = d(image)
     assert max(seen[-1]) <= 64 and "retrying this image with tile" in caplog.text
     assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1  # local model: tiling is exact
 
 
-def test_other_errors_are_not_retried(local_model):
+@pytest.mark.parametrize("where", ["model call", "post-processing"])
+def test_other_errors_are_not_retried(local_model, monkeypatch, where):
     d = Deblurrer(local_model, "cpu", tile=0)
     d.provider = "CUDAExecutionProvider"
-    d._run = lambda batch: (_ for _ in ()).throw(RuntimeError("some other failure"))
-    with pytest.raises(RuntimeError, match="some other failure"):
+    if where == "model call":
+        d._run_on_device = lambda nchw: (_ for _ in ()).throw(RuntimeError("some other failure"))
+    else:  # a host allocation failure worded like a GPU one is not the GPU's
+        d._run_on_device = lambda nchw: d.session.run([d.output_name], {d.input_name: nchw})[0]
+        monkeypatch.setattr(d, "post_process", lambda *a, **k: (_ for _ in ()).throw(
+            MemoryError("some other failure: failed to allocate 1 GB")))
+    with pytest.raises((RuntimeError, MemoryError), match="some other failure"):
         d(np.zeros((20, 20, 3), np.uint8))
 
 
