@@ -61,7 +61,8 @@ def test_huge_image_is_tiled_within_a_memory_bound_and_exact(tmp_path, height, w
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["worst"] <= 1, report  # within one grey level of an untiled run
     # The bound stated in the README ("Guarantees"): the runtime, the uint8 input and output,
-    # and one row of float32 tiles. Measured: 1.09 GiB at 96 MP, 0.42 GiB at 12 MP. Untiled,
-    # this model alone would hold >= 56 B/px in float32 activations (5 GiB at 96 MP).
-    bound = 0.4 * 2**30 + 10 * height * width
+    # and one row of float32 tiles. Measured: 1.09 GiB at 96 MP, 0.42 GiB at 12 MP (~25 %
+    # headroom for other ORT builds); a full-size float32 accumulator would add 1.1 GiB at 96 MP.
+    # Untiled, this model alone would hold >= 56 B/px in float32 activations (5 GiB at 96 MP).
+    bound = 0.5 * 2**30 + 10 * height * width
     assert report["peak"] < bound, (report, bound)
