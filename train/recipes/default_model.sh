@@ -12,9 +12,9 @@
 set -euo pipefail
 DATA=${1:-../shared/data/sharp}
 RUN=${2:-runs/default_model}
-# The shipped model, three legs of this script (each resumes and decays the LR to 0 again):
+# The shipped model, four legs of this script (each resumes and decays the LR to 0 again):
 # STEPS=9000 (float32, 53 min on the 2-core CPU), AMP=1 STEPS=20000 (bf16; the shipped run
-# switched at step 10750, 0.17 s/step) and AMP=1 STEPS=35000.
+# switched at step 10750, 0.17 s/step), AMP=1 STEPS=35000 and AMP=1 STEPS=45000.
 STEPS=${STEPS:-9000}
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
