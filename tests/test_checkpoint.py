@@ -7,7 +7,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from deblur.runtime.errors import CheckpointError  # noqa: E402
-from deblur.train.checkpoint import load_checkpoint, load_generator, save_checkpoint, strip_prefixes  # noqa: E402
+from deblur.train.checkpoint import (  # noqa: E402
+    init_generator_from,
+    load_checkpoint,
+    load_generator,
+    save_checkpoint,
+    strip_prefixes,
+)
 from deblur.train.models.resnet_generator import ResnetGenerator  # noqa: E402
 
 
@@ -140,3 +146,28 @@ def test_generator_only_copy_drops_training_state_and_loads_the_same(tmp_path):
     assert "critic" not in state and "optimizers" not in state and state["step"] == 5
     for a, b in zip(load_generator(small).model.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_init_from_copies_weights_across_the_dropout_slot(tmp_path):
+    # Trained with dropout (second conv at conv_block.6), fine-tuned without (conv_block.5).
+    source = ResnetGenerator(ngf=8, n_blocks=2, dropout=True)
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(_legacy_state_dict(source), path)
+    target = ResnetGenerator(ngf=8, n_blocks=2, dropout=False)
+    assert "model.10.conv_block.5.weight" in target.state_dict()
+    loaded = init_generator_from(target, "resnet_generator", path)
+    assert loaded.arch_args["dropout"] is True
+    assert _same_outputs(source, target)  # eval mode: dropout is the identity
+
+
+@pytest.mark.parametrize("arch, target, pattern", [
+    ("resnet_generator", dict(ngf=16, n_blocks=2), r"resnet_generator\(ngf=8, n_blocks=2, dropout=True\) does not fit"),
+    ("resnet_generator", dict(ngf=8, n_blocks=3), r"20 vs 24 tensors"),
+    ("unet_generator", None, r"holds a resnet_generator generator, this run trains unet_generator"),
+])
+def test_init_from_refuses_another_architecture(tmp_path, arch, target, pattern):
+    path = tmp_path / "g.pth"
+    torch.save(ResnetGenerator(ngf=8, n_blocks=2).state_dict(), path)
+    model = ResnetGenerator(**target) if target else torch.nn.Conv2d(3, 3, 1)
+    with pytest.raises(CheckpointError, match=pattern):
+        init_generator_from(model, arch, path)

@@ -47,6 +47,31 @@ def test_cli_trains_stops_and_resumes(tmp_path, env):
     assert "these differ: lr" in _error_line(refused)
 
 
+def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
+    write_photos(tmp_path / "photos", 4)
+    common = ["--data", str(tmp_path / "photos"), "--crop", "64", "--val-crop", "64", "--val-count", "2",
+              "--batch-size", "2", "--content", "l1", "--adv-weight", "0", "--workers", "0", "--device", "cpu"]
+    run_cli("deblur-train", *common, "--out", str(tmp_path / "a"), "--ngf", "8", "--n-blocks", "1",
+            "--steps", "4", "--val-every", "4", check=True, env=env)
+    source = tmp_path / "a" / "checkpoints" / "latest.pt"
+    # No --ngf/--n-blocks: the checkpoint's architecture; --no-dropout changes only that.
+    run_cli("deblur-train", *common, "--out", str(tmp_path / "b"), "--init-from", str(source), "--no-dropout",
+            "--steps", "2", "--val-every", "2", check=True, env=env)
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["arch_args"] == {"ngf": 8, "n_blocks": 1, "dropout": False}
+    assert config["init_from"] == str(source)
+
+    def val(run):
+        rows = (tmp_path / run / "val.csv").read_text().splitlines()[1:]
+        return {int(r.split(",")[0]): float(r.split(",")[1]) for r in rows}
+
+    # Step 0 of the new run scores what the old run ended with, not a random network.
+    assert val("b")[0] == pytest.approx(val("a")[4], abs=1e-6)
+    refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "c"), "--init-from", str(source),
+                      "--ngf", "16", "--steps", "2", env=env)
+    assert "does not fit this run's generator" in _error_line(refused)
+
+
 @pytest.mark.parametrize("case", ["empty", "unreadable", "crop", "vgg"])
 def test_cli_errors_are_one_line_with_exit_2(tmp_path, env, case):
     data = tmp_path / "data"

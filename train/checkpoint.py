@@ -203,3 +203,25 @@ def _preview(keys: list[str], n: int = 4) -> str:
 
 def _fmt_args(args: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in args.items())
+
+
+def init_generator_from(generator: nn.Module, arch: str, path: str | os.PathLike) -> LoadedGenerator:
+    """Copy the weights of the generator checkpoint at ``path`` into ``generator`` (fine-tuning).
+
+    Tensors are matched by position, not by name: a Dropout slot has no weights but shifts the
+    indices of what follows it (``conv_block.6`` vs ``.5``), so a model trained with dropout
+    can start a run without it. Everything else (architecture, widths, depth) must agree.
+    """
+    source = load_generator(path)
+    if source.arch != arch:
+        raise CheckpointError(f"{path}: holds a {source.arch} generator, this run trains {arch}; "
+                              f"drop --init-from or pass its architecture")
+    src, dst = list(source.model.state_dict().values()), generator.state_dict()
+    shapes_src = [tuple(t.shape) for t in src]
+    shapes_dst = [tuple(t.shape) for t in dst.values()]
+    if shapes_src != shapes_dst:
+        raise CheckpointError(f"{path}: its {arch}({_fmt_args(source.arch_args)}) does not fit this run's "
+                              f"generator ({len(shapes_src)} vs {len(shapes_dst)} tensors or other shapes); "
+                              "leave out --ngf/--n-blocks to take the checkpoint's")
+    generator.load_state_dict(dict(zip(dst, src)))
+    return source

@@ -30,6 +30,11 @@ from deblur.runtime.version import __version__
 @click.option("--ngf", type=int, help="Generator width (default 64).")
 @click.option("--n-blocks", type=int, help="ResNet blocks of the deblurgan generator (default 9).")
 @click.option("--num-downs", type=int, help="U-Net levels of the pix2pix generator (default 8: unet_256).")
+@click.option("--dropout/--no-dropout", default=None, help="Dropout(0.5) in the generator (the papers' "
+              "default). Compact generators fit better without it.")
+@click.option("--init-from", type=click.Path(dir_okay=False, readable=False), metavar="CKPT",
+              help="Start the generator from this checkpoint (ours or DeblurGAN's latest_net_G.pth) instead "
+              "of random weights; its architecture is taken unless --ngf/--n-blocks/--dropout say otherwise.")
 @click.option("--ndf", type=int, help="Critic width (default 64).")
 @click.option("--content", type=click.Choice(["perceptual", "l1", "l1+fft"]),
               help="Content loss, weighted 100x. deblurgan default: perceptual (VGG19 conv3_3), which needs "
@@ -61,7 +66,8 @@ from deblur.runtime.version import __version__
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-train")
 @report_errors
 def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, verbose: bool, debug: bool,
-         ngf: int | None, n_blocks: int | None, num_downs: int | None, compile_: bool | None, **options) -> None:
+         ngf: int | None, n_blocks: int | None, num_downs: int | None, dropout: bool | None,
+         compile_: bool | None, **options) -> None:
     """Train a deblurring generator; checkpoints go to RUN_DIR/checkpoints/latest.pt for deblur-export.
 
     Options left out take the recipe's value; with --resume they take the stored run's, and
@@ -86,7 +92,14 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, ve
             overrides[key] = list(overrides[key])
     if compile_ is not None:
         overrides["compile"] = compile_
-    arch_args = {k: v for k, v in (("ngf", ngf), ("n_blocks", n_blocks), ("num_downs", num_downs)) if v is not None}
+    arch_args = {k: v for k, v in (("ngf", ngf), ("n_blocks", n_blocks), ("num_downs", num_downs),
+                                   ("dropout", dropout)) if v is not None}
+    if overrides.get("init_from") and not resume:
+        from .checkpoint import load_generator
+
+        source = load_generator(overrides["init_from"])
+        overrides["arch"] = source.arch
+        arch_args = {**source.arch_args, **arch_args}
     if arch_args:
         overrides["arch_args"] = arch_args
     if resume:

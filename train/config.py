@@ -39,6 +39,7 @@ class TrainConfig:
     # --- models
     arch: str = "resnet_generator"
     arch_args: dict = field(default_factory=lambda: {"ngf": 64, "n_blocks": 9, "dropout": True})
+    init_from: str | None = None  # generator checkpoint to start from (fine-tuning); None: random init
     ndf: int = 64  # critic width
     critic_layers: int = 3  # strided convolutions in the PatchGAN critic
     conditional_critic: bool = False  # pix2pix: the critic also sees the blurred input
@@ -117,7 +118,9 @@ def make_config(recipe: str = "deblurgan", **overrides: Any) -> TrainConfig:
     if recipe not in RECIPES:
         raise TrainError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
     config = RECIPES[recipe]()
-    arch_args = {**config.arch_args, **overrides.pop("arch_args", {})}
+    # Another architecture (e.g. taken from --init-from) brings its own arguments whole.
+    base = config.arch_args if overrides.get("arch", config.arch) == config.arch else {}
+    arch_args = {**base, **overrides.pop("arch_args", {})}
     config = replace(config, arch_args=arch_args, **overrides)
     if config.val_crop is None:
         config.val_crop = config.crop

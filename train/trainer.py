@@ -37,7 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from deblur.runtime.atomic import atomic_path
 from deblur.runtime.errors import CheckpointError, first_line
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import init_generator_from, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainError, lr_at, validate
 from .data import StepSampler, TrainPairs, scan, validation_pairs, worker_init
 from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
@@ -101,6 +101,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         except (TypeError, ValueError) as exc:
             raise TrainError(f"cannot build {config.arch} from {config.arch_args}: {exc}") from None
         init_weights(generator)
+        if config.init_from and not checkpoint:
+            source = init_generator_from(generator, config.arch, config.init_from)
+            if master:
+                log.info("generator initialised from %s (step %s)", config.init_from, source.step)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)
