@@ -83,7 +83,8 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         arch_args=loaded.arch_args,
         toolkit_version=__version__,
         source_sha256=loaded.sha256,
-        train_step=loaded.step,
+        # A fine-tuned run counts its own steps; the model's training includes its start's.
+        train_step=loaded.meta.get("total_steps", loaded.step),
         gflops_per_megapixel=round(count_gflops_per_megapixel(model), 2),
         has_metadata=True,
     )

@@ -67,6 +67,17 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
 
     # Step 0 of the new run scores what the old run ended with, not a random network.
     assert val("b")[0] == pytest.approx(val("a")[4], abs=1e-6)
+    # The lineage survives a resume, and the export counts all the training (4 + 2 + 1).
+    run_cli("deblur-train", "--out", str(tmp_path / "b"), "--resume", "--steps", "3", check=True, env=env)
+    from deblur.train.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["meta"]
+    assert meta["init"]["steps"] == 4 and meta["init"]["path"] == str(source) and meta["total_steps"] == 7
+    run_cli("deblur-export", str(tmp_path / "b" / "checkpoints" / "latest.pt"), str(tmp_path / "b.onnx"),
+            "--no-simplify", check=True, env=env)
+    from deblur.runtime.deblurrer import Deblurrer
+
+    assert Deblurrer(tmp_path / "b.onnx", "cpu").info.train_step == 7
     refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "c"), "--init-from", str(source),
                       "--ngf", "16", "--steps", "2", env=env)
     assert "does not fit this run's generator" in _error_line(refused)

@@ -101,10 +101,15 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         except (TypeError, ValueError) as exc:
             raise TrainError(f"cannot build {config.arch} from {config.arch_args}: {exc}") from None
         init_weights(generator)
+        # Where the starting weights came from, and how many updates they already had: kept in
+        # every checkpoint so exports report the total training (train_step) and its lineage.
+        init = (checkpoint.get("meta") or {}).get("init") if checkpoint else None
         if config.init_from and not checkpoint:
             source = init_generator_from(generator, config.arch, config.init_from)
+            prior = int(source.meta.get("total_steps") or source.step or 0)
+            init = {"path": str(config.init_from), "sha256": source.sha256, "steps": prior}
             if master:
-                log.info("generator initialised from %s (step %s)", config.init_from, source.step)
+                log.info("generator initialised from %s (%d steps of training)", config.init_from, prior)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)
@@ -257,7 +262,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     continue
                 state = dict(
                     arch=config.arch, arch_args=raw_generator.arch_args, step=step,
-                    meta={"config": config.to_dict(), "data": config.data, "losses": values, "val": last_val},
+                    meta={"config": config.to_dict(), "data": config.data, "losses": values, "val": last_val,
+                          "init": init, "total_steps": step + (init["steps"] if init else 0)},
                     critic=raw_critic.state_dict(),
                     optimizers={"generator": opt_g.state_dict(), "critic": opt_d.state_dict()},
                     scalers={"generator": scaler_g.state_dict(), "critic": scaler_d.state_dict()},

@@ -20,17 +20,28 @@ NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
 # AMP=1: bf16 autocast, ~1.6x faster on CPUs with AVX512-BF16/AMX and on GPUs.
 AMP=${AMP:-0}
+# A new run (RUN has no checkpoint yet) may start from trained weights (INIT=CKPT), without
+# the papers' Dropout(0.5) (DROPOUT=0) and with another data order (SEED).
+INIT=${INIT:-}
+DROPOUT=${DROPOUT:-1}
+SEED=${SEED:-0}
 
-resume=()
-[ -f "$RUN/checkpoints/latest.pt" ] && resume=(--resume)
-[ "$AMP" = 1 ] && resume+=(--amp)
+args=()
+if [ -f "$RUN/checkpoints/latest.pt" ]; then
+  args=(--resume)
+else
+  args=(--seed "$SEED")
+  [ "$DROPOUT" = 0 ] && args+=(--no-dropout)
+  [ -n "$INIT" ] && args+=(--init-from "$INIT")
+fi
+[ "$AMP" = 1 ] && args+=(--amp)
 
-deblur-train "${resume[@]}" \
+deblur-train "${args[@]}" \
   --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
   --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
   --out "$RUN" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
   --content l1+fft --adv-weight 0 --lr 3e-4 \
-  --steps "$STEPS" --batch-size 8 --crop 128 --seed 0 --workers 1 \
+  --steps "$STEPS" --batch-size 8 --crop 128 --workers 1 \
   --log-every 50 --val-every 500 --checkpoint-every 250 --snapshot-every 100000
 
 deblur-export "$RUN/checkpoints/latest.pt" "$RUN/default.onnx"
