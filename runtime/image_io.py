@@ -13,11 +13,12 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+FLOAT_SUFFIXES = (".tif", ".tiff")  # float pixels are taken as [0, 1], as Deblurrer takes them
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """HxW, HxWx3 (BGR) or HxWx4 (BGRA) array, uint8 or uint16, exactly as stored.
+    """HxW, HxWx3 (BGR) or HxWx4 (BGRA) array, uint8, uint16 or float (TIFF), exactly as stored.
 
     Decoded from bytes (``np.fromfile`` + ``imdecode``) because ``cv2.imread`` cannot open
     non-ASCII paths on Windows and returns None without saying why.
@@ -45,8 +46,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
-    if image.dtype not in (np.uint8, np.uint16):
-        raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit images")
+    if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
+        raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit or float32 images")
     return image
 
 
@@ -54,10 +55,13 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-    if image.dtype != np.uint8 and suffix.lower() not in SIXTEEN_BIT_SUFFIXES:
-        # OpenCV would clip (not scale) to 8 bits: a 16-bit photo would come out nearly white.
-        raise InputError(f"{suffix} cannot store {image.dtype} pixels; write the result as "
-                         f"{' or '.join(SIXTEEN_BIT_SUFFIXES)}")
+    # OpenCV falls back to 8 bits by clipping, not scaling: a 16-bit photo would come out nearly
+    # white, a float one nearly black. Refuse instead.
+    suffixes = {np.dtype(np.uint8): IMAGE_SUFFIXES, np.dtype(np.uint16): SIXTEEN_BIT_SUFFIXES,
+                np.dtype(np.float32): FLOAT_SUFFIXES, np.dtype(np.float64): FLOAT_SUFFIXES}.get(image.dtype, ())
+    if suffix.lower() not in suffixes:
+        fix = f"write the result as {' or '.join(suffixes)}" if suffixes else "use uint8, uint16 or float32 pixels"
+        raise InputError(f"{suffix} cannot store {image.dtype} pixels; {fix}")
     ok, buffer = cv2.imencode(suffix.lower(), image, params)
     if not ok:
         raise InputError(f"cannot encode an image as {suffix}")
@@ -69,7 +73,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
-    data = encode_image(image, path.suffix)
+    try:
+        data = encode_image(image, path.suffix)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path

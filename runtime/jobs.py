@@ -155,7 +155,15 @@ class _Stopped(Exception):
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image = read_image(job.src)
-    result = deblur(image)
+    if image.dtype.kind == "f":
+        low, high = float(np.nanmin(image)), float(np.nanmax(image))
+        if low < 0.0 or high > 1.0:
+            log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
+                        job.src, low, high)
+    try:
+        result = deblur(image)
+    except InputError as exc:
+        raise InputError(f"{job.src}: {exc}") from None
     write_image(job.dst, result)
     if compare:
         write_image(job.compare_path, side_by_side(image, result))

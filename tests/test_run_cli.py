@@ -188,3 +188,23 @@ def test_exif_orientation_of_jpegs_is_applied(model, tmp_path):
     path = tmp_path / "rotated.jpg"
     path.write_bytes(data.tobytes()[:2] + app1 + data.tobytes()[2:])
     assert read_image(path).shape[:2] == (40, 20)
+
+
+def test_float_tiff_keeps_float_pixels(model, tmp_path):
+    from deblur.runtime import Deblurrer
+
+    rng = np.random.default_rng(0)
+    pixels = rng.random((24, 32, 3), dtype=np.float32)
+    src = tmp_path / "linear.tif"
+    cv2.imwrite(str(src), pixels)
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.png"), "-m", model)
+    assert result.returncode == 2 and "out.png: .png cannot store float32 pixels; write the result as .tif or .tiff" \
+        in result.stderr
+    run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.tif"), "-m", model, check=True)
+    out = cv2.imread(str(tmp_path / "out.tif"), cv2.IMREAD_UNCHANGED)
+    assert out.dtype == np.float32 and out.shape == pixels.shape
+    np.testing.assert_allclose(out, Deblurrer(model, "cpu")(pixels), atol=1e-6)
+    # Values outside [0, 1] are processed, with a warning that says so.
+    cv2.imwrite(str(src), pixels * 4)
+    bright = run_cli("deblur-run", str(src), "-o", str(tmp_path / "bright.tif"), "-m", model, check=True)
+    assert "float pixels span [0.00076, 4]" in bright.stderr and "clipped" in bright.stderr
