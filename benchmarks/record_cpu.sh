@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the recorded CPU results in benchmarks/results/cpu/ (see README "Results").
 #
-#   benchmarks/record_cpu.sh [DEFAULT_MODEL_RUN] [SHARED_DATA_DIR]
+#   benchmarks/record_cpu.sh [CHECKPOINT] [SHARED_DATA_DIR]
 #
-# Models: the compact default model (train/recipes/default_model.sh) in FP32 and INT8, and the
+# Models: the compact default model (CHECKPOINT, default train/recipes/default_model.pt: the
+# shipped weights, exported to runtime/models/default.onnx) in FP32 and INT8, and the
 # paper-size DeblurGAN (ngf 64, 9 blocks; latency does not depend on the weights, so an
 # untrained one with a fixed seed stands in until trained weights exist). Run on a quiet machine.
 set -euo pipefail
-RUN=${1:-runs/default_model}
+CKPT=${1:-train/recipes/default_model.pt}
 DATA=${2:-../shared/data/sharp}
 OUT=benchmarks/results/cpu
 WORK=runs/bench
@@ -23,12 +24,12 @@ save_checkpoint(sys.argv[1], create_generator("resnet_generator", **args), arch=
                 arch_args=args, step=0, meta={"note": "untrained: latency only"})
 PY
 deblur-export "$WORK/deblurgan_paper_untrained.pt" "$WORK/deblurgan_paper.onnx"
-deblur-export "$RUN/checkpoints/latest.pt" "$WORK/compact.onnx"
-deblur-export "$RUN/checkpoints/latest.pt" "$WORK/compact_int8.onnx" --int8
+deblur-export "$CKPT" "$WORK/compact.onnx"
+deblur-export "$CKPT" "$WORK/compact_int8.onnx" --int8
 
 deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both \
   -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --tile 0 --out "$OUT"
-deblur-bench latency -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --torch "$RUN/checkpoints/latest.pt" \
+deblur-bench latency -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --torch "$CKPT" \
   -s 256,480p,720p,1080p -n 5 --warmup 1 --json "$OUT/latency-compact.json"
 deblur-bench latency -m "$WORK/deblurgan_paper.onnx" --torch "$WORK/deblurgan_paper_untrained.pt" \
   -s 256,480p,720p,1080p -n 3 --warmup 1 --json "$OUT/latency-deblurgan-paper.json"

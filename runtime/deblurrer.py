@@ -164,7 +164,14 @@ class Deblurrer:
         elif image.dtype in (np.float32, np.float64, np.float16):
             scale = 1.0
             if not np.isfinite(image).all():
-                raise InputError("image contains NaN or infinite values")
+                raise InputError(f"image contains {np.count_nonzero(~np.isfinite(image))} NaN or infinite values; "
+                                 "replace them (e.g. numpy.nan_to_num) first")
+            # Slightly outside [0, 1] is fine (HDR highlights clip); far outside is another scale,
+            # which would come back saturated with no error.
+            low, high = float(image.min()), float(image.max())
+            if high > 2.0 or low < -0.5:
+                raise InputError(f"float pixels span [{low:.4g}, {high:.4g}], but float images are taken as "
+                                 "[0, 1]; divide by 255 (8-bit data) or 65535 (16-bit), or map [-1, 1] with (x + 1) / 2")
         else:
             raise InputError(f"{image.dtype} images are not supported; use uint8, uint16 or float in [0, 1]")
         alpha = None

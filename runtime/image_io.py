@@ -51,17 +51,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     return image
 
 
+def check_format(suffix: str, dtype: np.dtype) -> None:
+    """Refuse a file type that cannot hold ``dtype`` pixels: OpenCV would fall back to 8 bits
+    by clipping, not scaling (a 16-bit photo nearly white, a float one nearly black)."""
+    suffixes = {np.dtype(np.uint8): IMAGE_SUFFIXES, np.dtype(np.uint16): SIXTEEN_BIT_SUFFIXES,
+                np.dtype(np.float32): FLOAT_SUFFIXES, np.dtype(np.float64): FLOAT_SUFFIXES}.get(np.dtype(dtype), ())
+    if suffix.lower() not in suffixes:
+        fix = f"write the result as {' or '.join(suffixes)}" if suffixes else "use uint8, uint16 or float32 pixels"
+        raise InputError(f"{suffix} cannot store {np.dtype(dtype)} pixels; {fix}")
+
+
 def encode_image(image: np.ndarray, suffix: str) -> bytes:
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
-    # OpenCV falls back to 8 bits by clipping, not scaling: a 16-bit photo would come out nearly
-    # white, a float one nearly black. Refuse instead.
-    suffixes = {np.dtype(np.uint8): IMAGE_SUFFIXES, np.dtype(np.uint16): SIXTEEN_BIT_SUFFIXES,
-                np.dtype(np.float32): FLOAT_SUFFIXES, np.dtype(np.float64): FLOAT_SUFFIXES}.get(image.dtype, ())
-    if suffix.lower() not in suffixes:
-        fix = f"write the result as {' or '.join(suffixes)}" if suffixes else "use uint8, uint16 or float32 pixels"
-        raise InputError(f"{suffix} cannot store {image.dtype} pixels; {fix}")
+    check_format(suffix, image.dtype)
     ok, buffer = cv2.imencode(suffix.lower(), image, params)
     if not ok:
         raise InputError(f"cannot encode an image as {suffix}")

@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DeblurError, InputError
-from .image_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image, side_by_side, write_image
+from .image_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image, side_by_side, write_image
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,17 @@ class _Stopped(Exception):
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image = read_image(job.src)
-    if image.dtype.kind == "f":
-        low, high = float(np.nanmin(image)), float(np.nanmax(image))
-        if low < 0.0 or high > 1.0:
-            log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
-                        job.src, low, high)
+    try:
+        check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
+    except InputError as exc:
+        raise InputError(f"{job.dst}: {exc}") from None
     try:
         result = deblur(image)
     except InputError as exc:
         raise InputError(f"{job.src}: {exc}") from None
+    if image.dtype.kind == "f" and (image.min() < 0.0 or image.max() > 1.0):
+        log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
+                    job.src, image.min(), image.max())
     write_image(job.dst, result)
     if compare:
         write_image(job.compare_path, side_by_side(image, result))

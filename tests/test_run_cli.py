@@ -1,5 +1,6 @@
 """deblur-run through its entry point: files, folders, videos, errors, atomic outputs."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -204,7 +205,12 @@ def test_float_tiff_keeps_float_pixels(model, tmp_path):
     out = cv2.imread(str(tmp_path / "out.tif"), cv2.IMREAD_UNCHANGED)
     assert out.dtype == np.float32 and out.shape == pixels.shape
     np.testing.assert_allclose(out, Deblurrer(model, "cpu")(pixels), atol=1e-6)
-    # Values outside [0, 1] are processed, with a warning that says so.
-    cv2.imwrite(str(src), pixels * 4)
+    # HDR highlights a little over 1 are processed, with a warning that they clip.
+    cv2.imwrite(str(src), pixels * 1.5)
     bright = run_cli("deblur-run", str(src), "-o", str(tmp_path / "bright.tif"), "-m", model, check=True)
-    assert "float pixels span [0.00076, 4]" in bright.stderr and "clipped" in bright.stderr
+    assert re.search(r"float pixels span \[0\.000\d+, 1\.5\]", bright.stderr) and "clipped" in bright.stderr
+    # Floats stored as 0..255 (as ImageJ writes them) are another scale: refused, not saturated.
+    cv2.imwrite(str(src), pixels * 255)
+    scaled = run_cli("deblur-run", str(src), "-o", str(tmp_path / "scaled.tif"), "-m", model)
+    assert scaled.returncode == 2 and re.search(r"linear.tif: float pixels span \[0\.0\d+, 25\d\.?\d*\]", scaled.stderr)
+    assert "divide by 255" in scaled.stderr and not (tmp_path / "scaled.tif").exists()

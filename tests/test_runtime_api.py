@@ -80,7 +80,10 @@ def test_threads_sharing_one_deblurrer_match_sequential(deblurrer):
     (np.zeros((5, 5, 2), np.uint8), "not HxW"),
     (np.zeros((5, 5, 3), np.int32), "not supported"),
     (np.full((5, 5, 3), np.nan, np.float32), "NaN"),
-    (np.full((5, 5, 3), np.inf, np.float32), "NaN or infinite"),
+    (np.full((5, 5, 3), np.inf, np.float32), "75 NaN or infinite values; replace them"),
+    # Another scale would come back saturated: 0..255 or -1..1 floats are refused, not clipped.
+    (np.linspace(0, 255, 75, dtype=np.float32).reshape(5, 5, 3), r"span \[0, 255\].*divide by 255"),
+    (np.linspace(-1, 1, 75, dtype=np.float64).reshape(5, 5, 3), r"span \[-1, 1\].*\(x \+ 1\) / 2"),
     ("not an array", "numpy"),
 ])
 def test_bad_images_raise_input_error(deblurrer, bad, pattern):
