@@ -2,6 +2,7 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,7 +73,7 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
     from deblur.train.checkpoint import load_checkpoint
 
     meta = load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")["meta"]
-    assert meta["init"]["steps"] == 4 and meta["init"]["path"] == str(source) and meta["total_steps"] == 7
+    assert meta["init"]["steps"] == 4 and meta["init"]["path"] == str(source.resolve()) and meta["total_steps"] == 7
     run_cli("deblur-export", str(tmp_path / "b" / "checkpoints" / "latest.pt"), str(tmp_path / "b.onnx"),
             "--no-simplify", check=True, env=env)
     from deblur.runtime.deblurrer import Deblurrer
@@ -81,6 +82,18 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
     refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "c"), "--init-from", str(source),
                       "--ngf", "16", "--steps", "2", env=env)
     assert "does not fit this run's generator" in _error_line(refused)
+    # Weights trained elsewhere (DeblurGAN's own file, no step count): the total is unknown,
+    # and the export says so rather than counting only this run's steps.
+    import torch
+
+    from deblur.train.checkpoint import load_checkpoint as load
+
+    foreign = tmp_path / "latest_net_G.pth"
+    torch.save(load(source)["generator"], foreign)
+    run_cli("deblur-train", *common, "--out", str(tmp_path / "d"), "--init-from", str(foreign),
+            "--steps", "1", "--val-every", "1", check=True, env=env)
+    meta = load(tmp_path / "d" / "checkpoints" / "latest.pt")["meta"]
+    assert meta["init"]["steps"] is None and meta["total_steps"] is None
 
 
 @pytest.mark.parametrize("case", ["empty", "unreadable", "crop", "vgg"])
@@ -144,3 +157,15 @@ def test_torchrun_two_processes_with_gloo(tmp_path, env):
     rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
     assert len(rows) == 5  # header + 4 steps, written once (rank 0 only)
     assert result.stdout.count("validation PSNR") == 1
+
+
+@pytest.mark.parametrize("variable", ["INIT", "DROPOUT", "SEED"])
+def test_recipe_refuses_new_run_settings_on_an_existing_run(tmp_path, variable):
+    # Otherwise INIT=... on the default RUN_DIR would quietly resume the old run instead.
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "latest.pt").write_bytes(b"")
+    recipe = Path(__file__).resolve().parents[1] / "train" / "recipes" / "default_model.sh"
+    result = subprocess.run(["bash", str(recipe), str(tmp_path / "data"), str(run)], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", variable: "0"})
+    assert result.returncode == 2 and f"{run} already holds a run; INIT, DROPOUT and SEED" in result.stderr

@@ -222,6 +222,7 @@ def init_generator_from(generator: nn.Module, arch: str, path: str | os.PathLike
     if shapes_src != shapes_dst:
         raise CheckpointError(f"{path}: its {arch}({_fmt_args(source.arch_args)}) does not fit this run's "
                               f"generator ({len(shapes_src)} vs {len(shapes_dst)} tensors or other shapes); "
-                              "leave out --ngf/--n-blocks to take the checkpoint's")
+                              "leave out the width/depth options (--ngf, --n-blocks, --num-downs; NGF/BLOCKS "
+                              "of the recipe scripts) to take the checkpoint's")
     generator.load_state_dict(dict(zip(dst, src)))
     return source

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
 
 from deblur.runtime.errors import report_errors, setup_logging
 from deblur.runtime.version import __version__
+
+log = logging.getLogger("deblur.train")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,7 +37,8 @@ from deblur.runtime.version import __version__
               "default). Compact generators fit better without it.")
 @click.option("--init-from", type=click.Path(dir_okay=False, readable=False), metavar="CKPT",
               help="Start the generator from this checkpoint (ours or DeblurGAN's latest_net_G.pth) instead "
-              "of random weights; its architecture is taken unless --ngf/--n-blocks/--dropout say otherwise.")
+              "of random weights, in its architecture (--dropout/--no-dropout may differ; other architecture "
+              "options must match it).")
 @click.option("--ndf", type=int, help="Critic width (default 64).")
 @click.option("--content", type=click.Choice(["perceptual", "l1", "l1+fft"]),
               help="Content loss, weighted 100x. deblurgan default: perceptual (VGG19 conv3_3), which needs "
@@ -98,6 +102,8 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, ve
         from .checkpoint import load_generator
 
         source = load_generator(overrides["init_from"])
+        if recipe == "pix2pix" and source.arch != "unet_generator":
+            log.warning("--init-from holds a %s: training it with the pix2pix losses, not a U-Net", source.arch)
         overrides["arch"] = source.arch
         arch_args = {**source.arch_args, **arch_args}
     if arch_args:

@@ -106,10 +106,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         init = (checkpoint.get("meta") or {}).get("init") if checkpoint else None
         if config.init_from and not checkpoint:
             source = init_generator_from(generator, config.arch, config.init_from)
-            prior = int(source.meta.get("total_steps") or source.step or 0)
-            init = {"path": str(config.init_from), "sha256": source.sha256, "steps": prior}
+            # None: weights from elsewhere (e.g. DeblurGAN's own) whose training we cannot count.
+            prior = source.meta.get("total_steps", source.step)
+            init = {"path": str(Path(config.init_from).resolve()), "sha256": source.sha256, "steps": prior,
+                    "init": source.meta.get("init")}
             if master:
-                log.info("generator initialised from %s (%d steps of training)", config.init_from, prior)
+                log.info("generator initialised from %s (%s steps of training)", config.init_from, prior)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)
@@ -263,7 +265,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 state = dict(
                     arch=config.arch, arch_args=raw_generator.arch_args, step=step,
                     meta={"config": config.to_dict(), "data": config.data, "losses": values, "val": last_val,
-                          "init": init, "total_steps": step + (init["steps"] if init else 0)},
+                          "init": init, "total_steps": _total_steps(step, init)},
                     critic=raw_critic.state_dict(),
                     optimizers={"generator": opt_g.state_dict(), "critic": opt_d.state_dict()},
                     scalers={"generator": scaler_g.state_dict(), "critic": scaler_d.state_dict()},
@@ -277,6 +279,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         cleanup.close()
         if ddp:
             dist.destroy_process_group()
+
+
+def _total_steps(step: int, init: dict | None) -> int | None:
+    """This run's steps plus those its starting weights had; None when those are unknown."""
+    if init is None:
+        return step
+    return None if init["steps"] is None else step + int(init["steps"])
 
 
 def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:

@@ -21,18 +21,19 @@ BLOCKS=${BLOCKS:-6}
 # AMP=1: bf16 autocast, ~1.6x faster on CPUs with AVX512-BF16/AMX and on GPUs.
 AMP=${AMP:-0}
 # A new run (RUN has no checkpoint yet) may start from trained weights (INIT=CKPT), without
-# the papers' Dropout(0.5) (DROPOUT=0) and with another data order (SEED).
-INIT=${INIT:-}
-DROPOUT=${DROPOUT:-1}
-SEED=${SEED:-0}
-
+# the papers' Dropout(0.5) (DROPOUT=0) and with another data order (SEED). A run that exists
+# keeps its own: setting them then is an error, not a silent resume.
 args=()
 if [ -f "$RUN/checkpoints/latest.pt" ]; then
+  if [ -n "${INIT:-}${DROPOUT:-}${SEED:-}" ]; then
+    echo "error: $RUN already holds a run; INIT, DROPOUT and SEED only start new ones (use another RUN_DIR)" >&2
+    exit 2
+  fi
   args=(--resume)
 else
-  args=(--seed "$SEED")
-  [ "$DROPOUT" = 0 ] && args+=(--no-dropout)
-  [ -n "$INIT" ] && args+=(--init-from "$INIT")
+  args=(--seed "${SEED:-0}")
+  if [ "${DROPOUT:-1}" = 0 ]; then args+=(--no-dropout); else args+=(--dropout); fi
+  [ -n "${INIT:-}" ] && args+=(--init-from "$INIT")
 fi
 [ "$AMP" = 1 ] && args+=(--amp)
 

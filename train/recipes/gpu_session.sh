@@ -10,8 +10,8 @@
 # calibration run measures the speed, then STEPS is set so the real run, with its LR decay,
 # ends inside MINUTES. Settings (env): NGF, BLOCKS, BATCH (32), CROP (256), LR (3e-4),
 # WORKERS (12), DEVICE (cuda; cpu for a dry run of this script), AMP (1: bf16; 0 for CPUs
-# without native bf16), DROPOUT (0: none, measured +0.05 dB on the compact model; 1: the
-# paper's 0.5), INIT (a generator checkpoint to start from, e.g. a carried generator.pt of an
+# without native bf16), DROPOUT (0: none, a small gain on the compact model, see
+# experiments.md; 1: the paper's 0.5), INIT (a generator checkpoint to start from, e.g. a carried generator.pt of an
 # earlier session, with the same NGF/BLOCKS). Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
@@ -52,7 +52,8 @@ train() {  # train RUN_DIR STEPS [extra args]
 }
 
 CAL=${CAL:-300}
-train "$work/calibrate" "$CAL" --val-every 1000000 >"$OUT/calibration.txt" 2>&1
+train "$work/calibrate" "$CAL" --val-every 1000000 >"$OUT/calibration.txt" 2>&1 \
+  || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
 # Median step time of the second half (warm caches, cuDNN tuned), plus validation overhead.
 seconds_per_step=$(python3 - "$work/calibrate/metrics.jsonl" <<'PY'
 import json, statistics, sys
