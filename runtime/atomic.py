@@ -11,6 +11,13 @@ from typing import Iterator
 from .errors import InputError
 
 
+# mkstemp creates files 0600; a finished file should get the mode any new file gets (0644
+# under the usual umask 022), or a web server or a colleague could not read the results.
+# Read once: os.umask can only be read by setting it, which would race with other threads.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -29,6 +36,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         try:
+            # Replacing a file keeps its mode; a new one gets the umask's.
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
+            os.chmod(tmp, mode)
             os.replace(tmp, path)
         except OSError as exc:
             raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None

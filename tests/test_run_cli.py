@@ -214,3 +214,16 @@ def test_float_tiff_keeps_float_pixels(model, tmp_path):
     scaled = run_cli("deblur-run", str(src), "-o", str(tmp_path / "scaled.tif"), "-m", model)
     assert scaled.returncode == 2 and re.search(r"linear.tif: float pixels span \[0\.0\d+, 25\d\.?\d*\]", scaled.stderr)
     assert "divide by 255" in scaled.stderr and not (tmp_path / "scaled.tif").exists()
+
+
+def test_outputs_get_the_usual_file_mode_and_overwrites_keep_theirs(model, tmp_path):
+    # Atomic writes go through mkstemp (0600): without care every result is private to its owner.
+    src = _img(tmp_path / "a.png")
+    exe = Path(sys.executable).parent / "deblur-run"
+    out = tmp_path / "out.png"
+    subprocess.run(["bash", "-c", f"umask 027 && exec {exe} {src} -o {out} -m {model}"], check=True, capture_output=True)
+    assert out.stat().st_mode & 0o777 == 0o640
+    out.chmod(0o604)
+    subprocess.run(["bash", "-c", f"umask 077 && exec {exe} {src} -o {out} -m {model} --overwrite"], check=True,
+                   capture_output=True)
+    assert out.stat().st_mode & 0o777 == 0o604
