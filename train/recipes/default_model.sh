@@ -12,9 +12,14 @@
 set -euo pipefail
 DATA=${1:-../shared/data/sharp}
 RUN=${2:-runs/default_model}
-# The shipped model, four legs of this script (each resumes and decays the LR to 0 again):
-# STEPS=9000 (float32, 53 min on the 2-core CPU), AMP=1 STEPS=20000 (bf16; the shipped run
-# switched at step 10750, 0.17 s/step), AMP=1 STEPS=35000 and AMP=1 STEPS=45000.
+# The shipped model, five legs of this script (each decays the LR to 0 again by its end):
+# four resume runs/default_model: STEPS=9000 (float32, 53 min on the 2-core CPU), AMP=1
+# STEPS=20000 (bf16; the shipped run switched at step 10750, 0.17 s/step), AMP=1 STEPS=35000,
+# AMP=1 STEPS=45000; the fifth starts a new run from those weights without dropout (70 min):
+#   STEPS=30000 AMP=1 DROPOUT=0 SEED=1 INIT=runs/default_model/checkpoints/latest.pt \
+#     train/recipes/default_model.sh ../shared/data/sharp runs/default_model_ft
+# and its generator went to train/recipes/default_model.pt (deblur.train.checkpoint.
+# save_generator_only), exported from there to runtime/models/default.onnx.
 STEPS=${STEPS:-9000}
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
