@@ -78,11 +78,14 @@ def main() -> None:
 @click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores].")
 @click.option("--torch", "torch_checkpoint", type=click.Path(readable=False), default=None,
               help="Checkpoint the models were exported from: adds a PyTorch eager baseline row.")
+@click.option("--torch-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device of the --torch baseline; compared with the provider of the same name.")
 @click.option("--photo", type=click.Path(readable=False), default=None, help="Input photo [default: bundled astronaut].")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="Also write a latency-vs-resolution PNG.")
 @_common
 @report_errors
-def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, threads, torch_checkpoint, photo, plot,
+def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, threads, torch_checkpoint, torch_device,
+            photo, plot,
             out_dir, json_file, quiet, verbose, debug) -> None:
     """p50/p95 latency, fps, MP/s and GFLOP/s of the runtime path and bare session.run."""
     setup_logging(verbose, quiet)
@@ -91,7 +94,8 @@ def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, 
     _check_counts(warmup, runs)
     settings = LatencySettings(models=list(models), providers=_split(providers), sizes=_split(sizes),
                                tiles=_ints(tiles, "--tile"), overlap=overlap, tile_batch=tile_batch, warmup=warmup,
-                               runs=runs, threads=threads, torch_checkpoint=torch_checkpoint, photo=photo)
+                               runs=runs, threads=threads, torch_checkpoint=torch_checkpoint,
+                               torch_device=torch_device, photo=photo)
     payload = run_latency(settings)
     image = None
     if plot:

@@ -110,54 +110,66 @@ class LatencySettings:
     runs: int = 10
     threads: int | None = None  # None: physical cores
     torch_checkpoint: str | None = None
+    torch_device: str = "cpu"
     photo: str | None = None
 
 
 def _session_calls(deb: Deblurrer, image: np.ndarray) -> tuple[list[np.ndarray], int]:
     """Tensors the runtime would feed for ``image`` (same shapes), and the pixels they hold."""
-    x, _ = deb.pre_process(image)
+    x, fmt = deb.prepare(image)
     height, width, grid = deb.plan(image.shape)
     padded = pad_reflect(x, height, width)
     if grid is None:
-        batches = [padded[None]]
+        tensors = [deb.to_model([padded], fmt)]
     else:
         tile = padded[:grid.tile_h, :grid.tile_w]
         n = len(grid)
         sizes = [deb.tile_batch] * (n // deb.tile_batch) + ([n % deb.tile_batch] if n % deb.tile_batch else [])
-        batches = [np.repeat(tile[None], s, axis=0) for s in sizes]
-    tensors = [np.ascontiguousarray(b.transpose(0, 3, 1, 2), dtype=deb.io_dtype) for b in batches]
+        tensors = [deb.to_model([tile] * s, fmt) for s in sizes]
     return tensors, sum(int(np.prod(t.shape)) // 3 for t in tensors)
 
 
-class _TorchBaseline:
-    """Same weights in PyTorch eager, same thread count; imported only when asked for."""
+# The ONNX Runtime provider a PyTorch device is compared with.
+TORCH_DEVICE_PROVIDER = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
-    def __init__(self, checkpoint: str, threads: int) -> None:
+
+class _TorchBaseline:
+    """Same weights in PyTorch eager (FP32), same thread count; imported only when asked for."""
+
+    def __init__(self, checkpoint: str, threads: int, device: str = "cpu") -> None:
         try:
             import torch
         except ImportError:
             raise InputError("--torch needs PyTorch: pip install 'deblur-edge[export]'") from None
         from deblur.train.checkpoint import load_generator
 
-        self.torch = torch
+        if device not in TORCH_DEVICE_PROVIDER:
+            raise InputError(f"--torch-device {device!r}: use one of {', '.join(TORCH_DEVICE_PROVIDER)}")
+        if device == "cuda" and not torch.cuda.is_available():
+            raise InputError("--torch-device cuda: this PyTorch build sees no CUDA GPU "
+                             f"(torch {torch.__version__}); install a CUDA build of torch or use --torch-device cpu")
+        self.torch, self.device = torch, device
+        self.provider = TORCH_DEVICE_PROVIDER[device]
         torch.set_num_threads(threads)
         loaded = load_generator(checkpoint)
-        self.model, self.sha256 = loaded.model, loaded.sha256
+        self.model, self.sha256 = loaded.model.to(device), loaded.sha256
 
     def runner(self, tensors: list[np.ndarray]) -> Callable[[], None]:
         inputs = [self.torch.from_numpy(t.astype(np.float32)) for t in tensors]
 
         def run() -> None:
+            # Host array in, host array out, like session.run with NumPy inputs: the copies
+            # to and from the GPU are part of the time (and .cpu() waits for the kernels).
             with self.torch.inference_mode():
                 for t in inputs:
-                    self.model(t)
+                    self.model(t.to(self.device)).cpu()
         return run
 
 
 def _torch_comparable(deb: Deblurrer, torch_base: _TorchBaseline | None) -> bool:
-    # Only the same weights on the same CPU make the ratio mean "ORT vs PyTorch"; a model
+    # Only the same weights on the same device make the ratio mean "ORT vs PyTorch"; a model
     # without our metadata cannot be checked and is compared (same_weights_as_torch: null).
-    if torch_base is None or deb.provider != "CPUExecutionProvider":
+    if torch_base is None or deb.provider != torch_base.provider:
         return False
     return deb.info.source_sha256 in (None, torch_base.sha256)
 
@@ -175,13 +187,14 @@ def run_latency(settings: LatencySettings) -> dict[str, Any]:
     """Measure every combination; returns the JSON payload (system, settings, rows)."""
     sizes = [parse_size(s) for s in settings.sizes]
     threads = settings.threads or report.physical_cores()
-    torch_base = _TorchBaseline(settings.torch_checkpoint, threads) if settings.torch_checkpoint else None
+    torch_base = (_TorchBaseline(settings.torch_checkpoint, threads, settings.torch_device)
+                  if settings.torch_checkpoint else None)
     debs = [Deblurrer(model, provider, tile=tile, overlap=settings.overlap, tile_batch=settings.tile_batch,
                       threads=threads)
             for model in settings.models for provider in settings.providers for tile in settings.tiles]
     if torch_base is not None and not any(_torch_comparable(d, torch_base) for d in debs):
-        log.warning("--torch: no CPU-provider model exported from %s among the models; baseline skipped",
-                    settings.torch_checkpoint)
+        log.warning("--torch: no %s-provider model exported from %s among the models; baseline skipped",
+                    torch_base.device.upper(), settings.torch_checkpoint)
     rows: list[dict[str, Any]] = []
     for label, width, height in sizes:
         rows += _measure_size(debs, settings, label, width, height, torch_base)
@@ -233,7 +246,7 @@ def _measure_size(debs: list[Deblurrer], settings: LatencySettings, label: str, 
                                                    if torch_p50 and info.source_sha256 else None)})
         if torch_s and torch_key not in torch_done:
             torch_done.add(torch_key)
-            rows.append({**base, "model": str(settings.torch_checkpoint), "precision": "fp32", "provider": "torch (CPU eager)",
+            rows.append({**base, "model": str(settings.torch_checkpoint), "precision": "fp32", "provider": f"torch ({torch_base.device.upper()} eager)",  # type: ignore[union-attr]
                          "variant": "torch", **_stats(torch_s, width * height / 1e6, computed_px / 1e6, info.gflops_per_megapixel),
                          "overhead_vs_session": None, "speedup_vs_ref": None, "speedup_vs_torch": None})
     return rows

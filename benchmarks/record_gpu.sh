@@ -1,29 +1,43 @@
 #!/usr/bin/env bash
 # The GPU check, for a session lent a CUDA machine (`run` tool): checks the CUDA provider
-# path of the runtime (IOBinding, FP16 I/O, cuDNN search) and records CUDA latency.
+# path of the runtime (IOBinding, FP16 I/O, cuDNN search) against the CPU and records CUDA
+# latency, with a same-weights PyTorch CUDA baseline and the video pipeline on the GPU.
 #
-#   benchmarks/record_gpu.sh MODEL_FP32.onnx MODEL_FP16.onnx [OUT_DIR]
+#   benchmarks/record_gpu.sh OUT_DIR MODEL.onnx [MODEL.onnx ...]
 #
-# Needs onnxruntime-gpu (>= 1.27 for CUDA 13) importable as `onnxruntime`, e.g. installed with
-# `pip install --no-deps --target .ort onnxruntime_gpu-*.whl` and PYTHONPATH=.ort.
+# Needs onnxruntime-gpu (>= 1.27 for CUDA 13) importable as `onnxruntime`. Env: TORCH_CKPT
+# (the checkpoint the models came from; default train/recipes/default_model.pt; empty: no
+# PyTorch rows), PROVIDER (cuda; cpu dry-runs this script on a machine without a GPU).
 set -euo pipefail
-FP32=$1
-FP16=$2
-OUT=${3:-benchmarks/results/cuda}
+OUT=$1
+shift
+PROVIDER=${PROVIDER:-cuda}
+TORCH_CKPT=${TORCH_CKPT-train/recipes/default_model.pt}
 mkdir -p "$OUT"
-python - "$FP32" "$FP16" <<'PY'
+python3 - "$PROVIDER" "$@" <<'PY'
 import sys, numpy as np, onnxruntime as ort
 from deblur.runtime import Deblurrer
+from deblur.benchmarks.latency import photo
+provider, models = sys.argv[1], sys.argv[2:]
 print("onnxruntime", ort.__version__, ort.get_available_providers())
-image = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
-cpu = Deblurrer(sys.argv[1], "cpu", tile=0)(image[:256, :256])
-for path in sys.argv[1:]:
+image = photo(1920, 1080)
+crop = image[:256, :256]
+cpu = Deblurrer(models[0], "cpu", tile=0)(crop)
+for path in models:
     for tile in (0, 512):
-        d = Deblurrer(path, "cuda", tile=tile)
+        d = Deblurrer(path, provider, tile=tile)
         out = d(image)
         assert out.shape == image.shape and out.dtype == image.dtype
-        small = Deblurrer(path, "cuda", tile=0)(image[:256, :256])
+        small = Deblurrer(path, provider, tile=0)(crop)
         print(path, "tile", tile, "provider", d.provider, "io", d.io_dtype.__name__,
-              "max |cuda - cpu| on 256x256:", int(np.abs(small.astype(int) - cpu.astype(int)).max()))
+              f"max |{provider} - cpu fp32| on 256x256:", int(np.abs(small.astype(int) - cpu.astype(int)).max()))
 PY
-deblur-bench latency -m "$FP32" -m "$FP16" -p cuda,cpu -s 720p,1080p,4k -n 10 --warmup 3 --json "$OUT/latency.json"
+models=()
+for m in "$@"; do models+=(-m "$m"); done
+torch=()
+[ -n "$TORCH_CKPT" ] && torch=(--torch "$TORCH_CKPT" --torch-device "$PROVIDER")
+deblur-bench latency "${models[@]}" -p "$PROVIDER" -s 720p,1080p,4k -n 10 --warmup 3 "${torch[@]}" \
+  --json "$OUT/latency.json"
+# The pipeline's share of the model-only speed when the model is fast (the I/O is the limit).
+timeout 120 deblur-bench video -m "$1" -p "$PROVIDER" -s 1080p --frames 48 --repeats 2 --json "$OUT/video.json" \
+  || echo "video benchmark failed or timed out (exit $?)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -116,6 +118,7 @@ def create_session(model_bytes_or_path, choice: ProviderChoice, *, threads: int 
     providers = [(choice.name, choice.options)]
     if choice.name != "CPUExecutionProvider":
         providers.append(("CPUExecutionProvider", {}))  # for the few ops the EP lacks
+        preload_cuda_libraries(choice.name)
     try:
         session = ort.InferenceSession(model_bytes_or_path, options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -130,6 +133,35 @@ def create_session(model_bytes_or_path, choice: ProviderChoice, *, threads: int 
         # ORT logs and falls back to CPU when e.g. libcudnn is missing: make that loud.
         raise ProviderError(_init_failure(choice.name, f"ONNX Runtime fell back to {active[0]}"))
     return session
+
+
+_CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+_preload_tried = False
+
+
+def preload_cuda_libraries(name: str) -> None:
+    """Map pip-installed CUDA/cuDNN before a CUDA session, once, when the loader cannot find them.
+
+    CUDA and cuDNN from PyPI (``onnxruntime-gpu[cuda,cudnn]``, or the nvidia-* wheels a CUDA
+    torch brings) live in site-packages, off the loader's path: without this a user with a
+    working GPU stack gets "libcublasLt.so.13: cannot open shared object file". ORT >= 1.21
+    ships ``preload_dlls()`` for exactly that; it prints its failures, so they go to the log.
+    """
+    global _preload_tried
+    ort = _ort()
+    if _preload_tried or name not in _CUDA_PROVIDERS or not hasattr(ort, "preload_dlls"):
+        return
+    _preload_tried = True
+    missing = provider_library_error(name)
+    if missing is None:
+        return
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            ort.preload_dlls()
+    except Exception as exc:  # noqa: BLE001 - best effort; the session's own error follows
+        log.debug("onnxruntime.preload_dlls() failed: %s", first_line(exc))
+    log.debug("%s; onnxruntime.preload_dlls() -> %s", missing, printed.getvalue().strip() or "ok")
 
 
 # The shared libraries ORT dlopens for a provider, by platform; the first one is loaded

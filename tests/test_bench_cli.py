@@ -82,6 +82,30 @@ def test_latency_torch_baseline(tiny_checkpoint, tiny_onnx, tmp_path):
     assert not out.with_suffix(".png").exists()
 
 
+
+def test_latency_torch_cuda_refused_without_a_gpu(tiny_checkpoint, tiny_onnx, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    result = run_cli("deblur-bench", "latency", "-m", str(tiny_onnx), "--torch", str(tiny_checkpoint),
+                     "--torch-device", "cuda", "-s", "64x64", "-n", "1", "--no-plot", "-q")
+    assert result.returncode == 2 and "sees no CUDA GPU" in result.stderr and "--torch-device cpu" in result.stderr
+
+
+def test_torch_baseline_compared_with_the_provider_of_its_device():
+    from types import SimpleNamespace
+
+    from deblur.benchmarks.latency import TORCH_DEVICE_PROVIDER, _torch_comparable
+
+    info = SimpleNamespace(source_sha256="abc")
+    for device, provider in TORCH_DEVICE_PROVIDER.items():
+        base = SimpleNamespace(provider=provider, sha256="abc")
+        for other in TORCH_DEVICE_PROVIDER.values():
+            deb = SimpleNamespace(provider=other, info=info)
+            assert _torch_comparable(deb, base) == (other == provider), (device, other)
+        assert not _torch_comparable(SimpleNamespace(provider=provider, info=SimpleNamespace(source_sha256="x")), base)
+
 def test_video_ratio(local_model, tmp_path):
     _bench("video", "-m", str(local_model), "-s", "64x48", "--frames", "6", "--repeats", "1", "--out", str(tmp_path))
     payload = _load(tmp_path / "video.json")

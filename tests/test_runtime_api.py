@@ -1,5 +1,6 @@
 import subprocess
 import sys
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -150,6 +151,28 @@ def test_provider_library_error_names_the_missing_cuda_library(tmp_path):
     assert "libonnxruntime_providers_cuda.so" in message and "libq.so.9: cannot open shared object file" in message
     assert provider_library_error("CPUExecutionProvider", str(capi)) is None
 
+
+
+def test_cuda_libraries_from_pip_are_preloaded_once_and_quietly(monkeypatch, capsys):
+    # A CUDA provider library that cannot find libcublas: ORT's preload_dlls() (which prints
+    # its failures) is called once, its output kept off stdout; CPU sessions never call it.
+    from deblur.runtime import providers
+
+    calls = []
+    fake_ort = types.SimpleNamespace(preload_dlls=lambda: (calls.append(1), print("Failed to load libcudnn.so.9")))
+    monkeypatch.setattr(providers, "_ort", lambda: fake_ort)
+    monkeypatch.setattr(providers, "_preload_tried", False)
+    monkeypatch.setattr(providers, "provider_library_error", lambda name: "libcublasLt.so.13: cannot open")
+    providers.preload_cuda_libraries("CPUExecutionProvider")
+    assert calls == []
+    providers.preload_cuda_libraries("CUDAExecutionProvider")
+    providers.preload_cuda_libraries("CUDAExecutionProvider")
+    assert calls == [1] and capsys.readouterr().out == ""
+    # Libraries that load already: nothing to preload.
+    monkeypatch.setattr(providers, "_preload_tried", False)
+    monkeypatch.setattr(providers, "provider_library_error", lambda name: None)
+    providers.preload_cuda_libraries("CUDAExecutionProvider")
+    assert calls == [1]
 
 def test_auto_provider_picks_cpu_here(local_model):
     assert Deblurrer(local_model, "auto").provider == "CPUExecutionProvider"
