@@ -187,6 +187,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             cleanup.enter_context(logging_redirect_tqdm())  # log lines above the bar, not through it
         batches = iter(loader)
         step = start_step
+        # step_time is the mean since the last log line: single steps swing 20x with data-loader
+        # stalls (0.02 s vs 0.5 s on a GPU), which misled the GPU recipe's step-time calibration.
+        interval_time, interval_steps = 0.0, 0
         while step < end_step:
             t0 = time.perf_counter()
             lr = lr_at(step, config)
@@ -243,7 +246,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 good = f"{latest} (step {_stored_step(latest)})" if latest.is_file() else "none was written yet"
                 raise TrainError(f"non-finite loss at step {step} ({bad}); stopped. Last good checkpoint: {good}. "
                                  "Lower --lr, or drop --amp, and --resume")
-            row = {"step": step, "lr": lr, **values, "step_time": time.perf_counter() - t0}
+            interval_time += time.perf_counter() - t0
+            interval_steps += 1
+            row = {"step": step, "lr": lr, **values, "step_time": interval_time / interval_steps}
 
             final = step == end_step
             save_latest = step % config.checkpoint_every == 0 or final
@@ -258,6 +263,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                         log.info("step %d/%d  loss_g %.4f  content %.4f  gap %.4f  gp %.4f  lr %.2e  %.2fs/step",
                                  step, config.steps, values["loss_g"], values["loss_content"],
                                  values["critic_gap"], values["gradient_penalty"], lr, row["step_time"])
+                    interval_time, interval_steps = 0.0, 0
                 if step % config.val_every == 0 or final:
                     last_val = _validate(raw_generator, val_blurred, val_sharp, identity, device, step, run_log, run_dir)
                 if not (save_latest or save_snapshot):
