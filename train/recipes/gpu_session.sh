@@ -12,7 +12,9 @@
 # WORKERS (12), DEVICE (cuda; cpu for a dry run of this script), AMP (1: bf16; 0 for CPUs
 # without native bf16), DROPOUT (0: none, a small gain on the compact model, see
 # experiments.md; 1: the paper's 0.5), INIT (a generator checkpoint to start from, e.g. a carried generator.pt of an
-# earlier session, with the same NGF/BLOCKS). Writes to OUT_DIR:
+# earlier session, with the same NGF/BLOCKS), SEED (0: data order and blur draws), STEPS
+# (skip the calibration and train exactly this many steps, to repeat a recorded run; the run
+# may then outlast MINUTES). Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
 TAR=$1
@@ -28,6 +30,8 @@ DEVICE=${DEVICE:-cuda}
 AMP=${AMP:-1}
 DROPOUT=${DROPOUT:-0}
 INIT=${INIT:-}
+SEED=${SEED:-0}
+STEPS=${STEPS:-}
 extra=()
 [ "$AMP" = 1 ] && extra+=(--amp)
 if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
@@ -47,25 +51,29 @@ train() {  # train RUN_DIR STEPS [extra args]
     --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
     --out "$run" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
     --content l1+fft --adv-weight 0 --lr "$LR" "${extra[@]}" --device "$DEVICE" \
-    --steps "$steps" --batch-size "$BATCH" --crop "$CROP" --seed 0 --workers "$WORKERS" \
+    --steps "$steps" --batch-size "$BATCH" --crop "$CROP" --seed "$SEED" --workers "$WORKERS" \
     --log-every 100 --checkpoint-every 1000 --snapshot-every 1000000 "$@"
 }
 
 CAL=${CAL:-300}
-train "$work/calibrate" "$CAL" --val-every 1000000 >"$OUT/calibration.txt" 2>&1 \
-  || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
-# Median of the second half's logged step times (warm caches, cuDNN tuned); each is the mean
-# over its 100 steps, data-loader stalls included (single steps were 0.02 s or 0.5 s on an H200).
-seconds_per_step=$(python3 - "$work/calibrate/metrics.jsonl" <<'PY'
+if [ -z "$STEPS" ]; then
+  train "$work/calibrate" "$CAL" --val-every 1000000 >"$OUT/calibration.txt" 2>&1 \
+    || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
+  # Median of the second half's logged step times (warm caches, cuDNN tuned); each is the mean
+  # over its 100 steps, data-loader stalls included (single steps were 0.02 s or 0.5 s on an H200).
+  seconds_per_step=$(python3 - "$work/calibrate/metrics.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if '"step_time"' in line]
 print(statistics.median(r["step_time"] for r in rows[len(rows) // 2:]))
 PY
-)
-elapsed=$(( $(date +%s) - started ))
-# 10 % and 45 s held back for validation, the last checkpoint and the copy to OUT_DIR.
-STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - 45) * 0.9 / $seconds_per_step)))")
-echo "calibration: $seconds_per_step s/step after ${elapsed}s; training $STEPS steps" | tee -a "$OUT/calibration.txt"
+  )
+  elapsed=$(( $(date +%s) - started ))
+  # 10 % and 45 s held back for validation, the last checkpoint and the copy to OUT_DIR.
+  STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - 45) * 0.9 / $seconds_per_step)))")
+  echo "calibration: $seconds_per_step s/step after ${elapsed}s; training $STEPS steps" | tee -a "$OUT/calibration.txt"
+else
+  echo "STEPS=$STEPS given: no calibration" | tee "$OUT/calibration.txt"
+fi
 
 run=$work/run
 train "$run" "$STEPS" --val-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) >"$work/train.log" 2>&1 || status=$?
