@@ -107,8 +107,9 @@ class Deblurrer:
             raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: "
                              f"use --tile >= {2 * self.overlap + blend + m} or a smaller --overlap")
         if self.provider == "CPUExecutionProvider" and self.info.precision == "fp16":
-            log.warning("%s is an FP16 model: on x86 CPUs it runs slower than FP32 (ONNX Runtime casts "
-                        "around most ops); export without --fp16 for CPU use", path)
+            log.warning("%s is an FP16 model: on CPUs it is no faster than FP32 (ONNX Runtime computes most "
+                        "ops in float32 and casts around them) and less exact; export without --fp16 for CPU use",
+                        path)
         log.info("deblurring with %s on %s (tile %s, overlap %d)", path.name, self.provider,
                  "auto" if tile is None else tile or "off", self.overlap)
 

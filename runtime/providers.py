@@ -94,8 +94,10 @@ def resolve_provider(provider: str = "auto", *, device_id: int = 0, fixed_shapes
 
 def _provider_options(name: str, device_id: int, fixed_shapes: bool) -> dict:
     if name == "CUDAExecutionProvider":
+        # device_id only when not the default: ORT >= 1.26 logs "No registered plugin EP device
+        # found for 'CUDAExecutionProvider' with device_id=0" for every session that names it.
         return {
-            "device_id": device_id,
+            **({"device_id": device_id} if device_id else {}),
             # EXHAUSTIVE benchmarks every cuDNN algorithm once per new input shape: it pays
             # off with fixed tile shapes, but re-tunes on every frame size in whole-image mode.
             "cudnn_conv_algo_search": "EXHAUSTIVE" if fixed_shapes else "HEURISTIC",

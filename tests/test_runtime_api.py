@@ -174,6 +174,15 @@ def test_cuda_libraries_from_pip_are_preloaded_once_and_quietly(monkeypatch, cap
     providers.preload_cuda_libraries("CUDAExecutionProvider")
     assert calls == [1]
 
+
+def test_cuda_options_name_the_device_only_when_not_the_default():
+    # ORT >= 1.26 warns on every CUDA session whose options carry device_id (seen on an H200).
+    from deblur.runtime.providers import _provider_options
+
+    assert "device_id" not in _provider_options("CUDAExecutionProvider", 0, True)
+    assert _provider_options("CUDAExecutionProvider", 1, False)["device_id"] == 1
+    assert _provider_options("CUDAExecutionProvider", 0, True)["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+
 def test_auto_provider_picks_cpu_here(local_model):
     assert Deblurrer(local_model, "auto").provider == "CPUExecutionProvider"
 
