@@ -8,8 +8,9 @@ hits them alike and their ratios stay fair:
   and tiling included;
 * ``session.run``: the bare ONNX Runtime call(s) on pre-made tensors of the same shapes (the
   whole padded image, or every tile), so the runtime's overhead is the difference;
-* ``torch`` (with ``--torch CKPT`` on the CPU provider): the same computation in PyTorch eager
-  with the same thread count. torch is imported only then.
+* ``torch`` (with ``--torch CKPT``): the same computation in PyTorch eager FP32, on the CPU
+  with the same thread count (compared with the CPU provider) or with ``--torch-device cuda``
+  on the GPU (compared with the CUDA provider). torch is imported only then.
 """
 
 from __future__ import annotations

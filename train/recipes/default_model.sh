@@ -21,8 +21,8 @@ RUN=${2:-runs/default_model}
 # and its generator went to train/recipes/default_model.pt (deblur.train.checkpoint.
 # save_generator_only). Two legs on one H200 followed (batch 32 at 256 px, bf16), each a
 # device call with .gpu/sharp.tar carried (see gpu_session.sh):
-#   INIT=train/recipes/default_model.pt STEPS=1614 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT
-#   INIT=<that generator.pt> SEED=1 STEPS=8000 WORKERS=14 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT
+#   INIT=train/recipes/default_model.pt FIXED_STEPS=1614 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT
+#   INIT=<that generator.pt> SEED=1 FIXED_STEPS=8000 WORKERS=14 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT
 # (the first took its 1614 steps from the calibration), and the second's generator.pt became
 # train/recipes/default_model.pt, exported from there to runtime/models/default.onnx.
 STEPS=${STEPS:-9000}

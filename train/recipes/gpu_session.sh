@@ -12,9 +12,9 @@
 # WORKERS (12), DEVICE (cuda; cpu for a dry run of this script), AMP (1: bf16; 0 for CPUs
 # without native bf16), DROPOUT (0: none, a small gain on the compact model, see
 # experiments.md; 1: the paper's 0.5), INIT (a generator checkpoint to start from, e.g. a carried generator.pt of an
-# earlier session, with the same NGF/BLOCKS), SEED (0: data order and blur draws), STEPS
+# earlier session, with the same NGF/BLOCKS), SEED (0: data order and blur draws), FIXED_STEPS
 # (skip the calibration and train exactly this many steps, to repeat a recorded run; the run
-# may then outlast MINUTES). Writes to OUT_DIR:
+# may then outlast MINUTES; not STEPS, which default_model.sh reads). Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
 TAR=$1
@@ -31,7 +31,7 @@ AMP=${AMP:-1}
 DROPOUT=${DROPOUT:-0}
 INIT=${INIT:-}
 SEED=${SEED:-0}
-STEPS=${STEPS:-}
+STEPS=${FIXED_STEPS:-}
 extra=()
 [ "$AMP" = 1 ] && extra+=(--amp)
 if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
@@ -72,7 +72,7 @@ PY
   STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - 45) * 0.9 / $seconds_per_step)))")
   echo "calibration: $seconds_per_step s/step after ${elapsed}s; training $STEPS steps" | tee -a "$OUT/calibration.txt"
 else
-  echo "STEPS=$STEPS given: no calibration" | tee "$OUT/calibration.txt"
+  echo "FIXED_STEPS=$STEPS given: no calibration" | tee "$OUT/calibration.txt"
 fi
 
 run=$work/run
