@@ -78,11 +78,13 @@ def photo(width: int, height: int, path: str | None = None) -> np.ndarray:
 def time_interleaved(variants: dict[str, Callable[[], Any]], *, warmup: int, runs: int) -> dict[str, list[float]]:
     """Seconds per call of each variant; warm-up calls excluded, variants alternated per run.
 
-    The order rotates every run: the first call after another model ran pays for that model's
-    still-spinning ONNX Runtime threads and for cold caches (measured at 256² on 2 cores:
-    28 ms alone, 46 ms right after another session), and rotating spreads that penalty over
-    all variants instead of always charging the same one. At small sizes it still dominates
-    the overhead column; compare runtime vs session.run there in a run with one model.
+    Each timed call comes right after an untimed call of the same variant. Without it the
+    first call after another session pays for that session's still-spinning ONNX Runtime
+    threads and for cold caches (measured at 256² on 2 cores: 27 ms alone, 46–49 ms right
+    after another session), and in a fixed cyclic order the same variants always pay: the
+    runtime's overhead over ``session.run`` read 1.5x at 256² and 1.14x at 480p instead of
+    ~1.02x. Interleaving still spreads background load over all variants; the untimed calls
+    double the benchmark's time.
     """
     for fn in variants.values():
         for _ in range(warmup):
@@ -93,6 +95,7 @@ def time_interleaved(variants: dict[str, Callable[[], Any]], *, warmup: int, run
         shift = run % len(names) if names else 0
         for name in names[shift:] + names[:shift]:
             fn = variants[name]
+            fn()  # settle: this variant's threads and caches, not the previous one's
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -30,7 +30,7 @@ deblur-export "$CKPT" "$WORK/compact_int8.onnx" --int8
 deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both \
   -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --tile 0 --out "$OUT"
 deblur-bench latency -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --torch "$CKPT" \
-  -s 256,480p,720p,1080p -n 5 --warmup 1 --json "$OUT/latency-compact.json"
+  -s 256,480p,720p,1080p -n 5 --warmup 2 --json "$OUT/latency-compact.json"
 deblur-bench latency -m "$WORK/deblurgan_paper.onnx" --torch "$WORK/deblurgan_paper_untrained.pt" \
   -s 256,480p,720p,1080p -n 3 --warmup 1 --json "$OUT/latency-deblurgan-paper.json"
 deblur-bench tiling -m "$WORK/compact.onnx" -s 1080p,4k --tile 512,1024 -n 1 --warmup 0 \

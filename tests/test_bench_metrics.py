@@ -194,3 +194,15 @@ def test_benchmark_modules_do_not_import_torch():
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_every_timed_call_follows_an_untimed_call_of_the_same_variant():
+    # Otherwise the first call after another session pays for its spinning threads, and in a
+    # fixed cyclic order always the same variant (the runtime's overhead read 1.5x, not 1.02x).
+    from deblur.benchmarks.latency import time_interleaved
+
+    calls: list[str] = []
+    timed = time_interleaved({n: (lambda n=n: calls.append(n)) for n in "abc"}, warmup=1, runs=4)
+    assert {n: len(t) for n, t in timed.items()} == {"a": 4, "b": 4, "c": 4}
+    body = calls[3:]  # after one warm-up call each
+    assert len(body) == 2 * 12 and all(body[i] == body[i + 1] for i in range(0, len(body), 2))
