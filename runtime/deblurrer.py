@@ -99,6 +99,9 @@ class Deblurrer:
         self.info = _read_info(self.session, path)
         self.input_name, self.output_name, self.io_dtype = _check_io(self.session, path)
         self.provider = self.session.get_providers()[0]
+        # The model's channel planes in BGR order: input plane c is the caller's channel
+        # _planes[c], and output plane _planes[c] becomes BGR channel c.
+        self._planes = (2, 1, 0) if self.info.channel_order == "RGB" else (0, 1, 2)
         self.tile, self.blend, self.tile_batch, self.device_id = tile, blend, tile_batch, device_id
         self.max_whole_pixels = max_whole_pixels
         self.overlap = self.info.tile_context if overlap is None else overlap
@@ -193,9 +196,8 @@ class Deblurrer:
         x = np.empty((len(tiles), 3, *tiles[0].shape[:2]), self.io_dtype)
         # FP16 I/O: computed in float32 and rounded once, as the model was checked against.
         scratch = None if self.io_dtype == np.float32 else np.empty(tiles[0].shape[:2], np.float32)
-        planes = (2, 1, 0) if self.info.channel_order == "RGB" else (0, 1, 2)
         for n, tile in enumerate(tiles):
-            for c, src in enumerate(planes):
+            for c, src in enumerate(self._planes):
                 plane = x[n, c] if scratch is None else scratch
                 if fmt.scale == 1.0:  # float input may stray outside [0, 1]
                     np.clip(tile[:, :, src], 0.0, 1.0, out=plane, casting="unsafe")
@@ -211,11 +213,10 @@ class Deblurrer:
 
     def from_model(self, out: np.ndarray) -> list[np.ndarray]:
         """(N, 3, h, w) model output -> N contiguous (h, w, 3) float32 BGR arrays, model's range."""
-        planes = (2, 1, 0) if self.info.channel_order == "RGB" else (0, 1, 2)
         out = out.astype(np.float32, copy=False)
         # cv2.merge interleaves the planes in one vectorised pass (numpy's transpose copy of a
         # channel-first array is several times slower).
-        return [cv2.merge([item[c] for c in planes]) for item in out]
+        return [cv2.merge([item[c] for c in self._planes]) for item in out]
 
     def plan(self, shape: tuple[int, ...], tile: int | None = None) -> tuple[int, int, TileGrid | None]:
         """The padded size the model sees for an image of ``shape``, and its tile grid (None: whole).

@@ -163,9 +163,11 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         result = deblur(image)
     except InputError as exc:
         raise InputError(f"{job.src}: {exc}") from None
-    if image.dtype.kind == "f" and (image.min() < 0.0 or image.max() > 1.0):
-        log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
-                    job.src, image.min(), image.max())
+    if image.dtype.kind == "f":
+        low, high = float(image.min()), float(image.max())
+        if low < 0.0 or high > 1.0:
+            log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
+                        job.src, low, high)
     write_image(job.dst, result)
     if compare:
         write_image(job.compare_path, side_by_side(image, result))
