@@ -23,8 +23,15 @@ RUN=${2:-runs/default_model}
 # device call with .gpu/sharp.tar carried (see gpu_session.sh):
 #   INIT=train/recipes/default_model.pt FIXED_STEPS=1614 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT
 #   INIT=<that generator.pt> SEED=1 FIXED_STEPS=8000 WORKERS=14 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT
-# (the first took its 1614 steps from the calibration), and the second's generator.pt became
-# train/recipes/default_model.pt, exported from there to runtime/models/default.onnx.
+# (the first took its 1614 steps from the calibration). Two more on an H200 in a later
+# session, at a lower LR, each from the previous leg's generator.pt (the first from the
+# step-84614 weights that default_model.pt held then, commit 330713d):
+#   LR=2e-4 INIT=train/recipes/default_model.pt FIXED_STEPS=8000 SEED=2 WORKERS=14 \
+#     train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT      (376 s in all)
+#   LR=2e-4 INIT=<that generator.pt> FIXED_STEPS=6000 SEED=3 WORKERS=14 \
+#     train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT      (304 s)
+# and the last one's generator.pt became train/recipes/default_model.pt (train_step 98614),
+# exported from there to runtime/models/default.onnx.
 STEPS=${STEPS:-9000}
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
