@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -17,14 +17,15 @@ from deblur.runtime.version import __version__
 from deblur.train.checkpoint import load_generator
 
 from .analysis import count_gflops_per_megapixel, count_parameters, measure_receptive_field
-from .parity import ParityResult, calibration_batches, check_parity
-from .to_onnx import OPSET, set_metadata, simplify, to_fp16, to_int8, torch_to_onnx
+from .parity import ParityResult, calibration_batches, check_parity, check_pixel_io
+from .to_onnx import OPSET, set_metadata, simplify, to_fp16, to_int8, to_uint8_io, torch_to_onnx
 
 log = logging.getLogger(__name__)
 
 FP32_MAX_ABS = 1e-4  # in [-1, 1] units: float reassociation noise, nothing more
 FP16_MIN_PSNR = 45.0  # dB against FP32 torch: invisible at 8 bits (1 grey level is ~48 dB)
 INT8_MIN_PSNR = 30.0  # dB: INT8 trades visible-on-inspection error for speed; below this it is broken
+UINT8_IO_MAX_LEVELS = 1  # grey levels between --uint8-io and the float graph: rounding ties only
 
 
 @dataclass
@@ -35,6 +36,7 @@ class ExportReport:
     file_bytes: int
     parity: list[ParityResult] = field(default_factory=list)
     fp16_blocked_ops: list[str] = field(default_factory=list)
+    pixel_io_levels: int | None = None  # --uint8-io vs the float graph, max grey levels
 
     def summary(self) -> str:
         i = self.info
@@ -48,6 +50,9 @@ class ExportReport:
         if self.fp16_blocked_ops:
             lines.append(f"  kept in FP32 for accuracy: {', '.join(self.fp16_blocked_ops)}")
         lines += [f"  parity vs torch FP32 at {r}" for r in self.parity]
+        if self.pixel_io_levels is not None:
+            lines.append(f"  uint8 NHWC BGR I/O in the graph: max {self.pixel_io_levels} grey level(s) from "
+                         "the float graph's output")
         if not self.parity:
             lines.append("  parity check skipped (--no-check)")
         return "\n".join(lines)
@@ -55,13 +60,16 @@ class ExportReport:
 
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
                       fp16_io: bool = False, fp16_block_ops: list[str] | None = None, int8: bool = False,
-                      simplify_graph: bool = True, check: bool = True) -> ExportReport:
+                      uint8_io: bool = False, simplify_graph: bool = True, check: bool = True) -> ExportReport:
     """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
     output = Path(output)
     if fp16 and int8:
         raise InputError("choose one of --fp16 and --int8")
     if fp16_io and not fp16:
         raise InputError("--fp16-io needs --fp16 (an FP32 model has FP32 inputs)")
+    if fp16_io and uint8_io:
+        raise InputError("choose one of --fp16-io and --uint8-io (with --uint8-io the graph converts pixels "
+                         "to the model's precision itself)")
     if output.suffix.lower() != ".onnx":
         raise InputError(f"{output}: the output file should end in .onnx")
     if output.exists() and output.is_dir():
@@ -122,11 +130,24 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         if worst > FP32_MAX_ABS:
             raise ExportError(f"ONNX output differs from torch by {worst:.2e} > {FP32_MAX_ABS:.0e}: "
                               + "; ".join(map(str, parity)) + ". Try --no-simplify; report the checkpoint")
+    pixel_levels = None
+    if uint8_io:
+        float_proto = proto
+        proto = to_uint8_io(float_proto, input_range=info.input_range, channel_order=info.channel_order)
+        if check:
+            pixel_levels = check_pixel_io(float_proto, proto, input_range=info.input_range,
+                                          channel_order=info.channel_order, size_multiple=info.size_multiple)
+            if pixel_levels > UINT8_IO_MAX_LEVELS:
+                raise ExportError(f"the uint8-I/O graph differs from the float one by {pixel_levels} grey levels "
+                                  f"(> {UINT8_IO_MAX_LEVELS}); export without --uint8-io and report the model")
+        # The graph now takes what OpenCV gives: pixel values 0..255, BGR, channels last.
+        info = replace(info, input_range=(0.0, 255.0), channel_order="BGR", io_dtype="uint8", io_layout="NHWC")
     set_metadata(proto, info.to_metadata())
     proto.producer_name, proto.producer_version = "deblur-edge", __version__
     with atomic_path(output) as tmp:
         onnx.save(proto, tmp)
-    return ExportReport(output, info, count_parameters(model), output.stat().st_size, parity, blocked)
+    return ExportReport(output, info, count_parameters(model), output.stat().st_size, parity, blocked,
+                        pixel_levels)
 
 
 def _parity(model, proto: onnx.ModelProto, info: ModelInfo) -> list[ParityResult]:

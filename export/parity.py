@@ -101,3 +101,32 @@ def check_parity(model: nn.Module, proto: onnx.ModelProto, *, input_range: tuple
         got = session.run(None, {feed.name: x.astype(feed_dtype)})[0].astype(np.float32)
         results.append(ParityResult(size, float(np.abs(got - expected).max()), psnr(got, expected, data_range)))
     return results
+
+
+def check_pixel_io(float_proto: onnx.ModelProto, pixel_proto: onnx.ModelProto, *, input_range: tuple[float, float],
+                   channel_order: str, size_multiple: int = 1,
+                   sizes: tuple[tuple[int, int], ...] = PARITY_SIZES) -> int:
+    """Largest difference, in grey levels, between a uint8-I/O graph (``to_uint8_io``) and the
+    float graph it wraps, converted to pixels the way the runtime converts them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    float_session, pixel_session = (ort.InferenceSession(p.SerializeToString(), options,
+                                                         providers=["CPUExecutionProvider"])
+                                    for p in (float_proto, pixel_proto))
+    feed = float_session.get_inputs()[0]
+    feed_dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
+    low, high = input_range
+    worst = 0
+    for size in sizes:
+        size = tuple(-(-d // size_multiple) * size_multiple for d in size)
+        x = photo_batch(size, input_range, channel_order)
+        y = float_session.run(None, {feed.name: x.astype(feed_dtype)})[0][0].astype(np.float32)
+        expected = np.clip(np.rint((y - low) * (255.0 / (high - low))), 0, 255).transpose(1, 2, 0)
+        pixels = np.rint((x[0].transpose(1, 2, 0) - low) * (255.0 / (high - low))).astype(np.uint8)
+        if channel_order == "RGB":
+            expected, pixels = expected[:, :, ::-1], pixels[:, :, ::-1]
+        got = pixel_session.run(None, {pixel_session.get_inputs()[0].name: np.ascontiguousarray(pixels)[None]})[0][0]
+        worst = max(worst, int(np.abs(got.astype(np.int16) - expected.astype(np.int16)).max()))
+    return worst

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 # tile=None ("auto"): whole images up to 1080p's pixel count, 1024-px tiles above. Measured
 # with the shipped InstanceNorm model (benchmarks/results/cpu/tiling-compact.md): tiles cost
-# 1.3-2.7x the time of one whole-image run and differ from it by 39-47 dB PSNR (edges a little
+# 1.3-2.6x the time of one whole-image run and differ from it by 38-47 dB PSNR (edges a little
 # stronger or weaker per tile, no seams), while a 4K image drops from 3.4 GB to 0.9 GB peak:
 # tiling is for bounding memory.
 AUTO_WHOLE_PIXELS = 1920 * 1080
@@ -97,7 +97,7 @@ class Deblurrer:
         self.choice = resolve_provider(provider, device_id=device_id, fixed_shapes=bool(tile))
         self.session = create_session(str(_check_model_file(path)), self.choice, threads=threads)
         self.info = _read_info(self.session, path)
-        self.input_name, self.output_name, self.io_dtype = _check_io(self.session, path)
+        self.input_name, self.output_name, self.io_dtype = _check_io(self.session, path, self.info)
         self.provider = self.session.get_providers()[0]
         # The model's channel planes in BGR order: input plane c is the caller's channel
         # _planes[c], and output plane _planes[c] becomes BGR channel c.
@@ -193,6 +193,8 @@ class Deblurrer:
         straight into the batch: one pass, no float HWC intermediate and no transpose copy.
         """
         low, high = self.info.input_range
+        if self.io_dtype == np.uint8:
+            return self._to_pixels(tiles, fmt)
         x = np.empty((len(tiles), 3, *tiles[0].shape[:2]), self.io_dtype)
         # FP16 I/O: computed in float32 and rounded once, as the model was checked against.
         scratch = None if self.io_dtype == np.float32 else np.empty(tiles[0].shape[:2], np.float32)
@@ -211,8 +213,31 @@ class Deblurrer:
                     x[n, c] = scratch
         return x
 
+    def _to_pixels(self, tiles: Sequence[np.ndarray], fmt: _Format) -> np.ndarray:
+        """``to_model`` for a uint8-I/O model: (N, h, w, 3) pixels; the graph converts them."""
+        order = slice(None, None, -1) if self.info.channel_order == "RGB" else slice(None)
+        if fmt.dtype == np.uint8:
+            if len(tiles) == 1:  # the whole image: no copy when it is contiguous already
+                return np.ascontiguousarray(tiles[0][:, :, order])[None]
+            return np.stack([tile[:, :, order] for tile in tiles])
+        # 16-bit or float pixels: this model sees 8 bits (the result comes back in the caller's
+        # dtype, with 8-bit precision).
+        low, high = self.info.input_range
+        x = np.stack([tile[:, :, order] for tile in tiles]).astype(np.float32)
+        if fmt.scale == 1.0:
+            np.clip(x, 0.0, 1.0, out=x)
+        x *= np.float32((high - low) / fmt.scale)
+        x += np.float32(low)
+        return np.clip(np.rint(x, out=x), 0, 255, out=x).astype(np.uint8)
+
     def from_model(self, out: np.ndarray) -> list[np.ndarray]:
-        """(N, 3, h, w) model output -> N contiguous (h, w, 3) float32 BGR arrays, model's range."""
+        """(N, 3, h, w) model output -> N contiguous (h, w, 3) float32 BGR arrays, model's range.
+
+        A uint8-I/O model's (N, h, w, 3) output comes back as N (h, w, 3) uint8 BGR arrays.
+        """
+        if out.dtype == np.uint8:
+            return [np.ascontiguousarray(item[:, :, ::-1]) if self.info.channel_order == "RGB" else item
+                    for item in out]
         out = out.astype(np.float32, copy=False)
         # cv2.merge interleaves the planes in one vectorised pass (numpy's transpose copy of a
         # channel-first array is several times slower).
@@ -275,11 +300,16 @@ class Deblurrer:
         finished band by band); the result has the caller's layout for those rows.
         """
         low, high = self.info.input_range
-        np.clip(y, low, high, out=y)
+        if y.dtype == np.uint8 and fmt.dtype != np.uint8:  # a uint8-I/O model, a 16-bit/float caller
+            y = y.astype(np.float32)
+        if y.dtype != np.uint8:
+            np.clip(y, low, high, out=y)
         if len(fmt.shape) == 2 or fmt.shape[2] == 1:
             y = cv2.cvtColor(y, cv2.COLOR_BGR2GRAY)
         gain = fmt.scale / (high - low)
-        if fmt.dtype == np.uint8:
+        if y.dtype == np.uint8:  # the graph already scaled, rounded and saturated
+            y = np.ascontiguousarray(y)
+        elif fmt.dtype == np.uint8:
             # scale, round half to even (as np.rint) and saturate in one pass; |.| is a no-op
             # on the clipped range.
             y = cv2.convertScaleAbs(y, alpha=gain, beta=-low * gain)
@@ -354,20 +384,28 @@ def _read_info(session, path: Path) -> ModelInfo:
     return info
 
 
-def _check_io(session, path: Path) -> tuple[str, str, type]:
+def _check_io(session, path: Path, info: ModelInfo) -> tuple[str, str, type]:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or not outputs:
         raise ModelError(f"{path}: expected one image input, found {len(inputs)} inputs and {len(outputs)} outputs")
-    shape: Sequence = inputs[0].shape
-    if len(shape) != 4:
-        raise ModelError(f"{path}: input {inputs[0].name!r} has rank {len(shape)} {shape}; "
-                         "an image-to-image model takes (N, 3, H, W)")
-    if isinstance(shape[1], int) and shape[1] != 3:
-        raise ModelError(f"{path}: input {inputs[0].name!r} has {shape[1]} channels; deblur-edge feeds 3 (RGB/BGR)")
-    if any(isinstance(d, int) for d in shape[2:]):
-        raise ModelError(f"{path}: input {inputs[0].name!r} has a fixed size {shape}; deblur-edge needs dynamic "
-                         "height and width (re-export with dynamic axes, e.g. deblur-export)")
-    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+    name, shape = inputs[0].name, inputs[0].shape
+    dtypes = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
     if inputs[0].type not in dtypes:
-        raise ModelError(f"{path}: input type {inputs[0].type} is not supported (float or float16)")
-    return inputs[0].name, outputs[0].name, dtypes[inputs[0].type]
+        raise ModelError(f"{path}: input type {inputs[0].type} is not supported (float, float16 or uint8)")
+    dtype = dtypes[inputs[0].type]
+    nhwc = info.io_layout == "NHWC"
+    if (dtype == np.uint8) != nhwc or outputs[0].type != inputs[0].type:
+        raise ModelError(f"{path}: {inputs[0].type} input and {outputs[0].type} output with metadata io_layout "
+                         f"{info.io_layout}: deblur-edge runs float NCHW models and uint8 NHWC models whose output "
+                         "type matches the input's; re-export with deblur-export")
+    layout = "(N, H, W, 3)" if nhwc else "(N, 3, H, W)"
+    if len(shape) != 4:
+        raise ModelError(f"{path}: input {name!r} has rank {len(shape)} {shape}; an image-to-image model takes {layout}")
+    channels, spatial = (shape[3], shape[1:3]) if nhwc else (shape[1], shape[2:])
+    if isinstance(channels, int) and channels != 3:
+        raise ModelError(f"{path}: input {name!r} {shape} has {channels} channels where {layout} has 3; "
+                         "deblur-edge feeds 3 (RGB/BGR)")
+    if any(isinstance(d, int) for d in spatial):
+        raise ModelError(f"{path}: input {name!r} has a fixed size {shape}; deblur-edge needs dynamic "
+                         "height and width (re-export with dynamic axes, e.g. deblur-export)")
+    return name, outputs[0].name, dtype

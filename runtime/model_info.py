@@ -31,7 +31,8 @@ class ModelInfo:
     tile_context: int = DEFAULT_TILE_CONTEXT  # px of context each tile gets on every side
     receptive_field: int | None = None  # px, of the conv stack with norms disabled
     precision: str = "fp32"  # "fp32", "fp16" or "int8" (weights/compute)
-    io_dtype: str = "float32"  # dtype of the model's input/output tensors
+    io_dtype: str = "float32"  # dtype of the model's input/output tensors: float32, float16, uint8
+    io_layout: str = "NCHW"  # "NHWC": uint8 pixels as OpenCV holds them (deblur-export --uint8-io)
     normalization: str = "none"  # "instance": outputs depend on whole-input statistics
     arch: str | None = None
     arch_args: dict = field(default_factory=dict)
@@ -86,3 +87,9 @@ class ModelInfo:
             raise ValueError(f"size_multiple {self.size_multiple} / tile_context {self.tile_context} out of range")
         if self.precision not in ("fp32", "fp16", "int8"):
             raise ValueError(f"precision must be fp32, fp16 or int8, got {self.precision!r}")
+        if self.io_dtype not in ("float32", "float16", "uint8"):
+            raise ValueError(f"io_dtype must be float32, float16 or uint8, got {self.io_dtype!r}")
+        # Float tensors are channel-first, uint8 pixels channel-last: the two layouts exporters write.
+        if self.io_layout != ("NHWC" if self.io_dtype == "uint8" else "NCHW"):
+            raise ValueError(f"io_layout {self.io_layout!r} does not go with io_dtype {self.io_dtype!r} "
+                             "(uint8 is NHWC, float NCHW)")
