@@ -173,7 +173,9 @@ class _TorchBaseline:
 def _torch_comparable(deb: Deblurrer, torch_base: _TorchBaseline | None) -> bool:
     # Only the same weights on the same device make the ratio mean "ORT vs PyTorch"; a model
     # without our metadata cannot be checked and is compared (same_weights_as_torch: null).
-    if torch_base is None or deb.provider != torch_base.provider:
+    # A --uint8-io model keeps its checkpoint's sha256 but takes pixels, not the tensors the
+    # PyTorch model takes: its speed is compared with the other models instead.
+    if torch_base is None or deb.provider != torch_base.provider or deb.io_dtype == np.uint8:
         return False
     return deb.info.source_sha256 in (None, torch_base.sha256)
 

@@ -73,7 +73,8 @@ class Deblurrer:
     >>> sharp = deblur(cv2.imread("blurry.jpg"))   # HxWx3 uint8 BGR in, same out
 
     Inputs as OpenCV gives them: HxWx3 BGR, HxW grey (returned grey), HxWx4 BGRA (alpha
-    passed through untouched); uint8, uint16 (full precision kept) or float in [0, 1].
+    passed through untouched); uint8, uint16 (full precision kept, except through a model
+    exported with ``--uint8-io``, which sees 8 bits) or float in [0, 1].
     ``tile`` is the model input side in pixels (0: the whole image at once; None: whole up to
     ``max_whole_pixels``, ``AUTO_TILE`` tiles above, bounding memory); each tile reads
     ``overlap`` pixels of context beyond the part it contributes (default: half the model's
@@ -104,6 +105,7 @@ class Deblurrer:
         self._planes = (2, 1, 0) if self.info.channel_order == "RGB" else (0, 1, 2)
         self.tile, self.blend, self.tile_batch, self.device_id = tile, blend, tile_batch, device_id
         self.max_whole_pixels = max_whole_pixels
+        self._said_8_bit = False  # the one piece of call-time state: a warning given once
         self.overlap = self.info.tile_context if overlap is None else overlap
         m = self.info.size_multiple
         checked = AUTO_TILE if tile is None else tile
@@ -221,7 +223,13 @@ class Deblurrer:
                 return np.ascontiguousarray(tiles[0][:, :, order])[None]
             return np.stack([tile[:, :, order] for tile in tiles])
         # 16-bit or float pixels: this model sees 8 bits (the result comes back in the caller's
-        # dtype, with 8-bit precision).
+        # dtype, with 8-bit precision). Said once per instance: a folder of 16-bit TIFFs would
+        # repeat it per file.
+        if not self._said_8_bit:
+            self._said_8_bit = True
+            log.warning("%s takes 8-bit pixels (exported with --uint8-io): %s images are deblurred at 8-bit "
+                        "precision; use a float-I/O export of the model to keep their depth", self.model_path.name,
+                        fmt.dtype)
         low, high = self.info.input_range
         x = np.stack([tile[:, :, order] for tile in tiles]).astype(np.float32)
         if fmt.scale == 1.0:
@@ -334,26 +342,26 @@ class Deblurrer:
         return smaller
 
     # -- model execution ----------------------------------------------------------------
-    def _run(self, nchw: np.ndarray) -> list[np.ndarray]:
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         """A ``to_model`` batch through the session -> ``from_model`` arrays."""
         if self.provider in _GPU_PROVIDERS:
             try:
-                out = self._run_on_device(nchw)
+                out = self._run_on_device(batch)
             except Exception as exc:
                 if any(p in str(exc).lower() for p in _OOM_PATTERNS):
                     raise _DeviceOutOfMemory(first_line(exc)) from exc
                 raise
         else:
-            out = self.session.run([self.output_name], {self.input_name: nchw})[0]
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
         return self.from_model(out)
 
-    def _run_on_device(self, nchw: np.ndarray) -> np.ndarray:
+    def _run_on_device(self, batch: np.ndarray) -> np.ndarray:
         # IOBinding: one host->device copy in, output allocated on the device and copied
         # back once, instead of ORT staging both through pageable host buffers per run.
         import onnxruntime as ort
 
         binding = self.session.io_binding()  # per call: bindings are not thread-safe
-        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(nchw, "cuda", self.device_id))
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device_id))
         binding.bind_output(self.output_name, "cuda", self.device_id)
         self.session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()[0]
@@ -394,10 +402,13 @@ def _check_io(session, path: Path, info: ModelInfo) -> tuple[str, str, type]:
         raise ModelError(f"{path}: input type {inputs[0].type} is not supported (float, float16 or uint8)")
     dtype = dtypes[inputs[0].type]
     nhwc = info.io_layout == "NHWC"
-    if (dtype == np.uint8) != nhwc or outputs[0].type != inputs[0].type:
-        raise ModelError(f"{path}: {inputs[0].type} input and {outputs[0].type} output with metadata io_layout "
-                         f"{info.io_layout}: deblur-edge runs float NCHW models and uint8 NHWC models whose output "
-                         "type matches the input's; re-export with deblur-export")
+    pixels_out = outputs[0].type == "tensor(uint8)"
+    if (dtype == np.uint8) != nhwc or pixels_out != nhwc:
+        layout_note = f"metadata io_layout {info.io_layout}" if info.has_metadata else \
+            "no deblur-edge metadata (NCHW assumed)"
+        raise ModelError(f"{path}: {inputs[0].type} input and {outputs[0].type} output with {layout_note}: "
+                         "deblur-edge runs float NCHW models and uint8 NHWC models (deblur-export --uint8-io) "
+                         "with uint8 output; re-export with deblur-export")
     layout = "(N, H, W, 3)" if nhwc else "(N, 3, H, W)"
     if len(shape) != 4:
         raise ModelError(f"{path}: input {name!r} has rank {len(shape)} {shape}; an image-to-image model takes {layout}")

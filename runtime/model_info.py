@@ -93,3 +93,6 @@ class ModelInfo:
         if self.io_layout != ("NHWC" if self.io_dtype == "uint8" else "NCHW"):
             raise ValueError(f"io_layout {self.io_layout!r} does not go with io_dtype {self.io_dtype!r} "
                              "(uint8 is NHWC, float NCHW)")
+        if self.io_dtype == "uint8" and tuple(self.input_range) != (0.0, 255.0):
+            raise ValueError(f"a uint8-I/O model takes pixel values: input_range must be [0, 255], "
+                             f"not {list(self.input_range)}")

@@ -102,9 +102,10 @@ def test_torch_baseline_compared_with_the_provider_of_its_device():
     for device, provider in TORCH_DEVICE_PROVIDER.items():
         base = SimpleNamespace(provider=provider, sha256="abc")
         for other in TORCH_DEVICE_PROVIDER.values():
-            deb = SimpleNamespace(provider=other, info=info)
+            deb = SimpleNamespace(provider=other, info=info, io_dtype=np.float32)
             assert _torch_comparable(deb, base) == (other == provider), (device, other)
-        assert not _torch_comparable(SimpleNamespace(provider=provider, info=SimpleNamespace(source_sha256="x")), base)
+        assert not _torch_comparable(SimpleNamespace(provider=provider, info=SimpleNamespace(source_sha256="x"),
+                                                     io_dtype=np.float32), base)
 
 def test_video_ratio(local_model, tmp_path):
     _bench("video", "-m", str(local_model), "-s", "64x48", "--frames", "6", "--repeats", "1", "--out", str(tmp_path))
