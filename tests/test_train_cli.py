@@ -169,3 +169,37 @@ def test_recipe_refuses_new_run_settings_on_an_existing_run(tmp_path, variable):
     result = subprocess.run(["bash", str(recipe), str(tmp_path / "data"), str(run)], capture_output=True, text=True,
                             env={"PATH": "/usr/bin:/bin", variable: "0"})
     assert result.returncode == 2 and f"{run} already holds a run; INIT, DROPOUT and SEED" in result.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_after_the_step_with_a_checkpoint_to_resume(tmp_path, env, sig):
+    # As Ctrl-C or `timeout` do it: the signal goes to the whole process group, data worker
+    # included; the run saves the step it finished (not the last --checkpoint-every) and exits
+    # 128 + signal, and --resume carries on from there.
+    import os
+    import signal
+    import time
+
+    from deblur.train.checkpoint import load_checkpoint
+
+    write_photos(tmp_path / "photos", 4)
+    run = tmp_path / "run"
+    args = [str(Path(sys.executable).with_name("deblur-train")), "--data", str(tmp_path / "photos"),
+            "--out", str(run), *TINY, "--workers", "1", "--adv-weight", "0", "--steps", "100000",
+            "--val-every", "100000", "--checkpoint-every", "100000", "--log-every", "1"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "train.csv").is_file() or len((run / "train.csv").read_text().splitlines()) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + getattr(signal, sig), stderr
+    assert f"{sig}: stopping after this step" in stderr and "continue with --resume" in stderr
+    assert "Traceback" not in stderr
+    step = load_checkpoint(run / "checkpoints" / "latest.pt")["step"]
+    assert step >= 3 and f"stopped at step {step} " in stderr
+    assert "step 0: validation PSNR" in stdout and f"latest.pt at step {step}" in stdout  # scores of step 0
+    resumed = run_cli("deblur-train", "--out", str(run), "--resume", "--steps", str(step + 2), check=True, env=env)
+    assert f"step {step + 2}: validation PSNR" in resumed.stdout

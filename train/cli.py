@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 
 import click
 
@@ -116,9 +118,15 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, ve
         config = make_config(recipe or "deblurgan", **overrides)
     result = train(config, run_dir, resume=resume, stop_at=stop_at)
     if result.val:
-        click.echo(f"step {result.step}: validation PSNR {result.val['psnr']:.2f} dB, SSIM {result.val['ssim']:.4f} "
-                   f"(blurred input: {result.val['psnr_identity']:.2f} dB, {result.val['ssim_identity']:.4f}); "
-                   f"checkpoint {result.checkpoint}")
+        # A signal stop skips the final validation: the scores then are an earlier step's.
+        click.echo(f"step {result.val['step']}: validation PSNR {result.val['psnr']:.2f} dB, SSIM "
+                   f"{result.val['ssim']:.4f} (blurred input: {result.val['psnr_identity']:.2f} dB, "
+                   f"{result.val['ssim_identity']:.4f}); checkpoint {result.checkpoint}"
+                   + (f" at step {result.step}" if result.step != result.val["step"] else ""))
+    if result.stopped_by:
+        # The shell's convention for "ended by a signal": scripts see the run did not finish.
+        signum = getattr(signal.Signals, result.stopped_by, signal.SIGINT)
+        sys.exit(128 + int(signum))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,3 +257,8 @@ def validation_pairs(items: list[Item], crop: int, count: int, seed: int,
 def worker_init(_: int) -> None:
     # Each worker is one process; OpenCV's own thread pool inside it only oversubscribes.
     cv2.setNumThreads(1)
+    # Ctrl-C and `timeout` signal the whole process group: the main process turns them into a
+    # checkpointed stop after the current step, which needs the workers alive until then (they
+    # exit with the loader, or by themselves when the main process is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

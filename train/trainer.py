@@ -22,7 +22,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +62,37 @@ class TrainResult:
     step: int
     checkpoint: Path
     val: dict  # the last validation row: psnr, ssim and the identity baseline's
+    stopped_by: str | None = None  # "SIGINT" / "SIGTERM" when a signal ended the run early
+
+
+class StopOnSignal:
+    """SIGINT (Ctrl-C) and SIGTERM (``timeout``, job schedulers) end the run after the step in
+    progress, with a checkpoint to ``--resume`` from, instead of losing everything since the
+    last one; a second signal interrupts at once. Handlers can only be set from the main thread:
+    elsewhere (``train()`` called from a library's thread) signals keep their usual effect."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal_name is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        log.warning("%s: stopping after this step with a checkpoint (send it again to stop at once)",
+                    self.signal_name)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -190,6 +223,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         # step_time is the mean since the last log line: single steps swing 20x with data-loader
         # stalls (0.02 s vs 0.5 s on a GPU), which misled the GPU recipe's step-time calibration.
         interval_time, interval_steps = 0.0, 0
+        stop = cleanup.enter_context(StopOnSignal())
         while step < end_step:
             t0 = time.perf_counter()
             lr = lr_at(step, config)
@@ -237,10 +271,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             step += 1
 
             losses = torch.stack([terms.loss, loss_g, adversarial, content, terms.gap, terms.penalty]).detach().float()
+            # The stop request rides along: one all_reduce, and every rank stops at the same step.
+            losses = torch.cat([losses, torch.tensor([float(stop.signal_name is not None)], device=losses.device)])
             if ddp:  # every rank sees the same numbers, so every rank takes the same decision below
                 dist.all_reduce(losses)
                 losses /= world_size
-            values = dict(zip(LOSS_NAMES, losses.tolist()))
+            *numbers, stop_requested = losses.tolist()
+            values = dict(zip(LOSS_NAMES, numbers))
+            stopping = stop_requested > 0
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 good = f"{latest} (step {_stored_step(latest)})" if latest.is_file() else "none was written yet"
@@ -250,7 +288,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             interval_steps += 1
             row = {"step": step, "lr": lr, **values, "step_time": interval_time / interval_steps}
 
-            final = step == end_step
+            final = step == end_step or stopping
             save_latest = step % config.checkpoint_every == 0 or final
             save_snapshot = step % config.snapshot_every == 0
             rng = gather_rng(device, ddp, world_size) if save_latest or save_snapshot else None
@@ -264,10 +302,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                                  step, config.steps, values["loss_g"], values["loss_content"],
                                  values["critic_gap"], values["gradient_penalty"], lr, row["step_time"])
                     interval_time, interval_steps = 0.0, 0
-                if step % config.val_every == 0 or final:
+                if step % config.val_every == 0 or (final and not stopping):  # a signal wants out now
                     last_val = _validate(raw_generator, val_blurred, val_sharp, identity, device, step, run_log, run_dir)
                 if not (save_latest or save_snapshot):
-                    continue
+                    continue  # never when stopping: final saves
                 state = dict(
                     arch=config.arch, arch_args=raw_generator.arch_args, step=step,
                     meta={"config": config.to_dict(), "data": config.data, "losses": values, "val": last_val,
@@ -280,6 +318,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     save_checkpoint(latest, raw_generator, **state)
                 if save_snapshot:
                     save_checkpoint(latest.with_name(f"step_{step:07d}.pt"), raw_generator, **state)
+            if stopping:
+                if master:
+                    log.warning("stopped at step %d (%s); continue with --resume", step,
+                                stop.signal_name or "a signal on another rank")
+                return TrainResult(step, latest, last_val, stop.signal_name or "signal")
         return TrainResult(step, latest, last_val)
     finally:
         cleanup.close()

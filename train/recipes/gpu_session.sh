@@ -14,7 +14,8 @@
 # experiments.md; 1: the paper's 0.5), INIT (a generator checkpoint to start from, e.g. a
 # carried generator.pt of an earlier session, with the same NGF/BLOCKS), SEED (0: data order and blur draws), FIXED_STEPS
 # (skip the calibration and train exactly this many steps, to repeat a recorded run; the run
-# may then outlast MINUTES; not STEPS, which default_model.sh reads). Writes to OUT_DIR:
+# may then outlast MINUTES, in which case it is stopped with a checkpoint 20 s before MINUTES
+# are up; not STEPS, which default_model.sh reads). Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
 TAR=$1
@@ -47,7 +48,10 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$work/pip.log" 2
 train() {  # train RUN_DIR STEPS [extra args]
   local run=$1 steps=$2
   shift 2
-  deblur-train --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
+  # A safety net for FIXED_STEPS runs and slow calibrations: 20 s before MINUTES are up the
+  # trainer gets SIGTERM, finishes its step, checkpoints, and the generator is still copied out.
+  local left=$(( MINUTES * 60 - ($(date +%s) - started) - 20 ))
+  timeout --signal=TERM "$(( left > 1 ? left : 1 ))" deblur-train --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
     --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
     --out "$run" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
     --content l1+fft --adv-weight 0 --lr "$LR" "${extra[@]}" --device "$DEVICE" \
