@@ -85,11 +85,7 @@ def check_parity(model: nn.Module, proto: onnx.ModelProto, *, input_range: tuple
     in aspect ratio.
     """
     sizes = tuple(tuple(-(-d // size_multiple) * size_multiple for d in size) for size in sizes)
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # FP16 graphs on CPU log every inserted cast otherwise
-    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _cpu_session(proto)
     feed = session.get_inputs()[0]
     feed_dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
     data_range = input_range[1] - input_range[0]
@@ -112,13 +108,7 @@ def check_pixel_io(float_proto: onnx.ModelProto, pixel_proto: onnx.ModelProto, *
     The float graph gets exactly the float32 values the wrapper computes from the pixels (an
     INT8 graph's quantisation steps flip on one ulp), and its output is rounded the same way,
     so a correct wrapper agrees everywhere but on rare rounding ties."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    float_session, pixel_session = (ort.InferenceSession(p.SerializeToString(), options,
-                                                         providers=["CPUExecutionProvider"])
-                                    for p in (float_proto, pixel_proto))
+    float_session, pixel_session = _cpu_session(float_proto), _cpu_session(pixel_proto)
     feed = float_session.get_inputs()[0]
     feed_dtype = np.float16 if feed.type == "tensor(float16)" else np.float32
     low, high = (np.float32(v) for v in input_range)
@@ -137,3 +127,11 @@ def check_pixel_io(float_proto: onnx.ModelProto, pixel_proto: onnx.ModelProto, *
         diff = np.abs(got.astype(np.int16) - expected.astype(np.int16))
         worst, differing, total = max(worst, int(diff.max())), differing + int(np.count_nonzero(diff)), total + diff.size
     return worst, differing / total
+
+
+def _cpu_session(proto: onnx.ModelProto):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # FP16 graphs on CPU log every inserted cast otherwise
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
