@@ -214,6 +214,31 @@ def test_apply_kernel_convolves_rather_than_correlates(camera: np.ndarray) -> No
     np.testing.assert_array_equal(out[:, 2:], camera[:, :-2])
 
 
+@pytest.mark.parametrize("shape", [(31, 31), (15, 15), (8, 10)])
+def test_only_the_kernels_support_is_convolved_with_the_same_result(camera: np.ndarray, shape) -> None:
+    # apply_kernel crops the kernel to its non-zero box and re-anchors it: compared with the
+    # whole kernel through filter2D, including where the support sits off-centre, at a corner
+    # and in even-sized kernels (whose centre filter2D puts at size // 2).
+    import cv2
+
+    rng = np.random.default_rng(3)
+    image = camera.astype(np.float32) / 255
+    for case in range(4):
+        kernel = np.zeros(shape, np.float32)
+        if case == 0:
+            kernel[:3, :2] = rng.random((3, 2))  # a corner
+        elif case == 1:
+            kernel[-1, -1] = 1.0
+        else:
+            rows, cols = sorted(rng.integers(0, shape[0], 2)), sorted(rng.integers(0, shape[1], 2))
+            kernel[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = rng.random((rows[1] - rows[0] + 1, cols[1] - cols[0] + 1))
+        kernel /= kernel.sum()
+        whole = cv2.filter2D(image, cv2.CV_32F, np.ascontiguousarray(kernel[::-1, ::-1]), borderType=cv2.BORDER_REFLECT)
+        np.testing.assert_allclose(apply_kernel(image, kernel), whole, atol=2e-6)
+    with pytest.raises(ValueError, match="all zeros"):
+        apply_kernel(image, np.zeros(shape, np.float32))
+
+
 def test_blurring_does_not_shift_the_image() -> None:
     dot = np.zeros((101, 101), np.float32)
     dot[50, 50] = 1.0
