@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import InputError, ModelError, first_line
 from .model_info import ModelInfo
-from .providers import create_session, resolve_provider
+from .providers import GPU_PROVIDERS, create_session, resolve_provider
 from .tiling import TileGrid, make_grid, pad_reflect, padded_size
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ AUTO_WHOLE_PIXELS = 1920 * 1080
 AUTO_TILE = 1024
 DEFAULT_BLEND = 32  # px of cosine ramp between neighbouring tiles' kept regions
 MIN_SIDE = 16  # px; smaller images are mirror-padded up so every conv has room to reflect
-_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 # How ORT's CUDA allocator and cuDNN word an allocation failure.
 _OOM_PATTERNS = ("out of memory", "failed to allocate", "cudaerrormemoryallocation", "bfcarena")
 
@@ -195,9 +194,9 @@ class Deblurrer:
         Scaled to the model's range, in its channel order and I/O dtype, written plane by plane
         straight into the batch: one pass, no float HWC intermediate and no transpose copy.
         """
-        low, high = self.info.input_range
         if self.io_dtype == np.uint8:
             return self._to_pixels(tiles, fmt)
+        low, high = self.info.input_range
         x = np.empty((len(tiles), 3, *tiles[0].shape[:2]), self.io_dtype)
         # FP16 I/O: computed in float32 and rounded once, as the model was checked against.
         scratch = None if self.io_dtype == np.float32 else np.empty(tiles[0].shape[:2], np.float32)
@@ -345,7 +344,7 @@ class Deblurrer:
     # -- model execution ----------------------------------------------------------------
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
         """A ``to_model`` batch through the session -> ``from_model`` arrays."""
-        if self.provider in _GPU_PROVIDERS:
+        if self.provider in GPU_PROVIDERS:
             try:
                 out = self._run_on_device(batch)
             except Exception as exc:

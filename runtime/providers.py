@@ -137,7 +137,8 @@ def create_session(model_bytes_or_path, choice: ProviderChoice, *, threads: int 
     return session
 
 
-_CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+# Providers that run on an NVIDIA GPU: CUDA libraries to load, device memory to bind.
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 _preload_tried = False
 
 
@@ -151,7 +152,7 @@ def preload_cuda_libraries(name: str) -> None:
     """
     global _preload_tried
     ort = _ort()
-    if _preload_tried or name not in _CUDA_PROVIDERS or not hasattr(ort, "preload_dlls"):
+    if _preload_tried or name not in GPU_PROVIDERS or not hasattr(ort, "preload_dlls"):
         return
     _preload_tried = True
     missing = provider_library_error(name)

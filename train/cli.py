@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 
 import click
@@ -125,8 +124,7 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, ve
                    + (f" at step {result.step}" if result.step != result.val["step"] else ""))
     if result.stopped_by:
         # The shell's convention for "ended by a signal": scripts see the run did not finish.
-        signum = getattr(signal.Signals, result.stopped_by, signal.SIGINT)
-        sys.exit(128 + int(signum))
+        sys.exit(128 + int(result.stopped_by))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class TrainResult:
     step: int
     checkpoint: Path
     val: dict  # the last validation row: psnr, ssim and the identity baseline's
-    stopped_by: str | None = None  # "SIGINT" / "SIGTERM" when a signal ended the run early
+    stopped_by: signal.Signals | None = None  # SIGINT / SIGTERM when a signal ended the run early
 
 
 class StopOnSignal:
@@ -72,7 +72,7 @@ class StopOnSignal:
     elsewhere (``train()`` called from a library's thread) signals keep their usual effect."""
 
     def __init__(self) -> None:
-        self.signal_name: str | None = None
+        self.signal: signal.Signals | None = None
         self._previous: dict = {}
 
     def __enter__(self) -> "StopOnSignal":
@@ -82,12 +82,12 @@ class StopOnSignal:
         return self
 
     def _handle(self, signum: int, frame) -> None:
-        if self.signal_name is not None:
+        if self.signal is not None:
             self.__exit__()
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
+        self.signal = signal.Signals(signum)
         log.warning("%s: stopping after this step with a checkpoint (send it again to stop at once)",
-                    self.signal_name)
+                    self.signal.name)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -272,7 +272,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
 
             losses = torch.stack([terms.loss, loss_g, adversarial, content, terms.gap, terms.penalty]).detach().float()
             # The stop request rides along: one all_reduce, and every rank stops at the same step.
-            losses = torch.cat([losses, torch.tensor([float(stop.signal_name is not None)], device=losses.device)])
+            losses = torch.cat([losses, torch.tensor([float(stop.signal is not None)], device=losses.device)])
             if ddp:  # every rank sees the same numbers, so every rank takes the same decision below
                 dist.all_reduce(losses)
                 losses /= world_size
@@ -321,8 +321,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             if stopping:
                 if master:
                     log.warning("stopped at step %d (%s); continue with --resume", step,
-                                stop.signal_name or "a signal on another rank")
-                return TrainResult(step, latest, last_val, stop.signal_name or "signal")
+                                stop.signal.name if stop.signal else "a signal on another rank")
+                return TrainResult(step, latest, last_val, stop.signal or signal.SIGINT)
         return TrainResult(step, latest, last_val)
     finally:
         cleanup.close()
