@@ -34,6 +34,7 @@ from deblur.runtime.atomic import atomic_path
 from deblur.runtime.errors import CheckpointError, first_line
 
 from .models import create_generator, infer_arch
+from .models.resnet_generator import ResnetGenerator, grow_resnet_generator
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +206,15 @@ def _fmt_args(args: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in args.items())
 
 
-def init_generator_from(generator: nn.Module, arch: str, path: str | os.PathLike) -> LoadedGenerator:
+def init_generator_from(generator: nn.Module, arch: str, path: str | os.PathLike, *, seed: int = 0) -> LoadedGenerator:
     """Copy the weights of the generator checkpoint at ``path`` into ``generator`` (fine-tuning).
 
     Tensors are matched by position, not by name: a Dropout slot has no weights but shifts the
     indices of what follows it (``conv_block.6`` vs ``.5``), so a model trained with dropout
-    can start a run without it. Everything else (architecture, widths, depth) must agree.
+    can start a run without it. A ResNet generator may also grow into a wider (``ngf``) or
+    deeper (``n_blocks``) one that starts out computing the same function
+    (:func:`grow_resnet_generator`; ``seed`` picks its symmetry-breaking shares). Any other
+    difference is an error.
     """
     source = load_generator(path)
     if source.arch != arch:
@@ -219,10 +223,17 @@ def init_generator_from(generator: nn.Module, arch: str, path: str | os.PathLike
     src, dst = list(source.model.state_dict().values()), generator.state_dict()
     shapes_src = [tuple(t.shape) for t in src]
     shapes_dst = [tuple(t.shape) for t in dst.values()]
-    if shapes_src != shapes_dst:
-        raise CheckpointError(f"{path}: its {arch}({_fmt_args(source.arch_args)}) does not fit this run's "
-                              f"generator ({len(shapes_src)} vs {len(shapes_dst)} tensors or other shapes); "
-                              "leave out the width/depth options (--ngf, --n-blocks, --num-downs; NGF/BLOCKS "
-                              "of the recipe scripts) to take the checkpoint's")
-    generator.load_state_dict(dict(zip(dst, src)))
-    return source
+    if shapes_src == shapes_dst:
+        generator.load_state_dict(dict(zip(dst, src)))
+        return source
+    if isinstance(source.model, ResnetGenerator) and isinstance(generator, ResnetGenerator):
+        try:
+            grow_resnet_generator(source.model, generator, seed=seed)
+            return source
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}; leave out --ngf/--n-blocks (NGF/BLOCKS of the recipe "
+                                  "scripts) to train the checkpoint's own size") from None
+    raise CheckpointError(f"{path}: its {arch}({_fmt_args(source.arch_args)}) does not fit this run's "
+                          f"generator ({len(shapes_src)} vs {len(shapes_dst)} tensors or other shapes); "
+                          "leave out the width/depth options (--ngf, --n-blocks, --num-downs; NGF/BLOCKS "
+                          "of the recipe scripts) to take the checkpoint's")

@@ -38,8 +38,9 @@ log = logging.getLogger("deblur.train")
               "default). Compact generators fit better without it.")
 @click.option("--init-from", type=click.Path(dir_okay=False, readable=False), metavar="CKPT",
               help="Start the generator from this checkpoint (ours or DeblurGAN's latest_net_G.pth) instead "
-              "of random weights, in its architecture (--dropout/--no-dropout may differ; other architecture "
-              "options must match it).")
+              "of random weights, in its architecture (--dropout/--no-dropout may differ). A larger --ngf / "
+              "--n-blocks grows a ResNet generator into a wider/deeper one that starts with the same "
+              "output (Net2Net), so a bigger model need not start from scratch.")
 @click.option("--ndf", type=int, help="Critic width (default 64).")
 @click.option("--content", type=click.Choice(["perceptual", "l1", "l1+fft"]),
               help="Content loss, weighted 100x. deblurgan default: perceptual (VGG19 conv3_3), which needs "

@@ -138,13 +138,16 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         # every checkpoint so exports report the total training (train_step) and its lineage.
         init = (checkpoint.get("meta") or {}).get("init") if checkpoint else None
         if config.init_from and not checkpoint:
-            source = init_generator_from(generator, config.arch, config.init_from)
+            source = init_generator_from(generator, config.arch, config.init_from, seed=config.seed)
             # None: weights from elsewhere (e.g. DeblurGAN's own) whose training we cannot count.
             prior = source.meta.get("total_steps", source.step)
             init = {"path": str(Path(config.init_from).resolve()), "sha256": source.sha256, "steps": prior,
-                    "init": source.meta.get("init")}
+                    "init": source.meta.get("init"), "arch_args": source.arch_args}
             if master:
-                log.info("generator initialised from %s (%s steps of training)", config.init_from, prior)
+                grown = {k: v for k, v in config.arch_args.items() if k != "dropout" and source.arch_args.get(k) != v}
+                log.info("generator initialised from %s (%s steps of training)%s", config.init_from, prior,
+                         "; grown from " + ", ".join(f"{k} {source.arch_args[k]} -> {v}" for k, v in grown.items())
+                         if grown else "")
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)

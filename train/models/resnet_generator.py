@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from torch import Tensor, nn
 
 from . import register_generator
@@ -109,3 +110,74 @@ class ResnetGenerator(nn.Module):
         # The second conv of a block sits at index 6 behind a Dropout slot, else at 5.
         dropout = 6 in second_conv_slots or not block_ids
         return {"ngf": int(first.shape[0]), "n_blocks": len(block_ids), "dropout": dropout}
+
+
+def _convs(model: ResnetGenerator) -> tuple[list[nn.Module], list[tuple[nn.Conv2d, nn.Conv2d]]]:
+    """The six convolutions outside the blocks (stem, 2 down, 2 up, head) and each block's pair."""
+    outer = [m for m in model.model if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    blocks = []
+    for m in model.model:
+        if isinstance(m, ResnetBlock):
+            first, second = (c for c in m.conv_block if isinstance(c, nn.Conv2d))
+            blocks.append((first, second))
+    return outer, blocks
+
+
+def _copy_map(old: int, new: int, rng: torch.Generator) -> Tensor:
+    """New channel j repeats old channel map[j]: the first ``old`` are themselves, the rest random."""
+    return torch.cat([torch.arange(old), torch.arange(new - old) % old if new >= 2 * old
+                      else torch.randperm(old, generator=rng)[: new - old]])
+
+
+def _split_inputs(weight: Tensor, dim: int, copies: Tensor, noise: float, rng: torch.Generator) -> Tensor:
+    """Spread each old input channel's weights over its copies, in random shares that sum to 1.
+
+    The copies carry identical activations, so any shares that sum to one keep the output;
+    unequal shares give the copies different gradients, so they can learn different features
+    (equal halves would keep them identical for ever: Net2Net, Chen et al. 2016).
+    """
+    grown = weight.index_select(dim, copies)
+    share = torch.exp(noise * torch.randn(grown.shape, generator=rng, dtype=grown.dtype))
+    total = torch.zeros_like(weight).index_add_(dim, copies, share)
+    return grown * share / total.index_select(dim, copies)
+
+
+@torch.no_grad()
+def grow_resnet_generator(source: ResnetGenerator, target: ResnetGenerator, *, noise: float = 0.1,
+                          seed: int = 0) -> None:
+    """Load ``source`` into the wider and/or deeper ``target`` so that it computes the same function.
+
+    Width (Net2WiderNet): every new channel repeats an existing one (an InstanceNorm of a copy
+    is the copy of the InstanceNorm), and the layer reading them splits the old weight over the
+    copies. Depth: each extra ResnetBlock goes after the old ones with its second convolution
+    zeroed, so it adds InstanceNorm(0) = 0 and starts as the identity; its first convolution
+    keeps ``target``'s initialisation. Training then starts from the smaller model's quality
+    instead of from scratch. ``target`` needs ngf >= source's and n_blocks >= source's.
+    """
+    if target.ngf < source.ngf or target.n_blocks < source.n_blocks:
+        raise ValueError(f"can only grow: ngf {source.ngf} -> {target.ngf}, n_blocks {source.n_blocks} -> "
+                         f"{target.n_blocks} (a smaller model cannot hold the larger one's function)")
+    rng = torch.Generator().manual_seed(seed)
+    widths = {w: _copy_map(source.ngf * w, target.ngf * w, rng) for w in (1, 2, 4)}
+    (s_outer, s_blocks), (t_outer, t_blocks) = _convs(source), _convs(target)
+
+    def grow(src: nn.Module, dst: nn.Module, copies_in: Tensor | None, copies_out: Tensor | None) -> None:
+        # Conv2d weights are (out, in, k, k); ConvTranspose2d ones (in, out, k, k).
+        in_dim, out_dim = (0, 1) if isinstance(src, nn.ConvTranspose2d) else (1, 0)
+        weight, bias = src.weight, src.bias
+        if copies_out is not None:
+            weight, bias = weight.index_select(out_dim, copies_out), bias.index_select(0, copies_out)
+        if copies_in is not None:
+            weight = _split_inputs(weight, in_dim, copies_in, noise, rng)
+        dst.weight.copy_(weight)
+        dst.bias.copy_(bias)
+
+    # stem 3 -> ngf, down ngf -> 2 ngf -> 4 ngf, up 4 ngf -> 2 ngf -> ngf, head ngf -> 3
+    for src, dst, w_in, w_out in zip(s_outer, t_outer, (None, 1, 2, 4, 2, 1), (1, 2, 4, 2, 1, None)):
+        grow(src, dst, widths.get(w_in), widths.get(w_out))
+    for (s1, s2), (t1, t2) in zip(s_blocks, t_blocks):
+        grow(s1, t1, widths[4], widths[4])
+        grow(s2, t2, widths[4], widths[4])
+    for _, second in t_blocks[len(s_blocks):]:
+        second.weight.zero_()
+        second.bias.zero_()
