@@ -81,6 +81,11 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     assert lr_at(75, config) == pytest.approx(0.5e-4)
     assert lr_at(99, config) == pytest.approx(0.02e-4)
     assert lr_at(100, config) == 0.0
+    ramped = make_config(data=["x"], steps=100, lr=1e-4, warmup=9)
+    assert [lr_at(s, ramped) for s in (0, 4, 8)] == pytest.approx([1e-5, 5e-5, 9e-5])
+    assert [lr_at(s, ramped) for s in (9, 49, 75)] == pytest.approx([1e-4, 1e-4, 0.5e-4])
+    with pytest.raises(TrainError, match="warmup must be between 0 and the start of the LR decay"):
+        make_config(data=["x"], steps=100, warmup=51)
 
 
 def test_recipes_and_overrides():

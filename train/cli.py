@@ -52,6 +52,8 @@ log = logging.getLogger("deblur.train")
                                              "content loss alone and skips the critic: PSNR-oriented, much faster.")
 @click.option("--critic-steps", type=int, help="Critic updates per generator update (deblurgan 5, pix2pix 1).")
 @click.option("--lr", type=float, help="Adam learning rate (deblurgan 1e-4, pix2pix 2e-4).")
+@click.option("--warmup", type=int, help="Ramp the LR up linearly over the first N steps (default 0). Worth a "
+              "few hundred when starting from trained weights (--init-from), grown ones above all.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default auto: CUDA when available.")
 @click.option("--amp", is_flag=True, default=None, help="Mixed precision: bf16 (or fp16 with loss scaling) on CUDA; bf16 on CPUs "
               "with native bf16 (AVX512-BF16/AMX), about 2x faster there.")

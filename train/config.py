@@ -57,6 +57,10 @@ class TrainConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.999)
     decay_start: float = 0.5  # fraction of `steps` after which the LR decays linearly to 0
+    # Steps of a linear LR ramp from 0 at the start. Fine-tuning wants it: Adam starts with
+    # no moment estimates, so its first updates are full lr-sized steps that knock trained
+    # (or newly grown) weights off their optimum before the gradients' scale is known.
+    warmup: int = 0
     # --- running
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -147,6 +151,9 @@ def validate(config: TrainConfig) -> None:
         raise TrainError(f"adv-weight must be >= 0, got {config.adv_weight}")
     if config.workers < 0 or config.val_count < 1:
         raise TrainError("workers must be >= 0 and val-count >= 1")
+    if not 0 <= config.warmup <= int(config.steps * config.decay_start):
+        raise TrainError(f"warmup must be between 0 and the start of the LR decay (step "
+                         f"{int(config.steps * config.decay_start)}), got {config.warmup}")
     if not 0.0 <= config.decay_start <= 1.0:
         raise TrainError(f"decay_start is a fraction of the steps in [0, 1], got {config.decay_start}")
     if not config.data:
@@ -157,9 +164,11 @@ def lr_at(step: int, config: TrainConfig) -> float:
     """Learning rate of the update that takes the model from ``step`` to ``step + 1``.
 
     Constant, then linear decay towards 0 over the last ``1 - decay_start`` of the run
-    (DeblurGAN: 150 + 150 epochs). A pure function of the step, so resuming needs no
-    scheduler state.
+    (DeblurGAN: 150 + 150 epochs), after an optional linear ramp over the first ``warmup``
+    steps. A pure function of the step, so resuming needs no scheduler state.
     """
+    if step < config.warmup:
+        return config.lr * (step + 1) / (config.warmup + 1)
     decay_from = int(config.steps * config.decay_start)
     if step < decay_from:
         return config.lr

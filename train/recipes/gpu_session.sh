@@ -12,7 +12,8 @@
 # WORKERS (12), DEVICE (cuda; cpu for a dry run of this script), AMP (1: bf16; 0 for CPUs
 # without native bf16), DROPOUT (0: none, a small gain on the compact model, see
 # experiments.md; 1: the paper's 0.5), INIT (a generator checkpoint to start from, e.g. a
-# carried generator.pt of an earlier session, with the same NGF/BLOCKS), SEED (0: data order
+# carried generator.pt of an earlier session, with the same NGF/BLOCKS, or a smaller one that
+# the trainer grows into NGF/BLOCKS with its output unchanged), SEED (0: data order
 # and blur draws), FIXED_STEPS (skip the calibration and train exactly this many steps, to
 # repeat a recorded run; a run that would outlast MINUTES is stopped with a checkpoint 20 s
 # before they are up; not STEPS, which default_model.sh reads). Writes to OUT_DIR:
