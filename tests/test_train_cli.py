@@ -82,7 +82,7 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
     # A wider, deeper generator grown from it also starts where the old run ended.
     grown = run_cli("deblur-train", *common, "--out", str(tmp_path / "c"), "--init-from", str(source),
                     "--ngf", "16", "--n-blocks", "2", "--steps", "1", "--val-every", "1", check=True, env=env)
-    assert "grown from ngf 8 -> 16, n_blocks 1 -> 2" in grown.stderr
+    assert "grown from ngf 8 -> 16, n_blocks 1 -> 2" in grown.stderr and "pass --warmup" in grown.stderr
     assert val("c")[0] == pytest.approx(val("a")[4], abs=1e-3)
     assert load_checkpoint(tmp_path / "c" / "checkpoints" / "latest.pt")["arch_args"]["ngf"] == 16
     refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "e"), "--init-from", str(source),

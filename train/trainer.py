@@ -148,6 +148,12 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 log.info("generator initialised from %s (%s steps of training)%s", config.init_from, prior,
                          "; grown from " + ", ".join(f"{k} {source.arch_args[k]} -> {v}" for k, v in grown.items())
                          if grown else "")
+                if "n_blocks" in grown and config.warmup == 0:
+                    # Measured: one Adam step at LR 1e-4 took a grown 9-block model from 25.70
+                    # to 22.80 dB (a width-only one: 25.50); experiments.md.
+                    log.warning("the new ResNet blocks start as the identity through InstanceNorm(0), whose "
+                                "gradient is ~300x: without --warmup the first full-LR steps wreck the "
+                                "grown model; pass --warmup 500 (or grow only --ngf)")
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)

@@ -153,6 +153,12 @@ def grow_resnet_generator(source: ResnetGenerator, target: ResnetGenerator, *, n
     zeroed, so it adds InstanceNorm(0) = 0 and starts as the identity; its first convolution
     keeps ``target``'s initialisation. Training then starts from the smaller model's quality
     instead of from scratch. ``target`` needs ngf >= source's and n_blocks >= source's.
+
+    New blocks are fragile: the gradient of InstanceNorm at a zero-variance input is scaled by
+    1/sqrt(eps) ~ 300, and a norm without affine parameters makes any non-constant branch
+    output unit-variance, so the first Adam steps turn each new block from nothing into a full
+    unit-variance term of the residual stream. Train them with an LR warm-up; widening alone
+    perturbs no more than any restart of Adam.
     """
     if target.ngf < source.ngf or target.n_blocks < source.n_blocks:
         raise ValueError(f"can only grow: ngf {source.ngf} -> {target.ngf}, n_blocks {source.n_blocks} -> "

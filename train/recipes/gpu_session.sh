@@ -13,7 +13,8 @@
 # without native bf16), DROPOUT (0: none, a small gain on the compact model, see
 # experiments.md; 1: the paper's 0.5), INIT (a generator checkpoint to start from, e.g. a
 # carried generator.pt of an earlier session, with the same NGF/BLOCKS, or a smaller one that
-# the trainer grows into NGF/BLOCKS with its output unchanged), SEED (0: data order
+# the trainer grows into NGF/BLOCKS with its output unchanged), WARMUP (0: steps of LR ramp
+# at the start; a few hundred for an INIT run, see experiments.md), SEED (0: data order
 # and blur draws), FIXED_STEPS (skip the calibration and train exactly this many steps, to
 # repeat a recorded run; a run that would outlast MINUTES is stopped with a checkpoint 20 s
 # before they are up; not STEPS, which default_model.sh reads). Writes to OUT_DIR:
@@ -33,6 +34,7 @@ AMP=${AMP:-1}
 DROPOUT=${DROPOUT:-0}
 INIT=${INIT:-}
 SEED=${SEED:-0}
+WARMUP=${WARMUP:-0}
 STEPS=${FIXED_STEPS:-}
 extra=()
 [ "$AMP" = 1 ] && extra+=(--amp)
@@ -55,14 +57,14 @@ train() {  # train RUN_DIR STEPS [extra args]
   timeout --signal=TERM "$(( left > 1 ? left : 1 ))" deblur-train --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
     --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
     --out "$run" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
-    --content l1+fft --adv-weight 0 --lr "$LR" "${extra[@]}" --device "$DEVICE" \
+    --content l1+fft --adv-weight 0 --lr "$LR" --warmup "$WARMUP" "${extra[@]}" --device "$DEVICE" \
     --steps "$steps" --batch-size "$BATCH" --crop "$CROP" --seed "$SEED" --workers "$WORKERS" \
     --log-every 100 --checkpoint-every 1000 --snapshot-every 1000000 "$@"
 }
 
 CAL=${CAL:-300}
 if [ -z "$STEPS" ]; then
-  train "$work/calibrate" "$CAL" --val-every 1000000 >"$OUT/calibration.txt" 2>&1 \
+  train "$work/calibrate" "$CAL" --val-every 1000000 --warmup 0 >"$OUT/calibration.txt" 2>&1 \
     || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
   # Median of the second half's logged step times (warm caches, cuDNN tuned); each is the mean
   # over its 100 steps, data-loader stalls included (single steps were 0.02 s or 0.5 s on an H200).
