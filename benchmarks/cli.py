@@ -170,10 +170,12 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 @click.option("--tile", default=0, show_default=True,
               help="Tile side for the models; 0 = whole image (the quality reference).")
 @click.option("--threads", type=int, default=None)
+@click.option("--self-ensemble", type=click.Choice(["1", "2", "4", "8"]), default="1", show_default=True,
+              help="Run the models with deblur-run's --self-ensemble N.")
 @_common
 @report_errors
 def quality(data, models, provider, condition, seed, limit, max_side, crop_border, on, baselines, tile, threads,
-            out_dir, json_file, quiet, verbose, debug) -> None:
+            self_ensemble, out_dir, json_file, quiet, verbose, debug) -> None:
     """PSNR/SSIM per image and mean: models vs identity, Wiener and Richardson-Lucy (true kernel)."""
     setup_logging(verbose, quiet)
     from .quality import COLUMNS, QualitySettings, run_quality
@@ -181,7 +183,8 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
     conditions = ["noise_jpeg", "clean"] if condition == "both" else [condition]
     settings = QualitySettings(data=list(data), models=list(models), provider=provider, conditions=conditions, seed=seed,
                                limit=limit, max_side=max_side, crop_border=crop_border, on=on,
-                               baselines=_split(baselines), tile=tile, threads=threads)
+                               baselines=_split(baselines), tile=tile, threads=threads,
+                               self_ensemble=int(self_ensemble))
     payload, sheet = run_quality(settings)
     from .report import markdown_table
 

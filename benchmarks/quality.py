@@ -49,6 +49,7 @@ class QualitySettings:
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
     tile: int = 512
     threads: int | None = None
+    self_ensemble: int = 1  # Deblurrer(self_ensemble=...) for the models
     sheet_images: int = 4  # rows of the contact sheet
 
 
@@ -118,7 +119,8 @@ def _methods(settings: QualitySettings) -> dict[str, Callable[[np.ndarray, np.nd
         raise InputError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
     methods: dict[str, Callable] = {b: BASELINES[b] for b in settings.baselines}
     for model in settings.models:
-        deb = Deblurrer(model, settings.provider, tile=settings.tile, threads=settings.threads)
+        deb = Deblurrer(model, settings.provider, tile=settings.tile, threads=settings.threads,
+                        self_ensemble=settings.self_ensemble)
         label = Path(model).stem if Path(model).stem not in methods else str(model)
         methods[label] = lambda blurred, kernel, deb=deb: deb(blurred)
     return methods

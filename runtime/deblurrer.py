@@ -52,6 +52,16 @@ def default_model_path() -> Path | None:
     return path if path.is_file() else None
 
 
+# (quarter turns, then flipped left-right?) of each input, per self-ensemble size: 2 and 4
+# keep the input's shape (one cuDNN tuning per tile shape); 8 is the whole dihedral group.
+SELF_ENSEMBLE: dict[int, tuple[tuple[int, bool], ...]] = {
+    1: ((0, False),),
+    2: ((0, False), (0, True)),
+    4: ((0, False), (0, True), (2, False), (2, True)),
+    8: tuple((turns, flip) for flip in (False, True) for turns in range(4)),
+}
+
+
 class _DeviceOutOfMemory(Exception):
     """A model call could not allocate GPU memory: the image is retried with smaller tiles."""
 
@@ -80,12 +90,15 @@ class Deblurrer:
     ``overlap`` pixels of context beyond the part it contributes (default: half the model's
     receptive field, from its metadata) and neighbouring tiles are cross-faded over
     ``blend`` pixels. ``tile_batch`` tiles go through the model per call.
+    ``self_ensemble`` (1, 2, 4 or 8) averages the model's results on that many flipped and
+    rotated copies of each input, mapped back (EDSR's "+" models): +0.14 to +0.22 dB for 2x to
+    8x the time (``SELF_ENSEMBLE`` lists the transforms; README has the measurements).
     """
 
     def __init__(self, model: str | os.PathLike | None = None, provider: str = "auto", *,
                  tile: int | None = None, overlap: int | None = None, blend: int = DEFAULT_BLEND,
                  tile_batch: int = 1, max_whole_pixels: int = AUTO_WHOLE_PIXELS, device_id: int = 0,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, self_ensemble: int = 1) -> None:
         path = Path(model) if model is not None else default_model_path()
         if path is None:
             raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
@@ -93,6 +106,9 @@ class Deblurrer:
         self.model_path = path
         if (tile or 0) < 0 or blend < 0 or tile_batch < 1 or (overlap is not None and overlap < 0):
             raise InputError(f"tile ({tile}), overlap ({overlap}), blend ({blend}) must be >= 0 and tile_batch >= 1")
+        if self_ensemble not in SELF_ENSEMBLE:
+            raise InputError(f"self_ensemble must be one of {', '.join(map(str, SELF_ENSEMBLE))}, got {self_ensemble}")
+        self.self_ensemble = self_ensemble
         # Fixed tile shapes make cuDNN's exhaustive algorithm search pay off; whole images of
         # varying sizes would re-tune on every new shape.
         self.choice = resolve_provider(provider, device_id=device_id, fixed_shapes=bool(tile))
@@ -343,7 +359,30 @@ class Deblurrer:
 
     # -- model execution ----------------------------------------------------------------
     def _run(self, batch: np.ndarray) -> list[np.ndarray]:
-        """A ``to_model`` batch through the session -> ``from_model`` arrays."""
+        """A ``to_model`` batch through the session -> ``from_model`` arrays (self-ensembled)."""
+        if self.self_ensemble == 1:
+            return self.from_model(self._infer(batch))
+        # NCHW floats or NHWC pixels (uint8 I/O); results come back HWC either way.
+        axes = (1, 2) if batch.dtype == np.uint8 else (2, 3)
+        total = None
+        for turns, flip in SELF_ENSEMBLE[self.self_ensemble]:
+            x = np.rot90(np.flip(batch, axes[1]) if flip else batch, turns, axes)
+            outs = self.from_model(self._infer(np.ascontiguousarray(x)))
+            outs = [np.rot90(y, -turns, (0, 1)) for y in outs]
+            outs = [np.flip(y, 1) if flip else y for y in outs]
+            if total is None:
+                total = [y.astype(np.float32) for y in outs]
+            else:
+                for acc, y in zip(total, outs):
+                    acc += y
+        for acc in total:
+            acc *= np.float32(1 / self.self_ensemble)
+        if batch.dtype == np.uint8:
+            return [np.rint(acc).astype(np.uint8) for acc in total]
+        return total
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        """One batch through the session: the model's raw output."""
         if self.provider in GPU_PROVIDERS:
             try:
                 out = self._run_on_device(batch)
@@ -353,7 +392,7 @@ class Deblurrer:
                 raise
         else:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return self.from_model(out)
+        return out
 
     def _run_on_device(self, batch: np.ndarray) -> np.ndarray:
         # IOBinding: one host->device copy in, output allocated on the device and copied

@@ -176,3 +176,12 @@ def test_latency_benchmark_leaves_uint8_models_out_of_the_torch_ratio(tiny_check
               for r in json.loads((tmp_path / "l.json").read_text())["rows"]}
     assert ratios[("tiny.onnx", "session.run")] is not None
     assert ratios[("tiny_u8.onnx", "session.run")] is None and ("tiny_u8.onnx", "deblurrer") in ratios
+
+
+def test_self_ensemble_of_a_uint8_model_matches_the_float_one(tiny_onnx, pixel_onnx):
+    # The pixel model's 8-bit results are averaged in float and rounded once.
+    image = _photo((60, 84, 3), seed=3)
+    float_result = Deblurrer(tiny_onnx, "cpu", tile=0, self_ensemble=8)(image)
+    pixel_result = Deblurrer(pixel_onnx, "cpu", tile=0, self_ensemble=8)(image)
+    assert pixel_result.dtype == np.uint8
+    assert np.abs(pixel_result.astype(int) - float_result).max() <= 1
