@@ -155,6 +155,10 @@ class _TorchBaseline:
         self.torch, self.device = torch, device
         self.provider = TORCH_DEVICE_PROVIDER[device]
         torch.set_num_threads(threads)
+        if device == "cuda":
+            # The timed shapes repeat, where a PyTorch user turns cuDNN's own algorithm search on
+            # (ONNX Runtime's CUDA provider searches too for tiled runs); it tunes during warm-up.
+            torch.backends.cudnn.benchmark = True
         loaded = load_generator(checkpoint)
         self.model, self.sha256 = loaded.model.to(device), loaded.sha256
 
