@@ -174,7 +174,7 @@ def test_init_from_refuses_another_architecture(tmp_path, arch, target, pattern)
         init_generator_from(model, arch, path)
 
 
-@pytest.mark.parametrize("ngf, n_blocks", [(16, 2), (12, 4), (8, 3)])
+@pytest.mark.parametrize("ngf, n_blocks", [(16, 2), (12, 4), (20, 2), (8, 3)])
 def test_init_from_grows_a_generator_that_computes_the_same(tmp_path, ngf, n_blocks):
     source = ResnetGenerator(ngf=8, n_blocks=2, dropout=True)
     for p in source.parameters():  # not the zero biases of a fresh init: every weight must land right

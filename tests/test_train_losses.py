@@ -84,8 +84,11 @@ def test_learning_rate_is_constant_then_decays_linearly_to_zero():
     ramped = make_config(data=["x"], steps=100, lr=1e-4, warmup=9)
     assert [lr_at(s, ramped) for s in (0, 4, 8)] == pytest.approx([1e-5, 5e-5, 9e-5])
     assert [lr_at(s, ramped) for s in (9, 49, 75)] == pytest.approx([1e-4, 1e-4, 0.5e-4])
-    with pytest.raises(TrainError, match="warmup must be between 0 and the start of the LR decay"):
-        make_config(data=["x"], steps=100, warmup=51)
+    # A ramp that runs into the decay (a run shortened on --resume): the lower LR of the two.
+    long_ramp = make_config(data=["x"], steps=100, lr=1e-4, warmup=79)
+    assert [lr_at(s, long_ramp) for s in (39, 59, 89)] == pytest.approx([0.5e-4, 0.75e-4, 0.22e-4])
+    with pytest.raises(TrainError, match="warmup must be >= 0 steps, got -1"):
+        make_config(data=["x"], steps=100, warmup=-1)
 
 
 def test_recipes_and_overrides():

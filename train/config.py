@@ -151,9 +151,8 @@ def validate(config: TrainConfig) -> None:
         raise TrainError(f"adv-weight must be >= 0, got {config.adv_weight}")
     if config.workers < 0 or config.val_count < 1:
         raise TrainError("workers must be >= 0 and val-count >= 1")
-    if not 0 <= config.warmup <= int(config.steps * config.decay_start):
-        raise TrainError(f"warmup must be between 0 and the start of the LR decay (step "
-                         f"{int(config.steps * config.decay_start)}), got {config.warmup}")
+    if config.warmup < 0:
+        raise TrainError(f"warmup must be >= 0 steps, got {config.warmup}")
     if not 0.0 <= config.decay_start <= 1.0:
         raise TrainError(f"decay_start is a fraction of the steps in [0, 1], got {config.decay_start}")
     if not config.data:
@@ -167,9 +166,10 @@ def lr_at(step: int, config: TrainConfig) -> float:
     (DeblurGAN: 150 + 150 epochs), after an optional linear ramp over the first ``warmup``
     steps. A pure function of the step, so resuming needs no scheduler state.
     """
-    if step < config.warmup:
-        return config.lr * (step + 1) / (config.warmup + 1)
+    # A ramp longer than the constant part (e.g. a run shortened on --resume) meets the decay:
+    # the lower of the two wins.
+    ramp = (step + 1) / (config.warmup + 1) if step < config.warmup else 1.0
     decay_from = int(config.steps * config.decay_start)
     if step < decay_from:
-        return config.lr
-    return config.lr * max(0.0, (config.steps - step) / max(1, config.steps - decay_from))
+        return config.lr * ramp
+    return config.lr * min(ramp, max(0.0, (config.steps - step) / max(1, config.steps - decay_from)))

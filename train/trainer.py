@@ -146,7 +146,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             if master:
                 grown = {k: v for k, v in config.arch_args.items() if k != "dropout" and source.arch_args.get(k) != v}
                 log.info("generator initialised from %s (%s steps of training)%s", config.init_from, prior,
-                         "; grown from " + ", ".join(f"{k} {source.arch_args[k]} -> {v}" for k, v in grown.items())
+                         "; grown from " + ", ".join(f"{k} {source.arch_args.get(k)} -> {v}" for k, v in grown.items())
                          if grown else "")
                 if "n_blocks" in grown and config.warmup == 0:
                     # Measured: one Adam step at LR 1e-4 took a grown 9-block model from 25.70

@@ -82,6 +82,10 @@ else
   echo "FIXED_STEPS=$STEPS given: no calibration" | tee "$OUT/calibration.txt"
 fi
 
+if [ "$WARMUP" -gt $(( STEPS / 2 )) ]; then  # a short calibrated run: keep its constant-LR half
+  WARMUP=$(( STEPS / 2 ))
+  echo "WARMUP cut to $WARMUP steps (half of the $STEPS-step run)" | tee -a "$OUT/calibration.txt"
+fi
 run=$work/run
 train "$run" "$STEPS" --val-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) >"$work/train.log" 2>&1 || status=$?
 tail -n 40 "$work/train.log" >"$OUT/train_tail.log"
