@@ -52,13 +52,14 @@ def test_averages_the_model_over_flipped_and_rotated_inputs(local_model, n):
     np.testing.assert_allclose(got, expected / n, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("tile", [0, 64])
-def test_every_transform_is_undone_also_on_tiles_that_are_not_square(identity_model, tile):
+@pytest.mark.parametrize("tile, tile_batch", [(0, 1), (64, 1), (64, 2)])
+def test_every_transform_is_undone_also_on_tiles_that_are_not_square(identity_model, tile, tile_batch):
     # An identity model is flip- and rotation-equivariant: any transform left undone, or undone
     # the wrong way, shows as moved pixels. 40 x 100 at tile 64: tiles of 40 x 64, which a
     # quarter turn makes 64 x 40.
     image = np.random.default_rng(1).integers(0, 256, (40, 100, 3), dtype=np.uint8)
-    got = Deblurrer(identity_model, "cpu", tile=tile, overlap=4, blend=8, self_ensemble=8)(image)
+    got = Deblurrer(identity_model, "cpu", tile=tile, overlap=4, blend=8, tile_batch=tile_batch,
+                    self_ensemble=8)(image)
     np.testing.assert_array_equal(got, image)
 
 
