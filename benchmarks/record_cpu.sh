@@ -29,6 +29,8 @@ deblur-export "$CKPT" "$WORK/compact_int8.onnx" --int8
 
 deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both \
   -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --tile 0 --out "$OUT"
+deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both --baseline identity \
+  -m "$WORK/compact.onnx" --tile 0 --self-ensemble 8 --out "$OUT/self_ensemble"
 deblur-bench latency -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --torch "$CKPT" \
   -s 256,480p,720p,1080p -n 5 --warmup 2 --json "$OUT/latency-compact.json"
 deblur-bench latency -m "$WORK/deblurgan_paper.onnx" --torch "$WORK/deblurgan_paper_untrained.pt" \
