@@ -170,8 +170,8 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 @click.option("--tile", default=0, show_default=True,
               help="Tile side for the models; 0 = whole image (the quality reference).")
 @click.option("--threads", type=int, default=None)
-@click.option("--self-ensemble", type=click.Choice(["1", "2", "4", "8"]), default="1", show_default=True,
-              help="Run the models with deblur-run's --self-ensemble N.")
+@click.option("--self-ensemble", type=int, default=1, show_default=True, metavar="N",
+              help="Run the models with deblur-run's --self-ensemble N (1, 2, 4 or 8).")
 @_common
 @report_errors
 def quality(data, models, provider, condition, seed, limit, max_side, crop_border, on, baselines, tile, threads,
@@ -184,7 +184,7 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
     settings = QualitySettings(data=list(data), models=list(models), provider=provider, conditions=conditions, seed=seed,
                                limit=limit, max_side=max_side, crop_border=crop_border, on=on,
                                baselines=_split(baselines), tile=tile, threads=threads,
-                               self_ensemble=int(self_ensemble))
+                               self_ensemble=self_ensemble)
     payload, sheet = run_quality(settings)
     from .report import markdown_table
 
