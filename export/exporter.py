@@ -18,12 +18,15 @@ from deblur.train.checkpoint import load_generator
 
 from .analysis import count_gflops_per_megapixel, count_parameters, measure_receptive_field
 from .parity import ParityResult, calibration_batches, check_parity, check_pixel_io
-from .to_onnx import OPSET, set_metadata, simplify, to_fp16, to_int8, to_uint8_io, torch_to_onnx
+from .to_onnx import (OPSET, set_metadata, simplify, to_fp16, to_fp16_storage, to_int8, to_uint8_io,
+                      torch_to_onnx)
 
 log = logging.getLogger(__name__)
 
 FP32_MAX_ABS = 1e-4  # in [-1, 1] units: float reassociation noise, nothing more
 FP16_MIN_PSNR = 45.0  # dB against FP32 torch: invisible at 8 bits (1 grey level is ~48 dB)
+# FP16 storage rounds only the weights: the default model lands at ~98 dB (max 0.1 grey level).
+FP16_STORAGE_MIN_PSNR = 70.0
 INT8_MIN_PSNR = 30.0  # dB: INT8 trades visible-on-inspection error for speed; below this it is broken
 # --uint8-io vs the float graph: rounding ties only. A wrong rounding step (truncation) stays
 # within 1 level too, but moves about half of all values.
@@ -44,7 +47,8 @@ class ExportReport:
     def summary(self) -> str:
         i = self.info
         lines = [
-            f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, {i.precision}, io {i.io_dtype}, opset {OPSET})",
+            f"wrote {self.path} ({self.file_bytes / 1e6:.2f} MB, {i.precision}"
+            f"{', weights stored as ' + i.weight_storage if i.weight_storage else ''}, io {i.io_dtype}, opset {OPSET})",
             f"  {i.arch}({', '.join(f'{k}={v}' for k, v in i.arch_args.items())}): "
             f"{self.parameters / 1e6:.2f} M parameters, {i.gflops_per_megapixel:.1f} GFLOPs per megapixel",
             f"  receptive field {i.receptive_field} px -> tile context {i.tile_context} px; "
@@ -64,11 +68,14 @@ class ExportReport:
 
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
                       fp16_io: bool = False, fp16_block_ops: list[str] | None = None, int8: bool = False,
-                      uint8_io: bool = False, simplify_graph: bool = True, check: bool = True) -> ExportReport:
+                      fp16_storage: bool = False, uint8_io: bool = False, simplify_graph: bool = True, check: bool = True) -> ExportReport:
     """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
     output = Path(output)
     if fp16 and int8:
         raise InputError("choose one of --fp16 and --int8")
+    if fp16_storage and (fp16 or int8):
+        raise InputError("--fp16-storage is for FP32 models (FP16 weights in the file, FP32 compute); "
+                         "--fp16 and --int8 models store their weights in their own precision already")
     if fp16_io and not fp16:
         raise InputError("--fp16-io needs --fp16 (an FP32 model has FP32 inputs)")
     if fp16_io and uint8_io:
@@ -98,6 +105,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         # A fine-tuned run counts its own steps; the model's training includes its start's.
         train_step=loaded.meta.get("total_steps", loaded.step),
         gflops_per_megapixel=round(count_gflops_per_megapixel(model), 2),
+        weight_storage="fp16" if fp16_storage else None,
         has_metadata=True,
     )
     proto = torch_to_onnx(model)
@@ -134,6 +142,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         if worst > FP32_MAX_ABS:
             raise ExportError(f"ONNX output differs from torch by {worst:.2e} > {FP32_MAX_ABS:.0e}: "
                               + "; ".join(map(str, parity)) + ". Try --no-simplify; report the checkpoint")
+    if fp16_storage:
+        proto = to_fp16_storage(proto)
+        if check:
+            parity = _parity(model, proto, info)
+            if min(r.psnr_db for r in parity) < FP16_STORAGE_MIN_PSNR:
+                raise ExportError(f"with FP16 weight storage the model is below {FP16_STORAGE_MIN_PSNR} dB PSNR "
+                                  "against FP32 torch: " + "; ".join(map(str, parity))
+                                  + ". Export without --fp16-storage")
     pixel_io = None
     if uint8_io:
         float_proto = proto

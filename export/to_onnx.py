@@ -1,4 +1,4 @@
-"""PyTorch generator -> ONNX graph: export, simplify, FP16 conversion, metadata.
+"""PyTorch generator -> ONNX graph: export, simplify, FP16/INT8 conversion, metadata.
 
 Exporter: the TorchScript-based ``torch.onnx.export(dynamo=False)``. It keeps batch, height
 and width symbolic through ``dynamic_axes`` and writes ConvTranspose with ``output_padding``
@@ -77,6 +77,44 @@ def to_fp16(proto: onnx.ModelProto, *, fp16_io: bool = False, block_ops: list[st
         return float16.convert_float_to_float16(
             proto, keep_io_types=not fp16_io,
             op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + list(block_ops or []))
+
+
+def to_fp16_storage(proto: onnx.ModelProto, *, min_elements: int = 64) -> onnx.ModelProto:
+    """Store FP32 weights as FP16 in the file, each behind a Cast back to FP32.
+
+    Halves the file while the model still computes in FP32 at FP32 speed: ONNX Runtime's
+    constant folding (basic graph optimisations, on by default) turns each Cast of an
+    initializer back into an FP32 constant when the session loads. The price is the weights'
+    rounding to 11 significant bits (the export's parity check measures it). Small tensors
+    (biases, < ``min_elements``) stay FP32: they save nothing. Run this last: onnxsim would
+    fold the casts straight back.
+    """
+    from onnx import helper, numpy_helper
+
+    out = _copy(proto)
+    graph = out.graph
+    graph_inputs = {i.name for i in graph.input}  # IR < 4 lists initializers as inputs: leave those
+    casts, kept = [], []
+    for init in graph.initializer:
+        if (init.data_type != onnx.TensorProto.FLOAT or init.name in graph_inputs
+                or int(np.prod(init.dims)) < min_elements):
+            kept.append(init)
+            continue
+        values = numpy_helper.to_array(init)
+        if np.abs(values).max(initial=0.0) > np.finfo(np.float16).max:
+            raise ExportError(f"initializer {init.name} holds values beyond FP16's range; "
+                              "export without FP16 weight storage")
+        stored = f"{init.name}__fp16"
+        kept.append(numpy_helper.from_array(values.astype(np.float16), stored))
+        casts.append(helper.make_node("Cast", [stored], [init.name], to=onnx.TensorProto.FLOAT,
+                                           name=f"{init.name}__to_fp32"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    nodes = casts + list(graph.node)  # casts first: the graph's nodes stay topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(out)
+    return out
 
 
 def to_int8(proto: onnx.ModelProto, calibration: list[np.ndarray]) -> onnx.ModelProto:

@@ -71,6 +71,41 @@ def test_fp16_io_has_half_inputs(tiny_checkpoint, tmp_path):
     assert info.io_dtype == "float16"
 
 
+def test_fp16_storage_halves_the_file_and_computes_in_fp32(tiny_checkpoint, tiny_onnx, tmp_path):
+    path = tmp_path / "w16.onnx"
+    report = export_checkpoint(tiny_checkpoint, path, fp16_storage=True)
+    assert report.info.precision == "fp32" and report.info.weight_storage == "fp16"
+    assert "weights stored as fp16" in report.summary()
+    assert path.stat().st_size < 0.6 * tiny_onnx.stat().st_size
+    graph = onnx.load(path).graph
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+    # ORT folds the casts when it loads the model: what runs is the FP32 graph.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp_path / "loaded.onnx")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    loaded = onnx.load(tmp_path / "loaded.onnx").graph
+    assert not [n for n in loaded.node if n.op_type == "Cast"]
+    assert not [i for i in loaded.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert session.get_inputs()[0].type == "tensor(float)"
+    x = np.random.default_rng(2).uniform(-1, 1, (1, 3, 40, 56)).astype(np.float32)
+    out = session.run(None, {"input": x})[0]
+    mse = np.mean((out - _torch_out(tiny_checkpoint, x)) ** 2)
+    assert 10 * np.log10(4 / mse) >= 70
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert info.weight_storage == "fp16" and info.precision == "fp32"
+    with pytest.raises(ValueError, match="weight_storage"):
+        ModelInfo(precision="fp16", weight_storage="fp16").validate()
+
+
+def test_fp16_storage_goes_with_uint8_io(tiny_checkpoint, tmp_path):
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "w16u8.onnx", fp16_storage=True, uint8_io=True)
+    assert report.info.io_dtype == "uint8" and report.info.weight_storage == "fp16"
+    session = ort.InferenceSession(str(tmp_path / "w16u8.onnx"), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(3).integers(0, 256, (1, 36, 44, 3), dtype=np.uint8)
+    assert session.run(None, {session.get_inputs()[0].name: pixels})[0].shape == (1, 36, 44, 3)
+
+
 def test_cli_prints_summary(tiny_checkpoint, tmp_path):
     out = tmp_path / "cli.onnx"
     result = run_cli("deblur-export", str(tiny_checkpoint), str(out), check=True)
@@ -84,7 +119,8 @@ def test_cli_help_and_version():
     assert "deblur-export, version" in run_cli("deblur-export", "--version", check=True).stdout
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "evil", "fp16io_without_fp16", "bad_suffix"])
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "evil", "fp16io_without_fp16",
+                                  "fp16_storage_with_fp16", "bad_suffix"])
 def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_path, case):
     src = tmp_path / "in.pt"
     out = tmp_path / "out.onnx"
@@ -101,6 +137,8 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_
         src.write_bytes(b"cos\nsystem\n(S'touch pwned'\ntR.")
     elif case == "fp16io_without_fp16":
         src, extra = tiny_checkpoint, ["--fp16-io"]
+    elif case == "fp16_storage_with_fp16":
+        src, extra = tiny_checkpoint, ["--fp16", "--fp16-storage"]
     elif case == "bad_suffix":
         src, out = tiny_checkpoint, tmp_path / "out.txt"
     result = run_cli("deblur-export", str(src), str(out), *extra, cwd=tmp_path)
