@@ -3,8 +3,8 @@
 #
 #   benchmarks/record_cpu.sh [CHECKPOINT] [SHARED_DATA_DIR]
 #
-# Models: the compact default model (CHECKPOINT, default train/recipes/default_model.pt: the
-# shipped weights, exported to runtime/models/default.onnx) in FP32 and INT8, and the
+# Models: the default model (CHECKPOINT, default train/recipes/default_model.pt: the shipped
+# weights, exported as runtime/models/default.onnx is: FP32 with FP16 storage) in FP32 and INT8, and the
 # paper-size DeblurGAN (ngf 64, 9 blocks; latency does not depend on the weights, so an
 # untrained one with a fixed seed stands in until trained weights exist). Run on a quiet machine.
 set -euo pipefail
@@ -24,17 +24,17 @@ save_checkpoint(sys.argv[1], create_generator("resnet_generator", **args), arch=
                 arch_args=args, step=0, meta={"note": "untrained: latency only"})
 PY
 deblur-export "$WORK/deblurgan_paper_untrained.pt" "$WORK/deblurgan_paper.onnx"
-deblur-export "$CKPT" "$WORK/compact.onnx"
-deblur-export "$CKPT" "$WORK/compact_int8.onnx" --int8
+deblur-export "$CKPT" "$WORK/default.onnx" --fp16-storage
+deblur-export "$CKPT" "$WORK/default_int8.onnx" --int8
 
 deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both \
-  -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --tile 0 --out "$OUT"
+  -m "$WORK/default.onnx" -m "$WORK/default_int8.onnx" --tile 0 --out "$OUT"
 deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both --baseline identity \
-  -m "$WORK/compact.onnx" --tile 0 --self-ensemble 8 --out "$OUT/self_ensemble"
-deblur-bench latency -m "$WORK/compact.onnx" -m "$WORK/compact_int8.onnx" --torch "$CKPT" \
-  -s 256,480p,720p,1080p -n 5 --warmup 2 --json "$OUT/latency-compact.json"
+  -m "$WORK/default.onnx" --tile 0 --self-ensemble 8 --out "$OUT/self_ensemble"
+deblur-bench latency -m "$WORK/default.onnx" -m "$WORK/default_int8.onnx" --torch "$CKPT" \
+  -s 256,480p,720p,1080p -n 5 --warmup 2 --json "$OUT/latency-default.json"
 deblur-bench latency -m "$WORK/deblurgan_paper.onnx" --torch "$WORK/deblurgan_paper_untrained.pt" \
   -s 256,480p,720p,1080p -n 3 --warmup 1 --json "$OUT/latency-deblurgan-paper.json"
-deblur-bench tiling -m "$WORK/compact.onnx" -s 1080p,4k --tile 512,1024 -n 1 --warmup 0 \
-  --photo "$DATA/Urban100/img_001.jpg" --json "$OUT/tiling-compact.json"
-deblur-bench video -m "$WORK/compact.onnx" -s 480p --frames 24 --repeats 2 --out "$OUT"
+deblur-bench tiling -m "$WORK/default.onnx" -s 1080p,4k --tile 512,1024 -n 1 --warmup 0 \
+  --photo "$DATA/Urban100/img_001.jpg" --json "$OUT/tiling-default.json"
+deblur-bench video -m "$WORK/default.onnx" -s 480p --frames 24 --repeats 2 --out "$OUT"

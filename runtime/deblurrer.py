@@ -34,10 +34,10 @@ from .tiling import TileGrid, make_grid, pad_reflect, padded_size
 log = logging.getLogger(__name__)
 
 # tile=None ("auto"): whole images up to 1080p's pixel count, 1024-px tiles above. Measured
-# with the shipped InstanceNorm model (benchmarks/results/cpu/tiling-compact.md): tiles cost
-# 1.3-2.6x the time of one whole-image run and differ from it by 38-47 dB PSNR (edges a little
-# stronger or weaker per tile, no seams), while a 4K image drops from 3.4 GB to 0.9 GB peak:
-# tiling is for bounding memory.
+# with the shipped InstanceNorm model (benchmarks/results/cpu/tiling-default.md): tiles cost
+# 1.5-2.9x the time of one whole-image run and differ from it by 38-46 dB PSNR (edges a little
+# stronger or weaker per tile, no seams), while a 4K image drops from 6.2 GB to 1.5 GB peak
+# (1080p whole: 1.7 GB): tiling is for bounding memory.
 AUTO_WHOLE_PIXELS = 1920 * 1080
 AUTO_TILE = 1024
 DEFAULT_BLEND = 32  # px of cosine ramp between neighbouring tiles' kept regions

@@ -30,8 +30,19 @@ RUN=${2:-runs/default_model}
 #     train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT      (376 s in all)
 #   LR=2e-4 INIT=<that generator.pt> FIXED_STEPS=6000 SEED=3 WORKERS=14 \
 #     train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT      (304 s)
-# and the last one's generator.pt became train/recipes/default_model.pt (train_step 98614),
-# exported from there to runtime/models/default.onnx.
+# and the last one's generator.pt became train/recipes/default_model.pt (train_step 98614).
+# That ngf-16 model was then grown to ngf 32 (same output at the start, see experiments.md)
+# and trained three more legs on an H200 (one session, 13 minutes of device time), each from
+# the previous leg's generator.pt, the first from the step-98614 weights (commit 437b38d):
+#   INIT=train/recipes/default_model.pt NGF=32 WARMUP=500 LR=2e-4 SEED=7 FIXED_STEPS=10709 \
+#     WORKERS=14 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT     (425 s in all)
+#   INIT=<that generator.pt> NGF=32 WARMUP=200 LR=1e-4 SEED=8 FIXED_STEPS=5705 WORKERS=14 \
+#     train/recipes/gpu_session.sh .gpu/sharp.tar 5 $OUT               (255 s)
+#   INIT=<that generator.pt> NGF=32 WARMUP=100 LR=5e-5 SEED=9 FIXED_STEPS=2000 WORKERS=14 \
+#     train/recipes/gpu_session.sh .gpu/sharp.tar 2 $OUT               (98 s)
+# (the first two took their steps from the calibration). The last generator.pt is
+# train/recipes/default_model.pt now (ngf 32, 6 blocks, train_step 117028), exported to
+# runtime/models/default.onnx with --fp16-storage (FP32 compute, half the file).
 STEPS=${STEPS:-9000}
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
@@ -62,5 +73,5 @@ deblur-train "${args[@]}" \
   --steps "$STEPS" --batch-size 8 --crop 128 --workers 1 \
   --log-every 50 --val-every 500 --checkpoint-every 250 --snapshot-every 100000
 
-deblur-export "$RUN/checkpoints/latest.pt" "$RUN/default.onnx"
+deblur-export "$RUN/checkpoints/latest.pt" "$RUN/default.onnx" --fp16-storage
 echo "exported $RUN/default.onnx; to ship it: cp $RUN/default.onnx runtime/models/default.onnx"
