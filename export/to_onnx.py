@@ -85,8 +85,8 @@ def to_fp16_storage(proto: onnx.ModelProto, *, min_elements: int = 64) -> onnx.M
     Halves the file while the model still computes in FP32 at FP32 speed: ONNX Runtime's
     constant folding (basic graph optimisations, on by default) turns each Cast of an
     initializer back into an FP32 constant when the session loads. The price is the weights'
-    rounding to 11 significant bits (the export's parity check measures it). Small tensors
-    (biases, < ``min_elements``) stay FP32: they save nothing. Run this last: onnxsim would
+    rounding to 11 significant bits (the export's parity check measures it). Tensors under
+    ``min_elements`` (most biases) stay FP32: they save nothing. Run this last: onnxsim would
     fold the casts straight back.
     """
     from onnx import helper, numpy_helper

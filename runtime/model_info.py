@@ -40,7 +40,9 @@ class ModelInfo:
     source_sha256: str | None = None
     train_step: int | None = None
     gflops_per_megapixel: float | None = None
-    weight_storage: str | None = None  # "fp16": FP32 model whose file holds FP16 weights (half the size)
+    # "fp16": an FP32 model whose file holds FP16 weights (half the size). Informational: ONNX
+    # Runtime casts them back at load, so the runtime never needs it and checks no value.
+    weight_storage: str | None = None
     has_metadata: bool = False  # False: defaults above were used
 
     def to_metadata(self) -> dict[str, str]:
@@ -88,8 +90,6 @@ class ModelInfo:
             raise ValueError(f"size_multiple {self.size_multiple} / tile_context {self.tile_context} out of range")
         if self.precision not in ("fp32", "fp16", "int8"):
             raise ValueError(f"precision must be fp32, fp16 or int8, got {self.precision!r}")
-        if self.weight_storage not in (None, "fp16") or (self.weight_storage and self.precision != "fp32"):
-            raise ValueError(f"weight_storage {self.weight_storage!r} is only meaningful as 'fp16' on an fp32 model")
         if self.io_dtype not in ("float32", "float16", "uint8"):
             raise ValueError(f"io_dtype must be float32, float16 or uint8, got {self.io_dtype!r}")
         # Float tensors are channel-first, uint8 pixels channel-last: the two layouts exporters write.

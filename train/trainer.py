@@ -336,6 +336,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     finally:
         cleanup.close()
         if ddp:
+            if sys.exc_info()[1] is None:
+                # Ranks leave together: rank 0 validates and saves after the last step, and a rank
+                # that tore gloo down and exited meanwhile was seen to abort ("terminate called
+                # without an active exception"). After an error, torchrun stops the others instead.
+                dist.barrier()
             dist.destroy_process_group()
 
 

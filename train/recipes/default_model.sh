@@ -33,8 +33,10 @@ RUN=${2:-runs/default_model}
 # and the last one's generator.pt became train/recipes/default_model.pt (train_step 98614).
 # That ngf-16 model was then grown to ngf 32 (same output at the start, see experiments.md)
 # and trained three more legs on an H200 (one session, 13 minutes of device time), each from
-# the previous leg's generator.pt, the first from the step-98614 weights (commit 437b38d):
-#   INIT=train/recipes/default_model.pt NGF=32 WARMUP=500 LR=2e-4 SEED=7 FIXED_STEPS=10709 \
+# the previous leg's generator.pt, the first from the ngf-16 step-98614 weights, which
+# train/recipes/default_model.pt held at commit 437b38d (that path holds the ngf-32 ones now):
+#   git show 437b38d:train/recipes/default_model.pt > ngf16.pt
+#   INIT=ngf16.pt NGF=32 WARMUP=500 LR=2e-4 SEED=7 FIXED_STEPS=10709 \
 #     WORKERS=14 train/recipes/gpu_session.sh .gpu/sharp.tar 9 $OUT     (425 s in all)
 #   INIT=<that generator.pt> NGF=32 WARMUP=200 LR=1e-4 SEED=8 FIXED_STEPS=5705 WORKERS=14 \
 #     train/recipes/gpu_session.sh .gpu/sharp.tar 5 $OUT               (255 s)
@@ -74,4 +76,5 @@ deblur-train "${args[@]}" \
   --log-every 50 --val-every 500 --checkpoint-every 250 --snapshot-every 100000
 
 deblur-export "$RUN/checkpoints/latest.pt" "$RUN/default.onnx" --fp16-storage
-echo "exported $RUN/default.onnx; to ship it: cp $RUN/default.onnx runtime/models/default.onnx"
+echo "exported $RUN/default.onnx (this script's CPU stage; the shipped model is the ngf-32 one grown"
+echo "from it on a GPU, see the header: compare with deblur-bench quality before replacing runtime/models/default.onnx)"
