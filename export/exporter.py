@@ -68,7 +68,8 @@ class ExportReport:
 
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
                       fp16_io: bool = False, fp16_block_ops: list[str] | None = None, int8: bool = False,
-                      fp16_storage: bool = False, uint8_io: bool = False, simplify_graph: bool = True, check: bool = True) -> ExportReport:
+                      fp16_storage: bool = False, uint8_io: bool = False, simplify_graph: bool = True,
+                      check: bool = True) -> ExportReport:
     """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
     output = Path(output)
     if fp16 and int8:
