@@ -107,7 +107,7 @@ def to_fp16_storage(proto: onnx.ModelProto, *, min_elements: int = 64) -> onnx.M
         stored = f"{init.name}__fp16"
         kept.append(numpy_helper.from_array(values.astype(np.float16), stored))
         casts.append(helper.make_node("Cast", [stored], [init.name], to=onnx.TensorProto.FLOAT,
-                                           name=f"{init.name}__to_fp32"))
+                                      name=f"{init.name}__to_fp32"))
     del graph.initializer[:]
     graph.initializer.extend(kept)
     nodes = casts + list(graph.node)  # casts first: the graph's nodes stay topologically sorted
