@@ -1,4 +1,4 @@
-"""``deblur-bench``: latency | video | tiling | quality. Parse, run the benchmark, print, write."""
+"""``deblur-bench``: latency | video | tiling | quality | train-speed. Parse, run the benchmark, print, write."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _emit(name: str, payload: dict[str, Any], rows: list[dict[str, Any]], column
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-bench")
 def main() -> None:
-    """Benchmarks that print tables and write JSON + Markdown: latency, video, tiling, quality."""
+    """Benchmarks that print tables and write JSON + Markdown: latency, video, tiling, quality, train-speed."""
 
 
 @main.command()
@@ -190,6 +190,37 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
 
     per_image = "\n## Per image\n\n" + markdown_table(payload["per_image"], ["condition", "image", "method", "psnr", "ssim", "seconds"])
     _emit("quality", payload, payload["summary"], COLUMNS, out_dir, json_file, sheet, per_image, quiet=quiet)
+
+
+@main.command("train-speed")
+@click.option("--ngf", default=32, show_default=True, help="Generator width (ResNet generator).")
+@click.option("--n-blocks", default=6, show_default=True, help="ResNet blocks.")
+@click.option("--checkpoint", type=click.Path(readable=False), default=None,
+              help="Take the architecture from this checkpoint instead of --ngf/--n-blocks.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--crop", default=256, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast, as gpu_session.sh trains.")
+@click.option("--content", type=click.Choice(["l1", "l1+fft"]), default="l1+fft", show_default=True)
+@click.option("--variant", "variants", multiple=True, default=("eager,channels_last",), show_default=True,
+              help="eager, channels_last, compile, compile+channels_last (comma list or repeated).")
+@click.option("--warmup", default=3, show_default=True)
+@click.option("-n", "--runs", default=20, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch threads on the CPU [default: torch's].")
+@_common
+@report_errors
+def train_speed(ngf, n_blocks, checkpoint, batch_size, crop, device, amp, content, variants, warmup, runs, threads,
+                out_dir, json_file, quiet, verbose, debug) -> None:
+    """Seconds per training step (generator + content loss + Adam) per memory layout / torch.compile."""
+    setup_logging(verbose, quiet)
+    from .train_speed import COLUMNS, TrainSpeedSettings, run_train_speed
+
+    _check_counts(warmup, runs)
+    settings = TrainSpeedSettings(ngf=ngf, n_blocks=n_blocks, checkpoint=checkpoint, batch_size=batch_size, crop=crop,
+                                  device=device, amp=amp, content=content, variants=_split(variants), warmup=warmup,
+                                  runs=runs, threads=threads)
+    payload = run_train_speed(settings)
+    _emit("train_speed", payload, payload["rows"], COLUMNS, out_dir, json_file, quiet=quiet)
 
 
 def _check_counts(warmup: int, runs: int) -> None:

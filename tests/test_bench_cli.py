@@ -186,6 +186,8 @@ def test_quality_on_set5_baselines_beat_identity(tmp_path):
     (["latency", "-m", "{model}", "-n", "0"], "--runs"),
     (["tiling", "-m", "{model}", "--tile", "abc"], "integers"),
     (["latency", "-m", "{model}", "-p", "nosuch"], "not available"),
+    (["train-speed", "--variant", "eager,jit"], "choose from eager"),
+    (["train-speed", "--crop", "30"], "multiple of 4"),
 ])
 def test_bad_inputs_exit_2_with_one_line(args, message, local_model, sharp_folder, tmp_path):
     fill = {"missing": str(tmp_path / "missing.onnx"), "model": str(local_model), "sharp": str(sharp_folder)}
@@ -194,6 +196,22 @@ def test_bad_inputs_exit_2_with_one_line(args, message, local_model, sharp_folde
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_train_speed_rows_per_variant(tmp_path):
+    pytest.importorskip("torch")
+    _bench("train-speed", "--ngf", "4", "--n-blocks", "1", "--batch-size", "2", "--crop", "32", "--no-amp",
+           "--device", "cpu", "--variant", "eager,channels_last", "-n", "2", "--warmup", "1", "--threads", "1",
+           "--out", str(tmp_path))
+    payload = _load(tmp_path / "train_speed.json")
+    rows = {r["variant"]: r for r in payload["rows"]}
+    assert set(rows) == {"eager", "channels_last"}
+    assert rows["eager"]["speedup_vs_eager"] == 1.0 and rows["channels_last"]["speedup_vs_eager"] > 0
+    for row in rows.values():
+        assert row["runs"] == 2 and row["p50_ms"] > 0 and row["dtype"] == "fp32" and row["peak_gpu_mem_mb"] is None
+        assert row["mp_per_s"] == pytest.approx(2 * 32 * 32 / 1e6 / (row["p50_ms"] / 1e3))
+    assert payload["settings"]["arch_args"] == {"ngf": 4, "n_blocks": 1, "dropout": False}
+    assert payload["system"]["torch"] and payload["system"]["gpu"] == "n/a"
 
 
 def test_parse_size():

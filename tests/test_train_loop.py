@@ -218,3 +218,24 @@ def test_resume_can_switch_on_fp16_loss_scaling(photos, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "_amp_dtype", lambda config, device: torch.float16)
     result = train(resume_config(tmp_path / "run", {"steps": 4, "amp": True}), tmp_path / "run", resume=True)
     assert result.step == 4
+
+
+def test_channels_last_trains_the_same_model_and_its_checkpoint_loads_as_usual(photos, tmp_path):
+    # A layout changes how tensors sit in memory, not what is computed: same seed, same data,
+    # the same restorations after a few steps, and a checkpoint anyone can load. (Weights are
+    # compared through the output: the biases in front of InstanceNorm get zero gradient up
+    # to rounding, which Adam normalises into full-size steps of either sign, harmlessly.)
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32))
+    outputs = {}
+    for channels_last in (False, True):
+        config = make_config(**tiny_overrides(photos, steps=3, adv_weight=0.0, lr=1e-3, channels_last=channels_last))
+        run = tmp_path / f"run_{channels_last}"
+        train(config, run)
+        weight = load_checkpoint(run / "checkpoints" / "latest.pt")["generator"]["model.1.weight"]
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last  # it trained NHWC
+        loaded = load_generator(run / "checkpoints" / "latest.pt")
+        assert all(p.is_contiguous() for p in loaded.model.parameters())  # what the exporter traces
+        with torch.no_grad():
+            outputs[channels_last] = loaded.model(x)
+    assert (outputs[True] - outputs[False]).abs().max() < 1e-3
+    assert resume_config(tmp_path / "run_True", {"channels_last": False}).channels_last is False

@@ -59,6 +59,8 @@ log = logging.getLogger("deblur.train")
               "with native bf16 (AVX512-BF16/AMX), about 2x faster there.")
 @click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), help="Precision of --amp (default bf16).")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the generator.")
+@click.option("--channels-last", is_flag=True, default=None, help="NHWC memory layout for the generator (GPUs "
+              "with tensor cores); `deblur-bench train-speed` measures whether it pays on yours.")
 @click.option("--seed", type=int, help="Seed of the data order, augmentation and initialisation (default 0).")
 @click.option("--workers", type=int, help="DataLoader worker processes per process (default 4).")
 @click.option("--log-every", type=int, help="Steps between metric rows (default 50).")

@@ -54,7 +54,7 @@ LOSS_NAMES = ("loss_critic", "loss_g", "loss_adv", "loss_content", "critic_gap",
 # Flags that may differ on --resume: they change how a run is watched or where it reads from,
 # not what it computes (steps changes the LR schedule from there on, and says so).
 RESUME_MAY_CHANGE = {"data", "val", "workers", "device", "log_every", "val_every", "checkpoint_every",
-                     "snapshot_every", "compile", "steps", "amp", "amp_dtype"}
+                     "snapshot_every", "compile", "channels_last", "steps", "amp", "amp_dtype"}
 
 
 @dataclass
@@ -105,6 +105,10 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
     process = this_process()
     ddp, rank, world_size, master = process.distributed, process.rank, process.world_size, process.master
     device = pick_device(config.device, process.local_rank)
+    if device.type == "cuda":
+        # Every training batch has the same shape, so cuDNN's algorithm search runs once per
+        # layer and pays for itself within the first steps.
+        torch.backends.cudnn.benchmark = True
     if ddp:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     cleanup = contextlib.ExitStack()  # closed last: log files, progress bar, worker processes
@@ -157,6 +161,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)
+        layout = torch.channels_last if config.channels_last else torch.contiguous_format
+        generator = generator.to(memory_format=layout)
 
         # ------------------------------------------------------------- data
         train_items = scan(config.data, config.crop, what="training")
@@ -239,7 +245,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             for opt in (opt_g, opt_d):
                 for group in opt.param_groups:
                     group["lr"] = lr
-            blurred, sharp = (t.to(device, non_blocking=True) for t in next(batches))  # (B, 3, C, C) in [-1, 1]
+            # (B, 3, C, C) in [-1, 1]
+            blurred, sharp = (t.to(device, non_blocking=True, memory_format=layout) for t in next(batches))
             condition = blurred if config.conditional_critic else None  # pix2pix's critic sees the input too
 
             # Critic: `critic_steps` updates on this batch (as DeblurGAN), against one restoration.

@@ -17,7 +17,10 @@
 # at the start; a few hundred for an INIT run, see experiments.md), SEED (0: data order
 # and blur draws), FIXED_STEPS (skip the calibration and train exactly this many steps, to
 # repeat a recorded run; a run that would outlast MINUTES is stopped with a checkpoint 20 s
-# before they are up; not STEPS, which default_model.sh reads). Writes to OUT_DIR:
+# before they are up; not STEPS, which default_model.sh reads), CHANNELS_LAST and COMPILE (0;
+# 1 adds --channels-last / --compile: run `deblur-bench train-speed --device cuda --variant
+# eager,channels_last,compile,compile+channels_last` first, ~1 minute, and take what pays).
+# Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
 TAR=$1
@@ -38,6 +41,8 @@ WARMUP=${WARMUP:-0}
 STEPS=${FIXED_STEPS:-}
 extra=()
 [ "$AMP" = 1 ] && extra+=(--amp)
+[ "${CHANNELS_LAST:-0}" = 1 ] && extra+=(--channels-last)
+[ "${COMPILE:-0}" = 1 ] && extra+=(--compile)
 if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
 [ -n "$INIT" ] && extra+=(--init-from "$INIT")
 started=$(date +%s)
@@ -64,6 +69,7 @@ train() {  # train RUN_DIR STEPS [extra args]
 
 CAL=${CAL:-300}
 if [ -z "$STEPS" ]; then
+  cal_started=$(date +%s)
   train "$work/calibrate" "$CAL" --val-every 1000000 --warmup 0 >"$OUT/calibration.txt" 2>&1 \
     || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
   # Median of the second half's logged step times (warm caches, cuDNN tuned); each is the mean
@@ -74,10 +80,15 @@ rows = [json.loads(line) for line in open(sys.argv[1]) if '"step_time"' in line]
 print(statistics.median(r["step_time"] for r in rows[len(rows) // 2:]))
 PY
   )
-  elapsed=$(( $(date +%s) - started ))
-  # 10 % and 45 s held back for validation, the last checkpoint and the copy to OUT_DIR.
-  STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - 45) * 0.9 / $seconds_per_step)))")
-  echo "calibration: $seconds_per_step s/step after ${elapsed}s; training $STEPS steps" | tee -a "$OUT/calibration.txt"
+  now=$(date +%s)
+  elapsed=$(( now - started ))
+  # What the calibration spent besides its steps (start-up, data scan, workers, --compile's
+  # compilation) the real run spends again; 10 % and 45 s more are held back for validation,
+  # the last checkpoint and the copy to OUT_DIR.
+  overhead=$(python3 -c "print(max(0, int($now - $cal_started - $CAL * $seconds_per_step)))")
+  STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - $overhead - 45) * 0.9 / $seconds_per_step)))")
+  echo "calibration: $seconds_per_step s/step, ${overhead}s start-up, after ${elapsed}s; training $STEPS steps" \
+    | tee -a "$OUT/calibration.txt"
 else
   echo "FIXED_STEPS=$STEPS given: no calibration" | tee "$OUT/calibration.txt"
 fi
