@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 import threading
@@ -10,6 +11,8 @@ import click
 
 from .errors import EXIT_USAGE, report_errors, setup_logging
 from .version import __version__
+
+log = logging.getLogger("deblur.runtime")
 
 
 def _parse_tile(value: str) -> int | None:
@@ -31,18 +34,23 @@ def _parse_tile(value: str) -> int | None:
               help="auto | cpu | cuda | tensorrt | coreml | directml | openvino, or a full ONNX Runtime "
                    "provider name. auto picks CUDA, then CoreML/DirectML/OpenVINO, then CPU. An unavailable "
                    "provider is an error, never a silent fallback.")
-@click.option("--device-id", default=0, show_default=True, help="GPU index for cuda/tensorrt.")
+@click.option("--device-id", default=0, show_default=True, type=click.IntRange(min=0),
+              help="GPU index for cuda/tensorrt.")
 @click.option("--tile", default="auto", show_default=True, callback=lambda ctx, p, v: _parse_tile(v),
               help="Tile side in pixels (the model's input size); 0 runs each image whole (more memory, no "
                    "seams); auto: whole up to 1080p's pixel count, 1024-px tiles above.")
-@click.option("--overlap", type=int, default=None, help="Context pixels each tile reads beyond what it keeps "
+@click.option("--overlap", type=click.IntRange(min=0), default=None,
+              help="Context pixels each tile reads beyond what it keeps "
               "[default: from the model's receptive field].")
-@click.option("--blend", default=32, show_default=True, help="Pixels of cross-fade between neighbouring tiles.")
-@click.option("--tile-batch", default=1, show_default=True, help="Tiles per model call (throughput on GPUs).")
-@click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores].")
-@click.option("--self-ensemble", type=int, default=1, show_default=True, metavar="N",
+@click.option("--blend", default=32, show_default=True, type=click.IntRange(min=0),
+              help="Pixels of cross-fade between neighbouring tiles.")
+@click.option("--tile-batch", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Tiles per model call (throughput on GPUs).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: physical cores].")
+@click.option("--self-ensemble", type=click.Choice(["1", "2", "4", "8"]), default="1", show_default=True,
+              callback=lambda ctx, p, v: int(v),
               help="Average the model over N (1, 2, 4 or 8) flipped/rotated copies of each input: more quality for N times "
-                   "the time (default model, Set5+Set14 blurred: +0.14 / +0.18 / +0.22 dB).")
+                   "the time (default model, Set5+Set14 blurred: +0.16 / +0.20 / +0.25 dB).")
 @click.option("--compare", is_flag=True, help="Also write INPUT | OUTPUT side by side (_compare suffix; "
               "for videos a PNG of the middle frame).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
@@ -63,14 +71,15 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
       deblur-run holiday/ -o sharp/ --compare   # mirrors holiday/ under sharp/
 
     Exit status: 0 all done; 2 bad usage or some input failed (each is reported, the rest
-    still run); 130 interrupted (no partial output files are left).
+    still run); 130 interrupted (no partial output files are left). Ctrl-C or SIGTERM ends the
+    run after the current image (a video: at once, no output); a second one stops at once.
     """
     setup_logging(verbose, quiet)
     from .deblurrer import Deblurrer
     from .jobs import plan_jobs, run_jobs
     from .progress import Progress
 
-    jobs, problems = plan_jobs(list(inputs), output)
+    jobs, problems = plan_jobs(list(inputs), output, compare=compare)
     for _, message in problems:
         click.echo(f"error: {message}", err=True)
     if not jobs:
@@ -79,14 +88,29 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
                           device_id=device_id, threads=threads, self_ensemble=self_ensemble)
     stop = threading.Event()
 
-    def request_stop(signum, frame):  # finish the current write atomically, then stop
+    def request_stop(signum, frame):
+        # The first signal finishes the file in progress (a video: stops at the next frame,
+        # leaving no output), the second stops now: one image can take minutes when it is
+        # huge or finely tiled. KeyboardInterrupt unwinds through the atomic writes, which
+        # delete their temporary files; report_errors turns it into exit status 130.
+        if stop.is_set():
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            raise KeyboardInterrupt
         stop.set()
+        log.warning("%s: stopping after the current file (send it again to stop at once)",
+                    signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Progress(jobs, enabled=not quiet) as progress:
             summary = run_jobs(deblurrer, jobs, overwrite=overwrite, compare=compare, stop=stop,
                                file_progress=progress.file_done, frame_progress=progress.frames)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        click.echo("interrupted: stopped at once; files finished before are kept, no partial output left", err=True)
+        sys.exit(130)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -54,6 +54,19 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
+# Which extra of pyproject.toml brings a module: the hint must name one that is not installed.
+_EXTRAS_OF_MODULE = {"onnxruntime": ("cpu", "gpu"), "onnx": ("export",), "onnxsim": ("export",),
+                     "onnxconverter_common": ("export",), "torch": ("train", "export"), "skimage": ("bench",)}
+
+
+def install_hint(module: str | None) -> str:
+    """What to install for a missing optional module, e.g. ``pip install 'deblur-edge[export]'``."""
+    extras = _EXTRAS_OF_MODULE.get((module or "").split(".")[0])
+    if extras is None:
+        return "reinstall deblur-edge with the extra the README names for this command"
+    return " or ".join(f"pip install 'deblur-edge[{extra}]'" for extra in extras)
+
+
 def report_errors(func: F) -> F:
     """Wrap a click command body: DeblurError -> one line + exit 2; ``debug=True`` re-raises."""
 
@@ -71,7 +84,7 @@ def report_errors(func: F) -> F:
             # A missing optional dependency (onnxruntime, torch, onnxsim, ...): say which, once.
             if debug:
                 raise
-            hint = "" if "install" in str(exc) else " (install the matching extra, e.g. pip install 'deblur-edge[cpu]')"
+            hint = "" if "install" in str(exc) else f" ({install_hint(exc.name)})"
             click.echo(f"error: {exc}{hint}", err=True)
             sys.exit(EXIT_USAGE)
         except OSError as exc:

@@ -14,6 +14,7 @@ from .errors import InputError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 FLOAT_SUFFIXES = (".tif", ".tiff")  # float pixels are taken as [0, 1], as Deblurrer takes them
+ALPHA_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp")  # JPEG has no alpha: OpenCV drops it
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
@@ -37,18 +38,71 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data.size == 0:
         raise InputError(f"{path}: file is empty")
     # JPEGs carry no alpha or 16-bit data but often an EXIF orientation, which only the
-    # non-UNCHANGED modes apply; PNG/TIFF/WebP may carry alpha and 16 bits, so keep them whole.
+    # non-UNCHANGED modes apply; PNG/TIFF/WebP may carry alpha and 16 bits, so keep them whole
+    # and apply their (rarer) EXIF orientation here, as viewers and OpenCV's colour mode do.
     is_jpeg = data[:3].tobytes() == b"\xff\xd8\xff"
     flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED
     image = cv2.imdecode(data, flags)
     if image is None or image.size == 0:
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
+    if not is_jpeg:
+        image = apply_orientation(image, exif_orientation(data.tobytes()))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit or float32 images")
     return image
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of IFD0 in TIFF-structured EXIF data; 1 when absent."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for i in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            break
+        if int.from_bytes(entry[:2], order) == 0x0112:
+            value = int.from_bytes(entry[8:10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def exif_orientation(data: bytes) -> int:
+    """EXIF orientation (1-8) of a PNG (eXIf chunk) or WebP (EXIF chunk); 1 for anything else."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        pos = 8
+        while pos + 8 <= len(data):
+            length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+            if kind == b"eXIf":
+                return _tiff_orientation(data[pos + 8:pos + 8 + length])
+            if kind in (b"IDAT", b"IEND"):
+                break  # the PNG spec puts eXIf before the image data
+            pos += 12 + length
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        pos = 12
+        while pos + 8 <= len(data):
+            kind, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+            if kind == b"EXIF":
+                payload = data[pos + 8:pos + 8 + length]
+                return _tiff_orientation(payload[6:] if payload.startswith(b"Exif\x00\x00") else payload)
+            pos += 8 + length + (length & 1)
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels upright for an EXIF orientation (1-8), any channels and depth."""
+    turned = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return image if turned is None else np.ascontiguousarray(turned(image))
 
 
 def check_format(suffix: str, dtype: np.dtype) -> None:

@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import DeblurError, InputError
-from .image_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image, side_by_side, write_image
+from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image, side_by_side,
+                       write_image)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,11 @@ def _walk(folder: Path) -> list[Path]:
     return found
 
 
-def plan_jobs(inputs: list[str | Path], output: str | Path | None = None) -> tuple[list[Job], list[tuple[Path, str]]]:
-    """Map inputs (files and folders) to outputs; returns (jobs, problems found while planning)."""
+def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
+              compare: bool = False) -> tuple[list[Job], list[tuple[Path, str]]]:
+    """Map inputs (files and folders) to outputs; returns (jobs, problems found while planning).
+    With ``compare`` the side-by-side files count as outputs too: they may not land on an input
+    or on another job's output."""
     jobs: list[Job] = []
     problems: list[tuple[Path, str]] = []
     out = Path(output) if output is not None else None
@@ -70,7 +74,12 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None) -> tup
     for raw in inputs:
         src = Path(raw)
         if src.is_dir():
-            base = (out / src.resolve().name if many else out) if out else src.with_name(src.name + SUFFIX)
+            # Resolved: "." or ".." have no name of their own to put the suffix on.
+            folder = src.resolve()
+            if out is None and folder.parent == folder:
+                problems.append((src, f"{src}: no folder beside the root to write into; pass -o OUTPUT_FOLDER"))
+                continue
+            base = (out / folder.name if many else out) if out else folder.with_name(folder.name + SUFFIX)
             files = _walk(src)
             if not files:
                 problems.append((src, f"{src}: folder has no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))
@@ -97,15 +106,22 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None) -> tup
     targets: dict[Path, Path] = {}
     safe = []
     for job in jobs:
-        dst = job.dst.resolve()
-        if dst in sources:
-            problems.append((job.src, f"{job.dst}: refusing to overwrite an input; choose another -o"))
-        elif dst in targets:
-            problems.append((job.src, f"{job.dst}: {targets[dst]} already writes there; give the inputs "
-                                      "separate runs or rename one"))
-        else:
-            targets[dst] = job.src
-            safe.append(job)
+        paths = [job.dst, job.compare_path] if compare else [job.dst]
+        clash = None
+        for path in paths:
+            dst = path.resolve()
+            if dst in sources:
+                clash = f"{path}: refusing to overwrite an input; choose another -o"
+            elif dst in targets:
+                clash = f"{path}: {targets[dst]} already writes there; give the inputs separate runs or rename one"
+            if clash:
+                break
+        if clash:
+            problems.append((job.src, clash))
+            continue
+        for path in paths:
+            targets[path.resolve()] = job.src
+        safe.append(job)
     return safe, problems
 
 
@@ -122,8 +138,9 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
             summary.interrupted = f"stopped after {index} of {len(jobs)} files"
             break
         try:
-            if job.dst.exists() and not overwrite:
-                raise InputError(f"{job.dst}: exists; pass --overwrite to replace it")
+            for path in (job.dst, job.compare_path) if compare else (job.dst,):
+                if path.exists() and not overwrite:
+                    raise InputError(f"{path}: exists; pass --overwrite to replace it")
             try:
                 job.dst.parent.mkdir(parents=True, exist_ok=True)  # the video muxer will not
             except OSError as exc:
@@ -159,6 +176,9 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
     except InputError as exc:
         raise InputError(f"{job.dst}: {exc}") from None
+    if image.ndim == 3 and image.shape[2] == 4 and job.dst.suffix.lower() not in ALPHA_SUFFIXES:
+        log.warning("%s: its alpha channel is dropped: %s cannot store one (write %s to keep it)",
+                    job.src, job.dst.suffix, " or ".join(ALPHA_SUFFIXES))
     try:
         result = deblur(image)
     except InputError as exc:

@@ -215,3 +215,20 @@ def test_one_and_two_pixel_images_come_back_the_same_size(tmp_path, shape):
     assert result.returncode == 0, result.stderr
     out = cv2.imread(str(tmp_path / "tiny_deblurred.png"), cv2.IMREAD_UNCHANGED)
     assert out.shape == shape
+
+
+@pytest.mark.parametrize("tool, module, extra", [
+    ("deblur.export.cli", "onnx", "export"),
+    ("deblur.train.cli", "torch", "train"),
+])
+def test_a_missing_optional_module_names_the_extra_that_brings_it(tmp_path, tiny_checkpoint, tool, module, extra):
+    # What a runtime-only install ([cpu]) sees when it runs the other tools: the hint must name
+    # the extra that is missing, not the one already installed.
+    args = [str(tiny_checkpoint), str(tmp_path / "m.onnx")] if "export" in tool else \
+        ["--data", str(tmp_path), "--out", str(tmp_path / "run")]
+    code = f"import sys; sys.modules[{module!r}] = None; from {tool} import main; main({args!r})"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ONE_THREAD_ENV)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and module in lines[0], result.stderr
+    assert f"pip install 'deblur-edge[{extra}]'" in lines[0] and "[cpu]" not in lines[0]

@@ -101,6 +101,15 @@ def test_bad_inputs_exit_2_with_one_line(model, tmp_path, case):
     assert not list(tmp_path.glob("*_deblurred*")) and not _leftovers(tmp_path)
 
 
+@pytest.mark.parametrize("option, value", [("--tile-batch", "0"), ("--self-ensemble", "3"), ("--threads", "-2"),
+                                           ("--blend", "-1")])
+def test_bad_option_values_are_refused_by_their_flag_name(model, tmp_path, option, value):
+    src = _img(tmp_path / "a.png")
+    result = run_cli("deblur-run", str(src), "-m", model, option, value)
+    assert result.returncode == 2 and f"Invalid value for '{option}'" in result.stderr
+    assert "Traceback" not in result.stderr and not list(tmp_path.glob("*_deblurred*"))
+
+
 def test_bad_model_and_missing_provider_exit_2(model, tmp_path):
     src = _img(tmp_path / "a.png")
     (tmp_path / "m.onnx").write_text("nope")
@@ -143,6 +152,52 @@ def test_sigterm_mid_video_leaves_no_partial_output(model, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err and "frames" in err
     assert not (tmp_path / "long_deblurred.mp4").exists() and not _leftovers(tmp_path)
+
+
+def test_a_second_signal_stops_a_slow_image_at_once(tmp_path):
+    src = _img(tmp_path / "big.png", shape=(900, 1200, 3))
+    exe = Path(sys.executable).parent / "deblur-run"
+    # The shipped model (the local one is too fast), ~7500 tiles of 16 px: ~20 s, where one
+    # signal would wait for the image to finish.
+    proc = subprocess.Popen([str(exe), str(src), "--tile", "16", "--overlap", "2", "--blend", "2", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "deblurring with" in line:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err  # 0: the signals waited for the whole image
+    assert time.monotonic() - started < 5, "the second signal should stop within a tile or two"
+    assert "send it again to stop at once" in err and "stopped at once" in err and "Traceback" not in err
+    assert not (tmp_path / "big_deblurred.png").exists() and not _leftovers(tmp_path)
+
+
+def test_compare_files_are_outputs_too(model, tmp_path):
+    src = _img(tmp_path / "a.png")
+    taken = _img(tmp_path / "b_compare.png")
+    data = taken.read_bytes()
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "b.png"), "-m", model, "--compare")
+    assert result.returncode == 2 and "b_compare.png: exists; pass --overwrite" in result.stderr
+    assert taken.read_bytes() == data and not (tmp_path / "b.png").exists()
+    # A compare file may not land on an input either, even with --overwrite.
+    other = _img(tmp_path / "a_deblurred_compare.png")
+    data = other.read_bytes()
+    result = run_cli("deblur-run", str(src), str(other), "-m", model, "--compare", "--overwrite")
+    assert result.returncode == 2 and "a_deblurred_compare.png: refusing to overwrite an input" in result.stderr
+    assert other.read_bytes() == data and not (tmp_path / "a_deblurred.png").exists()
+
+
+@pytest.mark.parametrize("arg, cwd", [(".", "fold"), ("", "fold"), ("..", "fold/sub")])
+def test_dot_folders_write_beside_the_folder_they_name(model, tmp_path, arg, cwd):
+    _img(tmp_path / "fold" / "sub" / "x.png")
+    result = run_cli("deblur-run", arg, "-m", model, "-q", cwd=tmp_path / cwd)
+    assert result.returncode == 0, result.stderr
+    produced = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert produced == ["fold/sub/x.png", "fold_deblurred/sub/x.png"], produced
 
 
 def test_folder_with_a_video_in_a_subfolder_creates_the_output_folders(model, tmp_path):
@@ -189,6 +244,39 @@ def test_exif_orientation_of_jpegs_is_applied(model, tmp_path):
     path = tmp_path / "rotated.jpg"
     path.write_bytes(data.tobytes()[:2] + app1 + data.tobytes()[2:])
     assert read_image(path).shape[:2] == (40, 20)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_exif_orientation_of_pngs_and_webps_is_applied_like_opencv_does(tmp_path, fmt):
+    import io
+
+    Image = pytest.importorskip("PIL.Image")
+    from deblur.runtime import read_image
+
+    rgba = np.random.default_rng(0).integers(0, 256, (20, 30, 4), dtype=np.uint8)
+    for orientation in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        read = {}
+        for mode in ("RGB", "RGBA"):
+            buffer = io.BytesIO()
+            Image.fromarray(rgba[:, :, :len(mode)]).save(buffer, fmt, exif=exif.tobytes(), lossless=True, exact=True)
+            path = tmp_path / f"{mode}.{fmt.lower()}"
+            path.write_bytes(buffer.getvalue())
+            read[mode] = read_image(path)
+            if mode == "RGB":  # OpenCV's colour mode applies the orientation (and would drop alpha)
+                assert np.array_equal(read[mode], cv2.imread(str(path), cv2.IMREAD_COLOR)), orientation
+        # Alpha is kept, and turned with the colours.
+        assert read["RGBA"].shape[2] == 4 and np.array_equal(read["RGBA"][:, :, :3], read["RGB"]), orientation
+
+
+def test_alpha_is_kept_where_the_format_can_hold_it_and_its_loss_is_said_elsewhere(model, tmp_path):
+    src = _img(tmp_path / "a.png", shape=(40, 56, 4))
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.webp"), "-m", model, check=True)
+    assert "alpha" not in result.stderr
+    assert cv2.imread(str(tmp_path / "a.webp"), cv2.IMREAD_UNCHANGED).shape == (40, 56, 4)
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.jpg"), "-m", model, check=True)
+    assert "alpha channel is dropped: .jpg cannot store one" in result.stderr
 
 
 def test_float_tiff_keeps_float_pixels(model, tmp_path):

@@ -221,8 +221,27 @@ def test_no_default_model_is_a_clear_error(monkeypatch):
 
 
 def test_tile_too_small_for_overlap_is_an_error(local_model):
-    with pytest.raises(InputError, match="too small"):
+    # overlap 8 x 2 + blend 8 = 24 px of margins: 28 is the least that works, 48 the least
+    # where a tile keeps half of itself (each output pixel computed under 4 times).
+    with pytest.raises(InputError, match=r"too small.*--tile >= 48 \(28 at the very least\)"):
         Deblurrer(local_model, "cpu", tile=16, overlap=8, blend=8)
+
+
+def test_a_tile_that_keeps_little_of_itself_is_warned_about(local_model, caplog):
+    with caplog.at_level("WARNING"):
+        Deblurrer(local_model, "cpu", tile=28, overlap=8, blend=8)
+    assert "computed ~49 times; --tile >= 48" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Deblurrer(local_model, "cpu", tile=48, overlap=8, blend=8)
+    assert "computed" not in caplog.text
+
+
+@pytest.mark.parametrize("setting", [dict(tile_batch=0), dict(threads=0), dict(blend=-1), dict(overlap=-2)])
+def test_bad_settings_name_the_setting_and_value(local_model, setting):
+    (name, value), = setting.items()
+    with pytest.raises(InputError, match=f"^{name} {value}: "):
+        Deblurrer(local_model, "cpu", **setting)
 
 
 def test_runtime_works_where_torch_cannot_be_imported(local_model, tmp_path):

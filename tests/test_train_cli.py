@@ -206,6 +206,6 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_to_resume(tmp_path, env
     assert "Traceback" not in stderr
     step = load_checkpoint(run / "checkpoints" / "latest.pt")["step"]
     assert step >= 3 and f"stopped at step {step} " in stderr
-    assert "step 0: validation PSNR" in stdout and f"latest.pt at step {step}" in stdout  # scores of step 0
+    assert f"stopped at step {step}, checkpoint" in stdout and "last validation (step 0): PSNR" in stdout
     resumed = run_cli("deblur-train", "--out", str(run), "--resume", "--steps", str(step + 2), check=True, env=env)
     assert f"step {step + 2}: validation PSNR" in resumed.stdout

@@ -388,17 +388,23 @@ def test_module_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
 
 
-def test_high_bit_depth_video_is_processed_and_says_it_is_written_with_8_bits(tmp_path, caplog):
-    p = tmp_path / "ten bit.mkv"
-    with av.open(str(p), "w") as c:
-        vs = c.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p10le"
-        for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 90, np.uint8), format="bgr24")
-            frame = frame.reformat(format="yuv420p10le")
+def _flat_clip(path, codec: str, pix_fmt: str, source_format: str, frames: int = 3):
+    """A 64x48 grey clip stored as ``pix_fmt`` (made from ``source_format`` frames)."""
+    channels = len(source_format.replace("24", "").replace("8", ""))  # bgr24 -> 3, rgba -> 4
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream(codec, rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, pix_fmt
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, channels), 90, np.uint8), format=source_format)
+            frame = frame.reformat(format=pix_fmt)
             frame.pts = i
             c.mux(vs.encode(frame))
         c.mux(vs.encode())
+    return path
+
+
+def test_high_bit_depth_video_is_processed_and_says_it_is_written_with_8_bits(tmp_path, caplog):
+    p = _flat_clip(tmp_path / "ten bit.mkv", "libx264", "yuv420p10le", "bgr24")
     with caplog.at_level("WARNING"):
         process_video(p, tmp_path / "out.mkv", lambda frame: frame)
     assert "10-bit video (yuv420p10le) is processed and written with 8 bits" in caplog.text
@@ -465,3 +471,11 @@ def test_matroska_video_starting_late_is_not_called_truncated(tmp_path):
     # Video from 5 s to 7 s, audio from 0 s: its 2 s are not to be measured against 7 s.
     clip = _noise_clip(tmp_path / "late.mkv", 50, first_pts=125, audio_seconds=7.0)
     assert process_video(clip, tmp_path / "out.mkv", identity).frames == 50
+
+
+def test_a_video_with_alpha_says_its_alpha_is_dropped(tmp_path, caplog):
+    p = _flat_clip(tmp_path / "alpha.mov", "png", "rgba", "rgba")
+    with caplog.at_level("WARNING"):
+        process_video(p, tmp_path / "out.mov", lambda frame: frame)
+    assert "alpha plane (rgba) is dropped" in caplog.text
+    assert probe_video(tmp_path / "out.mov").frame_count == 3

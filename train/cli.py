@@ -122,11 +122,13 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, ve
         config = make_config(recipe or "deblurgan", **overrides)
     result = train(config, run_dir, resume=resume, stop_at=stop_at)
     if result.val:
-        # A signal stop skips the final validation: the scores then are an earlier step's.
-        click.echo(f"step {result.val['step']}: validation PSNR {result.val['psnr']:.2f} dB, SSIM "
-                   f"{result.val['ssim']:.4f} (blurred input: {result.val['psnr_identity']:.2f} dB, "
-                   f"{result.val['ssim_identity']:.4f}); checkpoint {result.checkpoint}"
-                   + (f" at step {result.step}" if result.step != result.val["step"] else ""))
+        scores = (f"PSNR {result.val['psnr']:.2f} dB, SSIM {result.val['ssim']:.4f} (blurred input: "
+                  f"{result.val['psnr_identity']:.2f} dB, {result.val['ssim_identity']:.4f})")
+        if result.step == result.val["step"]:
+            click.echo(f"step {result.step}: validation {scores}; checkpoint {result.checkpoint}")
+        else:  # a signal stop skips the final validation: the scores are an earlier step's
+            click.echo(f"stopped at step {result.step}, checkpoint {result.checkpoint}; last validation "
+                       f"(step {result.val['step']}): {scores}")
     if result.stopped_by:
         # The shell's convention for "ended by a signal": scripts see the run did not finish.
         sys.exit(128 + int(result.stopped_by))

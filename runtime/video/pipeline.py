@@ -99,6 +99,9 @@ def process_video(
     if source.bits > 8:
         log.warning("%s: %d-bit video (%s) is processed and written with 8 bits per channel",
                     source.path, source.bits, source.pix_fmt)
+    if source.alpha:
+        log.warning("%s: the video's alpha plane (%s) is dropped: the output is opaque H.264 or the "
+                    "container's usual codec", source.path, source.pix_fmt)
     dst_path = os.fspath(dst)
     folder = os.path.dirname(os.path.abspath(dst_path))
     if not os.path.isdir(folder):

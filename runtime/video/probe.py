@@ -62,6 +62,7 @@ class _Source:
     stream_duration: float | None = None  # the video stream's own, never the container's
     pix_fmt: str = "yuv420p"  # the decoder's output format, e.g. yuv420p10le
     bits: int = 8  # per channel
+    alpha: bool = False  # an alpha plane (e.g. PNG or ProRes 4444 in MOV); the output has none
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -162,6 +163,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             stream_duration=_video_duration(vs, tb, container),
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
+            alpha=any(c.is_alpha for c in first.format.components),
         )
 
 
