@@ -207,7 +207,8 @@ class Deblurrer:
             low, high = float(image.min()), float(image.max())
             if high > 2.0 or low < -0.5:
                 raise InputError(f"float pixels span [{low:.4g}, {high:.4g}], but float images are taken as "
-                                 "[0, 1]; divide by 255 (8-bit data) or 65535 (16-bit), or map [-1, 1] with (x + 1) / 2")
+                                 "[0, 1]: scale them first (8-bit data / 255, 16-bit / 65535, [-1, 1] as "
+                                 "(x + 1) / 2), or save the image as 8- or 16-bit")
         else:
             raise InputError(f"{image.dtype} images are not supported; use uint8, uint16 or float in [0, 1]")
         alpha = None

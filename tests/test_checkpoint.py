@@ -2,6 +2,8 @@ import logging
 import os
 import pickle
 
+import cv2
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -91,6 +93,7 @@ def _write(path, data: bytes):
     ("empty", "empty"),
     ("directory", "is a directory"),
     ("text", "not a readable PyTorch checkpoint"),
+    ("png", "not a readable PyTorch checkpoint: it is a PNG image"),
     ("truncated", "not a readable PyTorch checkpoint"),
     ("evil_pickle", "refused to load"),
     ("other_arch", "do not match any known generator"),
@@ -109,6 +112,8 @@ def test_bad_checkpoints_give_clear_errors(tmp_path, monkeypatch, case, pattern)
         path.mkdir()
     elif case == "text":
         _write(path, b"hello, I am not a checkpoint\n")
+    elif case == "png":
+        _write(path, cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes())
     elif case == "truncated":
         save_checkpoint(path, good, arch="resnet_generator", arch_args=good.arch_args)
         _write(path, path.read_bytes()[: path.stat().st_size // 2])

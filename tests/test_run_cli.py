@@ -301,7 +301,7 @@ def test_float_tiff_keeps_float_pixels(model, tmp_path):
     cv2.imwrite(str(src), pixels * 255)
     scaled = run_cli("deblur-run", str(src), "-o", str(tmp_path / "scaled.tif"), "-m", model)
     assert scaled.returncode == 2 and re.search(r"linear.tif: float pixels span \[0\.0\d+, 25\d\.?\d*\]", scaled.stderr)
-    assert "divide by 255" in scaled.stderr and not (tmp_path / "scaled.tif").exists()
+    assert "8-bit data / 255" in scaled.stderr and not (tmp_path / "scaled.tif").exists()
 
 
 def test_outputs_get_the_usual_file_mode_and_overwrites_keep_theirs(model, tmp_path):

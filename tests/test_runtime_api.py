@@ -83,7 +83,7 @@ def test_threads_sharing_one_deblurrer_match_sequential(deblurrer):
     (np.full((5, 5, 3), np.nan, np.float32), "NaN"),
     (np.full((5, 5, 3), np.inf, np.float32), "75 NaN or infinite values; replace them"),
     # Another scale would come back saturated: 0..255 or -1..1 floats are refused, not clipped.
-    (np.linspace(0, 255, 75, dtype=np.float32).reshape(5, 5, 3), r"span \[0, 255\].*divide by 255"),
+    (np.linspace(0, 255, 75, dtype=np.float32).reshape(5, 5, 3), r"span \[0, 255\].*8-bit data / 255"),
     (np.linspace(-1, 1, 75, dtype=np.float64).reshape(5, 5, 3), r"span \[-1, 1\].*\(x \+ 1\) / 2"),
     ("not an array", "numpy"),
 ])

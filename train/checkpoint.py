@@ -42,6 +42,7 @@ FORMAT_NAME = "deblur-edge-checkpoint"
 FORMAT_VERSION = 1
 _WRAPPER_KEYS = ("generator", "netG", "model", "state_dict", "net_g", "params")
 _PREFIXES = ("module.", "_orig_mod.")
+_FILE_KINDS = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"\x08", "a protobuf, e.g. an ONNX model"))
 _STALE_NORM_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
 
 
@@ -118,6 +119,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: is a directory; give the checkpoint file (e.g. {path}/checkpoints/latest.pt)")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: file is empty; re-save or re-download the checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (PyTorch >= 1.6) or, before, a pickle (protocol 2+,
+    # first byte 0x80). Anything else (an image, an ONNX model) is named as such, not as a
+    # weights file that the safe loader refused.
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        kind = next((name for magic, name in _FILE_KINDS if head.startswith(magic)), "another kind of file")
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: it is {kind}; give the .pt/.pth file "
+                              "torch.save wrote (deblur-train: RUN_DIR/checkpoints/latest.pt)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
