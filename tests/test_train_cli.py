@@ -40,8 +40,10 @@ def test_cli_trains_stops_and_resumes(tmp_path, env):
     args = ["deblur-train", "--data", str(tmp_path / "photos"), "--out", str(tmp_path / "run"), *TINY,
             "--steps", "6", "--val-every", "3"]
     run_cli(*args, "--stop-at", "3", check=True, env=env)
-    result = run_cli("deblur-train", "--out", str(tmp_path / "run"), "--resume", "--workers", "1", check=True, env=env)
+    result = run_cli("deblur-train", "--out", str(tmp_path / "run"), "--resume", "--workers", "1", "-q", check=True,
+                     env=env)
     assert "step 6: validation PSNR" in result.stdout and "latest.pt" in result.stdout
+    assert "val step" not in result.stderr and "resumed" not in result.stderr  # -q: no progress lines
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["steps"] == 6 and config["workers"] == 1 and config["arch_args"]["ngf"] == 8
     refused = run_cli("deblur-train", "--out", str(tmp_path / "run"), "--resume", "--lr", "1", env=env)

@@ -71,11 +71,12 @@ log = logging.getLogger("deblur.train")
                                              "optimiser, RNG and data position.")
 @click.option("--stop-at", type=int, metavar="STEP", help="Stop after STEP (checkpointed) without ending the "
                                                           "schedule, e.g. for time-limited jobs; --resume continues.")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and the final summary only (no progress lines).")
 @click.option("-v", "--verbose", is_flag=True, help="More logging.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-train")
 @report_errors
-def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, verbose: bool, debug: bool,
+def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, quiet: bool, verbose: bool, debug: bool,
          ngf: int | None, n_blocks: int | None, num_downs: int | None, dropout: bool | None,
          compile_: bool | None, **options) -> None:
     """Train a deblurring generator; checkpoints go to RUN_DIR/checkpoints/latest.pt for deblur-export.
@@ -92,7 +93,7 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, ve
       torchrun --standalone --nproc_per_node 4 -m deblur.train.cli --data ... --out runs/ddp
     """
     # Under torchrun every rank runs this; only rank 0 reports progress, the others warnings.
-    setup_logging(verbose, quiet=os.environ.get("RANK", "0") != "0")
+    setup_logging(verbose, quiet=quiet or os.environ.get("RANK", "0") != "0")
     from .config import make_config  # torch-free, but keep `--help` fast and uniform
     from .trainer import resume_config, train
 

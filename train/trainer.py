@@ -229,8 +229,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         last_val: dict = {}
         if master and start_step == 0:
             last_val = _validate(raw_generator, val_blurred, val_sharp, identity, device, 0, run_log, run_dir)
+        show_bar = master and sys.stderr.isatty() and log.isEnabledFor(logging.INFO)  # not with -q
         progress = cleanup.enter_context(tqdm(total=config.steps, initial=start_step, desc="train",
-                                              disable=not (master and sys.stderr.isatty()), dynamic_ncols=True))
+                                              disable=not show_bar, dynamic_ncols=True))
         if not progress.disable:
             cleanup.enter_context(logging_redirect_tqdm())  # log lines above the bar, not through it
         batches = iter(loader)
