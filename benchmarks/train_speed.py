@@ -107,30 +107,34 @@ def run_train_speed(settings: TrainSpeedSettings) -> dict[str, Any]:
         torch.set_num_threads(settings.threads)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the trainer: fixed shapes, tuned once
-    dtype = torch.bfloat16 if settings.amp else None
-    if settings.amp and device.type == "cpu":
-        from deblur.train.trainer import cpu_has_native_bf16
+    from deblur.train.config import TrainConfig, TrainError
+    from deblur.train.trainer import _amp_dtype
 
-        if not cpu_has_native_bf16():
-            raise InputError("--amp on this CPU would be emulated bf16, slower than float32: pass --no-amp")
+    try:  # the trainer's choice: bf16, fp16 on GPUs without bf16, refused on CPUs that emulate it
+        dtype = _amp_dtype(TrainConfig(amp=settings.amp), device)
+    except TrainError as exc:
+        raise InputError(f"{exc} (here: pass --no-amp)") from None
 
+    dtype_name = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     arch, arch_args = _arch(settings)
     steps, first, peak = {}, {}, {}
     for variant in settings.variants:
         steps[variant] = _step_fn(torch, variant, arch, arch_args, settings, device, dtype)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+            held = torch.cuda.memory_allocated()  # the earlier variants', still alive to interleave
         start = time.perf_counter()
         steps[variant]()  # compiles (compile variants) and tunes cuDNN: reported, not timed below
         first[variant] = time.perf_counter() - start
-        peak[variant] = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+        # This variant's own peak over its first step: model, Adam state, batch, activations.
+        peak[variant] = (torch.cuda.max_memory_allocated() - held) / 2**20 if device.type == "cuda" else None
     times = time_interleaved(steps, warmup=settings.warmup, runs=settings.runs)
 
     megapixels = settings.batch_size * settings.crop ** 2 / 1e6
     rows = []
     for variant in settings.variants:
         p50 = report.percentile(times[variant], 50)
-        rows.append({"variant": variant, "device": str(device), "dtype": "bf16" if dtype else "fp32",
+        rows.append({"variant": variant, "device": str(device), "dtype": dtype_name,
                      "batch": settings.batch_size, "crop": settings.crop, "runs": len(times[variant]),
                      "p50_ms": p50 * 1e3, "p95_ms": report.percentile(times[variant], 95) * 1e3,
                      "steps_per_s": 1.0 / p50, "mp_per_s": megapixels / p50, "first_step_s": first[variant],

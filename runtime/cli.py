@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 import sys
-import threading
 
 import click
 
 from .errors import EXIT_USAGE, report_errors, setup_logging
+from .signals import StopOnSignal
 from .version import __version__
-
-log = logging.getLogger("deblur.runtime")
 
 
 def _parse_tile(value: str) -> int | None:
@@ -72,7 +68,8 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
 
     Exit status: 0 all done; 2 bad usage or some input failed (each is reported, the rest
     still run); 130 interrupted (no partial output files are left). Ctrl-C or SIGTERM ends the
-    run after the current image (a video: at once, no output); a second one stops at once.
+    run after the current image (a video: at its next frame, no output); a second one stops
+    an image after the model call in progress (a tile; a whole image up to 1080p: seconds).
     """
     setup_logging(verbose, quiet)
     from .deblurrer import Deblurrer
@@ -86,34 +83,21 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
         sys.exit(EXIT_USAGE)
     deblurrer = Deblurrer(model, provider, tile=tile, overlap=overlap, blend=blend, tile_batch=tile_batch,
                           device_id=device_id, threads=threads, self_ensemble=self_ensemble)
-    stop = threading.Event()
-
-    def request_stop(signum, frame):
-        # The first signal finishes the file in progress (a video: stops at the next frame,
-        # leaving no output), the second stops now: one image can take minutes when it is
-        # huge or finely tiled. KeyboardInterrupt unwinds through the atomic writes, which
-        # delete their temporary files; report_errors turns it into exit status 130.
-        if stop.is_set():
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            raise KeyboardInterrupt
-        stop.set()
-        log.warning("%s: stopping after the current file (send it again to stop at once)",
-                    signal.Signals(signum).name)
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with Progress(jobs, enabled=not quiet) as progress:
-            summary = run_jobs(deblurrer, jobs, overwrite=overwrite, compare=compare, stop=stop,
-                               file_progress=progress.file_done, frame_progress=progress.frames)
-    except KeyboardInterrupt:
-        if debug:
-            raise
-        click.echo("interrupted: stopped at once; files finished before are kept, no partial output left", err=True)
-        sys.exit(130)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    # The first signal lets the file in progress finish (a video stops at the next frame,
+    # leaving no output); the second stops at once, except while a video's encoder thread
+    # could still be writing (run_jobs holds that stage back then).
+    with StopOnSignal("stopping after the current file") as stop:
+        try:
+            with Progress(jobs, enabled=not quiet) as progress:
+                summary = run_jobs(deblurrer, jobs, overwrite=overwrite, compare=compare, stop=stop.event,
+                                   interruptible=stop.interruptible, file_progress=progress.file_done,
+                                   frame_progress=progress.frames)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("interrupted: stopped at once; files finished before are kept, no partial output left",
+                       err=True)
+            sys.exit(130)
     failed = len(summary.failed) + len(problems)
     if not quiet:
         click.echo(f"{len(summary.done)} done, {failed} failed in {summary.seconds:.1f} s "

@@ -29,7 +29,7 @@ import numpy as np
 from .errors import InputError, ModelError, first_line
 from .model_info import ModelInfo
 from .providers import GPU_PROVIDERS, create_session, resolve_provider
-from .tiling import TileGrid, make_grid, pad_reflect, padded_size
+from .tiling import TileGrid, make_grid, pad_reflect, padded_size, smallest_sensible_tile, tile_stride
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +128,18 @@ class Deblurrer:
         self.overlap = self.info.tile_context if overlap is None else overlap
         m = self.info.size_multiple
         checked = AUTO_TILE if tile is None else tile
-        # Each tile keeps (tile - 2 overlap - blend) px of new output per row: below twice the
-        # margins a tile computes each output pixel more than 4 times (at the bare minimum,
-        # hundreds of times: 208 s instead of 0.7 s for a 384-px photo).
-        margins = 2 * self.overlap + blend
-        sensible = -(-2 * margins // m) * m
-        if checked and checked < margins + m:
+        # A tile adds `stride` new output pixels per axis: at the bare minimum (stride m) it
+        # computes each output pixel hundreds of times (208 s instead of 0.7 s for a 384-px photo).
+        stride = tile_stride(checked, self.overlap, blend, m)
+        sensible = smallest_sensible_tile(self.overlap, blend, m)
+        if checked and stride < 1:
             raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: "
-                             f"use --tile >= {sensible} ({margins + m} at the very least) or a smaller --overlap")
+                             f"use --tile >= {sensible} ({2 * self.overlap + blend + m} at the very least) "
+                             "or a smaller --overlap")
         if checked and checked < sensible:
-            work = (checked / (checked - margins)) ** 2
-            log.warning("tile %d keeps only %d px of each tile after overlap %d x 2 and blend %d: every output "
-                        "pixel is computed ~%.0f times; --tile >= %d keeps that under 4", checked,
-                        checked - margins, self.overlap, blend, work, sensible)
+            log.warning("tile %d adds only %d px per tile after overlap %d x 2 and blend %d: every output pixel "
+                        "is computed ~%.0f times; --tile >= %d keeps that under 4", checked, stride, self.overlap,
+                        blend, (checked / stride) ** 2, sensible)
         if self.provider == "CPUExecutionProvider" and self.info.precision == "fp16":
             log.warning("%s is an FP16 model: on CPUs it is no faster than FP32 (ONNX Runtime computes most "
                         "ops in float32 and casts around them) and less exact; export without --fp16 for CPU use",

@@ -54,15 +54,20 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     return text.splitlines()[0][:limit] if text else type(exc).__name__
 
 
-# Which extra of pyproject.toml brings a module: the hint must name one that is not installed.
-_EXTRAS_OF_MODULE = {"onnxruntime": ("cpu", "gpu"), "onnx": ("export",), "onnxsim": ("export",),
-                     "onnxconverter_common": ("export",), "torch": ("train", "export"), "skimage": ("bench",)}
+# What each extra of pyproject.toml brings, and the extra each tool is installed with: a hint
+# names the tool's own extra when it brings the missing module, never one already installed.
+_EXTRA_MODULES = {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime"}, "train": {"torch", "skimage"},
+                  "export": {"torch", "onnx", "onnxsim", "onnxconverter_common"}, "bench": {"skimage"}}
+_TOOL_EXTRA = {"deblur-run": "cpu", "deblur-export": "export", "deblur-train": "train", "deblur-bench": "bench"}
 
 
-def install_hint(module: str | None) -> str:
+def install_hint(module: str | None, tool: str | None = None) -> str:
     """What to install for a missing optional module, e.g. ``pip install 'deblur-edge[export]'``."""
-    extras = _EXTRAS_OF_MODULE.get((module or "").split(".")[0])
-    if extras is None:
+    module = (module or "").split(".")[0]
+    own = _TOOL_EXTRA.get(tool or "")
+    extras = [own] if own and module in _EXTRA_MODULES[own] else \
+        [extra for extra, modules in _EXTRA_MODULES.items() if module in modules]
+    if not extras:
         return "reinstall deblur-edge with the extra the README names for this command"
     return " or ".join(f"pip install 'deblur-edge[{extra}]'" for extra in extras)
 
@@ -84,7 +89,9 @@ def report_errors(func: F) -> F:
             # A missing optional dependency (onnxruntime, torch, onnxsim, ...): say which, once.
             if debug:
                 raise
-            hint = "" if "install" in str(exc) else f" ({install_hint(exc.name)})"
+            context = click.get_current_context(silent=True)
+            tool = context.find_root().info_name if context else None
+            hint = "" if "install" in str(exc) else f" ({install_hint(exc.name, tool)})"
             click.echo(f"error: {exc}{hint}", err=True)
             sys.exit(EXIT_USAGE)
         except OSError as exc:

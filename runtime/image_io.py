@@ -47,7 +47,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
     if not is_jpeg:
-        image = apply_orientation(image, exif_orientation(data.tobytes()))
+        image = apply_orientation(image, exif_orientation(data))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
@@ -57,6 +57,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def _tiff_orientation(tiff: bytes) -> int:
     """The Orientation tag (0x0112) of IFD0 in TIFF-structured EXIF data; 1 when absent."""
+    if tiff[:6] == b"Exif\x00\x00":  # the APP1 prefix, which some writers keep in PNG/WebP too
+        tiff = tiff[6:]
     order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
     if order is None or len(tiff) < 8:
         return 1
@@ -68,29 +70,33 @@ def _tiff_orientation(tiff: bytes) -> int:
         if len(entry) < 12:
             break
         if int.from_bytes(entry[:2], order) == 0x0112:
-            value = int.from_bytes(entry[8:10], order)
+            # SHORT (type 3) as the standard says; LONG (4) from some writers. Either way the
+            # value sits at the start of the 4-byte field, in the file's byte order.
+            size = 4 if int.from_bytes(entry[2:4], order) == 4 else 2
+            value = int.from_bytes(entry[8:8 + size], order)
             return value if 1 <= value <= 8 else 1
     return 1
 
 
-def exif_orientation(data: bytes) -> int:
-    """EXIF orientation (1-8) of a PNG (eXIf chunk) or WebP (EXIF chunk); 1 for anything else."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
+def exif_orientation(data: bytes | np.ndarray) -> int:
+    """EXIF orientation (1-8) of a PNG (eXIf chunk) or WebP (EXIF chunk); 1 for anything else.
+    Reads only the chunk headers and the EXIF payload: no copy of the file."""
+    view = memoryview(data).cast("B")
+    if bytes(view[:8]) == b"\x89PNG\r\n\x1a\n":
         pos = 8
-        while pos + 8 <= len(data):
-            length, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        while pos + 8 <= len(view):
+            length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
             if kind == b"eXIf":
-                return _tiff_orientation(data[pos + 8:pos + 8 + length])
+                return _tiff_orientation(bytes(view[pos + 8:pos + 8 + length]))
             if kind in (b"IDAT", b"IEND"):
                 break  # the PNG spec puts eXIf before the image data
             pos += 12 + length
-    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+    elif bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
         pos = 12
-        while pos + 8 <= len(data):
-            kind, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        while pos + 8 <= len(view):
+            kind, length = bytes(view[pos:pos + 4]), int.from_bytes(view[pos + 4:pos + 8], "little")
             if kind == b"EXIF":
-                payload = data[pos + 8:pos + 8 + length]
-                return _tiff_orientation(payload[6:] if payload.startswith(b"Exif\x00\x00") else payload)
+                return _tiff_orientation(bytes(view[pos + 8:pos + 8 + length]))
             pos += 8 + length + (length & 1)
     return 1
 

@@ -9,6 +9,7 @@ existing output is only replaced with ``overwrite``; every write is atomic.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -74,8 +75,9 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
     for raw in inputs:
         src = Path(raw)
         if src.is_dir():
-            # Resolved: "." or ".." have no name of their own to put the suffix on.
-            folder = src.resolve()
+            # Made absolute: "." or ".." have no name of their own to put the suffix on. Not
+            # resolved: a symlinked folder's output goes beside the link, under its name.
+            folder = Path(os.path.abspath(src))
             if out is None and folder.parent == folder:
                 problems.append((src, f"{src}: no folder beside the root to write into; pass -o OUTPUT_FOLDER"))
                 continue
@@ -127,9 +129,15 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
 
 def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, overwrite: bool = False,
              compare: bool = False, stop: threading.Event | None = None,
+             interruptible: threading.Event | None = None,
              file_progress: Callable[[Job], None] | None = None,
              frame_progress: Callable[[Job, int, int | None], None] | None = None) -> Summary:
-    """Process every job; a bad file is recorded and skipped, the rest still run."""
+    """Process every job; a bad file is recorded and skipped, the rest still run.
+
+    ``stop`` is polled between files and video frames. ``interruptible`` (set by the caller)
+    is cleared while a video runs: interrupting then could close the output under its encoder
+    thread, and the video stops at its next frame anyway.
+    """
     summary = Summary()
     stop = stop or threading.Event()
     started = time.perf_counter()
@@ -148,7 +156,13 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
             if job.kind == "image":
                 _run_image(deblur, job, compare)
             else:
-                _run_video(deblur, job, compare, stop, frame_progress)
+                if interruptible is not None:
+                    interruptible.clear()
+                try:
+                    _run_video(deblur, job, compare, stop, frame_progress)
+                finally:
+                    if interruptible is not None:
+                        interruptible.set()
             summary.done.append(job)
         except DeblurError as exc:
             log.error("error: %s", exc)

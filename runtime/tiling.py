@@ -40,6 +40,21 @@ def pad_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
 
 
+def tile_stride(tile: int, context: int, blend: int, multiple: int = 1) -> int:
+    """New output pixels per tile along one axis: what is left of the tile after the context on
+    both sides and the cross-fade, rounded down to ``multiple``; below 1 the tile is too small."""
+    return (tile - 2 * context - blend) // multiple * multiple
+
+
+def smallest_sensible_tile(context: int, blend: int, multiple: int = 1) -> int:
+    """The smallest tile whose stride is at least half of it, i.e. that computes each output
+    pixel under 4 times (at the bare minimum, stride ``multiple``, hundreds of times)."""
+    tile = -(-2 * (2 * context + blend) // multiple) * multiple
+    while tile_stride(tile, context, blend, multiple) * 2 < tile:
+        tile += multiple
+    return tile
+
+
 def tile_starts(length: int, tile: int, context: int, blend: int, multiple: int = 1) -> list[int]:
     """Start offsets of fixed-size tiles covering ``[0, length)``; the last one ends at ``length``.
 
@@ -48,7 +63,7 @@ def tile_starts(length: int, tile: int, context: int, blend: int, multiple: int 
     """
     if tile >= length:
         return [0]
-    stride = (tile - 2 * context - blend) // multiple * multiple
+    stride = tile_stride(tile, context, blend, multiple)
     if stride < 1:
         raise ValueError(f"tile {tile} is too small for context {context} and blend {blend}: "
                          f"needs tile >= 2*context + blend + {multiple} = {2 * context + blend + multiple}")

@@ -191,13 +191,23 @@ def test_compare_files_are_outputs_too(model, tmp_path):
     assert other.read_bytes() == data and not (tmp_path / "a_deblurred.png").exists()
 
 
-@pytest.mark.parametrize("arg, cwd", [(".", "fold"), ("", "fold"), ("..", "fold/sub")])
+@pytest.mark.parametrize("arg, cwd", [(".", "fold"), ("", "fold"), ("..", "fold/sub"), ("fold", ".")])
 def test_dot_folders_write_beside_the_folder_they_name(model, tmp_path, arg, cwd):
     _img(tmp_path / "fold" / "sub" / "x.png")
     result = run_cli("deblur-run", arg, "-m", model, "-q", cwd=tmp_path / cwd)
     assert result.returncode == 0, result.stderr
     produced = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert produced == ["fold/sub/x.png", "fold_deblurred/sub/x.png"], produced
+
+
+def test_a_symlinked_folder_writes_beside_the_link(model, tmp_path):
+    _img(tmp_path / "real" / "photos" / "x.png")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "mine").symlink_to(tmp_path / "real" / "photos")
+    result = run_cli("deblur-run", "mine", "-m", model, "-q", cwd=tmp_path / "work")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "work" / "mine_deblurred" / "x.png").is_file()
+    assert not (tmp_path / "real" / "photos_deblurred").exists()
 
 
 def test_folder_with_a_video_in_a_subfolder_creates_the_output_folders(model, tmp_path):
@@ -277,6 +287,18 @@ def test_alpha_is_kept_where_the_format_can_hold_it_and_its_loss_is_said_elsewhe
     assert cv2.imread(str(tmp_path / "a.webp"), cv2.IMREAD_UNCHANGED).shape == (40, 56, 4)
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.jpg"), "-m", model, check=True)
     assert "alpha channel is dropped: .jpg cannot store one" in result.stderr
+
+
+@pytest.mark.parametrize("order, kind, prefix", [("II", 3, b""), ("MM", 3, b""), ("MM", 4, b""), ("II", 3, b"Exif\x00\x00")])
+def test_exif_orientation_in_either_byte_order_and_type(order, kind, prefix):
+    from deblur.runtime.image_io import _tiff_orientation
+
+    end = "little" if order == "II" else "big"
+    value = (6).to_bytes(2 if kind == 3 else 4, end).ljust(4, b"\x00")
+    entry = (0x0112).to_bytes(2, end) + kind.to_bytes(2, end) + (1).to_bytes(4, end) + value
+    tiff = order.encode() + (42).to_bytes(2, end) + (8).to_bytes(4, end) + (1).to_bytes(2, end) + entry + bytes(4)
+    assert _tiff_orientation(prefix + tiff) == 6
+    assert _tiff_orientation(prefix + tiff[:12]) == 1  # truncated: upright, never an exception
 
 
 def test_float_tiff_keeps_float_pixels(model, tmp_path):

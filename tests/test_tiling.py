@@ -56,3 +56,13 @@ def test_too_little_overlap_is_not_exact(local_model):
     whole = Deblurrer(local_model, "cpu", tile=0)(image)
     tiled = Deblurrer(local_model, "cpu", tile=32, overlap=0, blend=0)(image)
     assert np.abs(whole.astype(int) - tiled.astype(int)).max() > 1
+
+
+@pytest.mark.parametrize("context, blend, multiple", [(60, 32, 4), (8, 8, 4), (4, 8, 1), (13, 5, 8)])
+def test_the_smallest_sensible_tile_keeps_half_of_itself(context, blend, multiple):
+    from deblur.runtime.tiling import smallest_sensible_tile, tile_stride
+
+    tile = smallest_sensible_tile(context, blend, multiple)
+    assert tile % multiple == 0 and 2 * tile_stride(tile, context, blend, multiple) >= tile
+    smaller = tile - multiple
+    assert 2 * tile_stride(smaller, context, blend, multiple) < smaller

@@ -238,4 +238,17 @@ def test_channels_last_trains_the_same_model_and_its_checkpoint_loads_as_usual(p
         with torch.no_grad():
             outputs[channels_last] = loaded.model(x)
     assert (outputs[True] - outputs[False]).abs().max() < 1e-3
-    assert resume_config(tmp_path / "run_True", {"channels_last": False}).channels_last is False
+    # Resumed in the other layout, Adam's moments follow their weights (saved NCHW again).
+    config = resume_config(tmp_path / "run_True", {"channels_last": False, "steps": 5})
+    assert config.channels_last is False
+    assert train(config, tmp_path / "run_True", resume=True).step == 5
+    state = load_checkpoint(tmp_path / "run_True" / "checkpoints" / "latest.pt")["optimizers"]["generator"]["state"]
+    moments = [v["exp_avg"] for v in state.values() if v["exp_avg"].dim() == 4]
+    assert moments and all(m.is_contiguous() for m in moments)
+
+
+def test_channels_last_with_the_critic_and_its_gradient_penalty(photos, tmp_path):
+    config = make_config(**tiny_overrides(photos, steps=2, critic_steps=1, channels_last=True))
+    result = train(config, tmp_path / "run")
+    losses = load_checkpoint(result.checkpoint)["meta"]["losses"]
+    assert all(np.isfinite(v) for v in losses.values()) and losses["gradient_penalty"] > 0

@@ -24,7 +24,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from deblur.runtime.atomic import atomic_path
 from deblur.runtime.errors import CheckpointError, first_line
+from deblur.runtime.signals import StopOnSignal
 
 from .checkpoint import init_generator_from, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainError, lr_at, validate
@@ -63,36 +63,6 @@ class TrainResult:
     checkpoint: Path
     val: dict  # the last validation row: psnr, ssim and the identity baseline's
     stopped_by: signal.Signals | None = None  # SIGINT / SIGTERM when a signal ended the run early
-
-
-class StopOnSignal:
-    """SIGINT (Ctrl-C) and SIGTERM (``timeout``, job schedulers) end the run after the step in
-    progress, with a checkpoint to ``--resume`` from, instead of losing everything since the
-    last one; a second signal interrupts at once. Handlers can only be set from the main thread:
-    elsewhere (``train()`` called from a library's thread) signals keep their usual effect."""
-
-    def __init__(self) -> None:
-        self.signal: signal.Signals | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.signal is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.signal = signal.Signals(signum)
-        log.warning("%s: stopping after this step with a checkpoint (send it again to stop at once)",
-                    self.signal.name)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
 
 
 def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = False,
@@ -162,7 +132,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)
         layout = torch.channels_last if config.channels_last else torch.contiguous_format
-        generator = generator.to(memory_format=layout)
+        generator, critic = generator.to(memory_format=layout), critic.to(memory_format=layout)
 
         # ------------------------------------------------------------- data
         train_items = scan(config.data, config.crop, what="training")
@@ -200,6 +170,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             except (KeyError, RuntimeError) as exc:
                 raise CheckpointError(f"{latest}: cannot resume from it ({first_line(exc, 200)}); "
                                       "is it a deblur-train checkpoint of this run?") from None
+            # Adam's moments come back in the layout they were saved in; a run resumed with the
+            # other --channels-last would step them apart from their weights (slower kernels).
+            for opt in (opt_g, opt_d):
+                for group in opt.param_groups:
+                    for param in group["params"]:
+                        for key, value in opt.state.get(param, {}).items():
+                            if torch.is_tensor(value) and value.shape == param.shape and value.dim() == 4:
+                                opt.state[param][key] = value.contiguous(memory_format=layout)
             restore_rng(checkpoint.get("rng", []), rank, world_size, device)
             if master:
                 log.info("resumed %s at step %d", run_dir, start_step)
@@ -239,7 +217,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         # step_time is the mean since the last log line: single steps swing 20x with data-loader
         # stalls (0.02 s vs 0.5 s on a GPU), which misled the GPU recipe's step-time calibration.
         interval_time, interval_steps = 0.0, 0
-        stop = cleanup.enter_context(StopOnSignal())
+        stop = cleanup.enter_context(StopOnSignal("stopping after this step with a checkpoint"))
         while step < end_step:
             t0 = time.perf_counter()
             lr = lr_at(step, config)
@@ -380,6 +358,9 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
             continue
         if key == "steps":
             log.warning("--steps %d -> %d: the learning-rate schedule changes from here on", current, value)
+        if key == "channels_last":
+            log.warning("--channels-last changed: the same computation in another memory layout "
+                        "(floating-point sums round differently from here on)")
         if key in ("amp", "amp_dtype"):
             log.warning("--%s changed: the precision differs from here on (e.g. another machine); "
                         "the data and schedule do not", key.replace("_", "-"))
@@ -413,8 +394,9 @@ def _amp_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     if not config.amp:
         return None
     if device.type == "cpu":
-        # bf16 autocast pays on CPUs with native bf16 (AVX512-BF16 / AMX: 2.0x per step for the
-        # default model on a 2-core Sapphire Rapids); elsewhere oneDNN emulates it, slower than fp32.
+        # bf16 autocast pays on CPUs with native bf16 (AVX512-BF16 / AMX: 2.0x for the default
+        # model's bare generator step on a 2-core Sapphire Rapids, 1.6x per training step with
+        # the data); elsewhere oneDNN emulates it, slower than fp32.
         if config.amp_dtype != "bf16":
             raise TrainError("--amp on the CPU is bf16 only; drop --amp-dtype fp16")
         if not cpu_has_native_bf16():
