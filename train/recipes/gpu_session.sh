@@ -18,8 +18,9 @@
 # and blur draws), FIXED_STEPS (skip the calibration and train exactly this many steps, to
 # repeat a recorded run; a run that would outlast MINUTES is stopped with a checkpoint 20 s
 # before they are up; not STEPS, which default_model.sh reads), CHANNELS_LAST and COMPILE (0;
-# 1 adds --channels-last / --compile: run `deblur-bench train-speed --device cuda --variant
-# eager,channels_last,compile,compile+channels_last` first, ~1 minute, and take what pays).
+# 1 adds --channels-last / --compile; COMPILE=auto calibrates a second time with --compile
+# --channels-last and trains with whichever fits more steps into the time left, compilation
+# included; `deblur-bench train-speed --device cuda` compares all four variants on its own).
 # Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
@@ -42,7 +43,7 @@ STEPS=${FIXED_STEPS:-}
 extra=()
 [ "$AMP" = 1 ] && extra+=(--amp)
 [ "${CHANNELS_LAST:-0}" = 1 ] && extra+=(--channels-last)
-[ "${COMPILE:-0}" = 1 ] && extra+=(--compile)
+[ "${COMPILE:-0}" = 1 ] && extra+=(--compile)  # auto: decided by the calibration below
 if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
 [ -n "$INIT" ] && extra+=(--init-from "$INIT")
 started=$(date +%s)
@@ -68,27 +69,47 @@ train() {  # train RUN_DIR STEPS [extra args]
 }
 
 CAL=${CAL:-300}
-if [ -z "$STEPS" ]; then
-  cal_started=$(date +%s)
-  train "$work/calibrate" "$CAL" --val-every 1000000 --warmup 0 >"$OUT/calibration.txt" 2>&1 \
+calibrate() {  # calibrate NAME [flags]: sets sps (s/step) and overhead (s) of a CAL-step run
+  local name=$1 t0
+  shift
+  t0=$(date +%s)
+  train "$work/calibrate_$name" "$CAL" --val-every 1000000 --warmup 0 "$@" >>"$OUT/calibration.txt" 2>&1 \
     || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
-  # Median of the second half's logged step times (warm caches, cuDNN tuned); each is the mean
-  # over its 100 steps, data-loader stalls included (single steps were 0.02 s or 0.5 s on an H200).
-  seconds_per_step=$(python3 - "$work/calibrate/metrics.jsonl" <<'PY'
+  # Median of the second half's logged step times (warm caches, cuDNN tuned, compiled); each is
+  # the mean over its 100 steps, data-loader stalls included (single steps were 0.02 s or 0.5 s
+  # on an H200). What the run spent besides its steps (start-up, data scan, workers,
+  # compilation) the real run spends again.
+  sps=$(python3 - "$work/calibrate_$name/metrics.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if '"step_time"' in line]
 print(statistics.median(r["step_time"] for r in rows[len(rows) // 2:]))
 PY
   )
-  now=$(date +%s)
-  elapsed=$(( now - started ))
-  # What the calibration spent besides its steps (start-up, data scan, workers, --compile's
-  # compilation) the real run spends again; 10 % and 45 s more are held back for validation,
-  # the last checkpoint and the copy to OUT_DIR.
-  overhead=$(python3 -c "print(max(0, int($now - $cal_started - $CAL * $seconds_per_step)))")
-  STEPS=$(python3 -c "print(max(100, int(($MINUTES * 60 - $elapsed - $overhead - 45) * 0.9 / $seconds_per_step)))")
-  echo "calibration: $seconds_per_step s/step, ${overhead}s start-up, after ${elapsed}s; training $STEPS steps" \
-    | tee -a "$OUT/calibration.txt"
+  overhead=$(python3 -c "print(max(0, int($(date +%s) - $t0 - $CAL * $sps)))")
+  echo "calibration $name: $sps s/step, ${overhead}s start-up" | tee -a "$OUT/calibration.txt"
+}
+steps_left() {  # steps that fit the time left at $sps after $overhead; 10 % and 45 s are held
+  # back for validation, the last checkpoint and the copy to OUT_DIR
+  python3 -c "print(max(100, int(($MINUTES * 60 - $(( $(date +%s) - started )) - $overhead - 45) * 0.9 / $sps)))"
+}
+if [ -z "$STEPS" ]; then
+  : >"$OUT/calibration.txt"
+  calibrate plain
+  choice=plain
+  if [ "${COMPILE:-0}" = auto ]; then
+    # Try torch.compile + NHWC too and keep whichever trains more steps in the time left,
+    # compilation included (the second calibration costs a minute or so; experiments.md).
+    plain_sps=$sps plain_overhead=$overhead
+    calibrate fast --compile --channels-last
+    fast_steps=$(steps_left)
+    sps=$plain_sps overhead=$plain_overhead
+    if [ "$fast_steps" -gt "$(steps_left)" ]; then
+      extra+=(--compile --channels-last)
+      choice=fast
+    fi
+  fi
+  if [ "$choice" = fast ]; then STEPS=$fast_steps; else STEPS=$(steps_left); fi
+  echo "training $STEPS steps ($choice) after $(( $(date +%s) - started ))s" | tee -a "$OUT/calibration.txt"
 else
   echo "FIXED_STEPS=$STEPS given: no calibration" | tee "$OUT/calibration.txt"
 fi
