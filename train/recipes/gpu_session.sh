@@ -74,7 +74,7 @@ calibrate() {  # calibrate NAME [flags]: sets sps (s/step) and overhead (s) of a
   shift
   t0=$(date +%s)
   train "$work/calibrate_$name" "$CAL" --val-every 1000000 --warmup 0 "$@" >>"$OUT/calibration.txt" 2>&1 \
-    || { tail -n 5 "$OUT/calibration.txt" >&2; exit 1; }
+    || { tail -n 5 "$OUT/calibration.txt" >&2; return 1; }
   # Median of the second half's logged step times (warm caches, cuDNN tuned, compiled); each is
   # the mean over its 100 steps, data-loader stalls included (single steps were 0.02 s or 0.5 s
   # on an H200). What the run spent besides its steps (start-up, data scan, workers,
@@ -94,14 +94,18 @@ steps_left() {  # steps that fit the time left at $sps after $overhead; 10 % and
 }
 if [ -z "$STEPS" ]; then
   : >"$OUT/calibration.txt"
-  calibrate plain
+  calibrate plain || exit 1
   choice=plain
   if [ "${COMPILE:-0}" = auto ]; then
     # Try torch.compile + NHWC too and keep whichever trains more steps in the time left,
     # compilation included (the second calibration costs a minute or so; experiments.md).
     plain_sps=$sps plain_overhead=$overhead
-    calibrate fast --compile --channels-last
-    fast_steps=$(steps_left)
+    fast_steps=0
+    if calibrate fast --compile --channels-last; then
+      fast_steps=$(steps_left)
+    else
+      echo "calibration fast failed (above): training plain" | tee -a "$OUT/calibration.txt"
+    fi
     sps=$plain_sps overhead=$plain_overhead
     if [ "$fast_steps" -gt "$(steps_left)" ]; then
       extra+=(--compile --channels-last)
