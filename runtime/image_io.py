@@ -10,6 +10,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError
+from .icc import ICC_SUFFIXES, embed_icc, read_icc
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -111,6 +112,14 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image if turned is None else np.ascontiguousarray(turned(image))
 
 
+def read_icc_profile(path: str | os.PathLike) -> bytes | None:
+    """The ICC colour profile embedded in a JPEG or PNG file, or None."""
+    try:
+        return read_icc(np.fromfile(Path(path), dtype=np.uint8))
+    except OSError:
+        return None  # read_image reports unreadable files; a profile is never worth an error
+
+
 def check_format(suffix: str, dtype: np.dtype) -> None:
     """Refuse a file type that cannot hold ``dtype`` pixels: OpenCV would fall back to 8 bits
     by clipping, not scaling (a 16-bit photo nearly white, a float one nearly black)."""
@@ -132,8 +141,9 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     return buffer.tobytes()
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Encode by the file's suffix and write atomically: a crash never leaves half an image."""
+def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = None) -> Path:
+    """Encode by the file's suffix and write atomically: a crash never leaves half an image.
+    ``icc``: a colour profile to embed (JPEG and PNG; other formats are written untagged)."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
@@ -141,6 +151,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray) -> Path:
         data = encode_image(image, path.suffix)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
+    if icc and path.suffix.lower() in ICC_SUFFIXES:
+        data = embed_icc(data, icc)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path

@@ -19,8 +19,9 @@ from typing import Callable
 import numpy as np
 
 from .errors import DeblurError, InputError
-from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image, side_by_side,
-                       write_image)
+from .icc import ICC_SUFFIXES
+from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_icc_profile, read_image,
+                       side_by_side, write_image)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,10 @@ class _Stopped(Exception):
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image = read_image(job.src)
+    icc = read_icc_profile(job.src)  # carried over: the pixels keep their colour space
+    if icc and job.dst.suffix.lower() not in ICC_SUFFIXES:
+        log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
+                    "viewers will show %s as sRGB", job.src, " and ".join(ICC_SUFFIXES), job.dst.name)
     try:
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
     except InputError as exc:
@@ -202,9 +207,9 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         if low < 0.0 or high > 1.0:
             log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
                         job.src, low, high)
-    write_image(job.dst, result)
+    write_image(job.dst, result, icc=icc)
     if compare:
-        write_image(job.compare_path, side_by_side(image, result))
+        write_image(job.compare_path, side_by_side(image, result), icc=icc)
 
 
 def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool, stop: threading.Event,

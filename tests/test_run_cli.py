@@ -301,6 +301,47 @@ def test_exif_orientation_in_either_byte_order_and_type(order, kind, prefix):
     assert _tiff_orientation(prefix + tiff[:12]) == 1  # truncated: upright, never an exception
 
 
+def test_the_colour_profile_travels_to_jpeg_and_png_outputs(model, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    # Any profile will do (Pillow can make sRGB); a phone photo would carry Display P3.
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "p3.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+        src, icc_profile=profile)
+    for out in ("a.jpg", "a.png"):
+        result = run_cli("deblur-run", str(src), "-o", str(tmp_path / out), "-m", model, "--compare", check=True)
+        assert "profile" not in result.stderr
+        for path in (tmp_path / out, tmp_path / out.replace("a.", "a_compare.")):
+            with Image.open(path) as written:
+                assert written.info.get("icc_profile") == profile, path
+            assert cv2.imread(str(path)).shape[0] == 40  # still a plain image to OpenCV
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.webp"), "-m", model, check=True)
+    assert "ICC colour profile is dropped" in result.stderr
+
+
+def test_profile_reading_never_fails_on_damaged_files():
+    import io
+    import random
+
+    Image = pytest.importorskip("PIL.Image")
+    from deblur.runtime.icc import read_icc
+
+    profile = bytes(range(256)) * 300  # 76.8 kB: three APP2 segments in a JPEG
+    rng = random.Random(0)
+    for fmt in ("JPEG", "PNG"):
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, fmt, icc_profile=profile)
+        data = buffer.getvalue()
+        assert read_icc(data) == profile
+        for _ in range(2000):
+            damaged = bytearray(data[:rng.randrange(len(data))] if rng.random() < 0.5 else data)
+            for _ in range(rng.randrange(4)):
+                damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+            found = read_icc(bytes(damaged))  # never an exception: a damaged profile is no profile
+            assert found is None or isinstance(found, bytes)
+
+
 def test_float_tiff_keeps_float_pixels(model, tmp_path):
     from deblur.runtime import Deblurrer
 

@@ -1,0 +1,94 @@
+"""ICC colour profiles: read from JPEG/PNG files, embed into encoded JPEG/PNG bytes.
+
+OpenCV decodes pixel values and writes none of a file's metadata. A phone photo tagged
+Display P3 whose result comes back untagged is shown as sRGB by colour-managed viewers:
+duller and shifted. The profile is copied byte for byte (the pixels keep their colour space,
+only their sharpness changes); nothing here interprets it.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+ICC_SUFFIXES = (".jpg", ".jpeg", ".png")  # the outputs this module can tag
+_JPEG_ICC = b"ICC_PROFILE\x00"
+_JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_icc(data: bytes | np.ndarray) -> bytes | None:
+    """The embedded ICC profile of JPEG or PNG bytes, or None (none, other format, or damaged)."""
+    view = memoryview(data).cast("B")
+    if bytes(view[:3]) == b"\xff\xd8\xff":
+        return _jpeg_icc(view)
+    if bytes(view[:8]) == _PNG_SIGNATURE:
+        return _png_icc(view)
+    return None
+
+
+def _jpeg_icc(view: memoryview) -> bytes | None:
+    # APP2 "ICC_PROFILE" segments, each numbered (1-based) of a count, before the scan data.
+    chunks: dict[int, bytes] = {}
+    pos = 2
+    while pos + 4 <= len(view) and view[pos] == 0xFF:
+        marker, length = view[pos + 1], int.from_bytes(view[pos + 2:pos + 4], "big")
+        if marker == 0xDA or length < 2:  # start of scan: no more metadata
+            break
+        body = bytes(view[pos + 4:pos + 2 + length])
+        if marker == 0xE2 and body.startswith(_JPEG_ICC) and len(body) > len(_JPEG_ICC) + 2:
+            chunks[body[len(_JPEG_ICC)]] = body[len(_JPEG_ICC) + 2:]
+        pos += 2 + length
+    if not chunks or sorted(chunks) != list(range(1, len(chunks) + 1)):
+        return None  # none, or a sequence with gaps: better no profile than a broken one
+    return b"".join(chunks[i] for i in sorted(chunks))
+
+
+def _png_icc(view: memoryview) -> bytes | None:
+    pos = 8
+    while pos + 8 <= len(view):
+        length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
+        if kind == b"iCCP":
+            body = bytes(view[pos + 8:pos + 8 + length])
+            name_end = body.find(b"\x00")
+            if name_end < 0 or name_end + 2 > len(body) or body[name_end + 1] != 0:
+                return None  # no name terminator, or not zlib (the only method PNG defines)
+            try:
+                return zlib.decompress(body[name_end + 2:])
+            except zlib.error:
+                return None
+        if kind in (b"IDAT", b"IEND"):
+            break  # iCCP must come before the image data
+        pos += 12 + length
+    return None
+
+
+def embed_icc(encoded: bytes, icc: bytes) -> bytes:
+    """JPEG or PNG bytes (as OpenCV encodes them: untagged) with ``icc`` embedded."""
+    if encoded[:3] == b"\xff\xd8\xff":
+        return _jpeg_with_icc(encoded, icc)
+    if encoded[:8] == _PNG_SIGNATURE:
+        return _png_with_icc(encoded, icc)
+    raise ValueError("embed_icc takes JPEG or PNG bytes")
+
+
+def _jpeg_with_icc(encoded: bytes, icc: bytes) -> bytes:
+    pieces = [icc[i:i + _JPEG_ICC_CHUNK] for i in range(0, len(icc), _JPEG_ICC_CHUNK)]
+    if len(pieces) > 255:
+        raise ValueError(f"an ICC profile of {len(icc)} bytes does not fit a JPEG's 255 segments")
+    segments = b"".join(
+        b"\xff\xe2" + (2 + len(_JPEG_ICC) + 2 + len(piece)).to_bytes(2, "big") + _JPEG_ICC
+        + bytes([i + 1, len(pieces)]) + piece for i, piece in enumerate(pieces))
+    # After SOI and the JFIF APP0 that must follow it directly.
+    pos = 2
+    if encoded[2:4] == b"\xff\xe0":
+        pos = 4 + int.from_bytes(encoded[4:6], "big")
+    return encoded[:pos] + segments + encoded[pos:]
+
+
+def _png_with_icc(encoded: bytes, icc: bytes) -> bytes:
+    body = b"icc\x00\x00" + zlib.compress(icc)
+    chunk = len(body).to_bytes(4, "big") + b"iCCP" + body + zlib.crc32(b"iCCP" + body).to_bytes(4, "big")
+    ihdr_end = 8 + 12 + int.from_bytes(encoded[8:12], "big")  # IHDR is always first
+    return encoded[:ihdr_end] + chunk + encoded[ihdr_end:]
