@@ -15,49 +15,76 @@ import numpy as np
 ICC_SUFFIXES = (".jpg", ".jpeg", ".png")  # the outputs this module can tag
 _JPEG_ICC = b"ICC_PROFILE\x00"
 _JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
+MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real profiles: 0.5-600 kB)
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def read_icc(data: bytes | np.ndarray) -> bytes | None:
-    """The embedded ICC profile of JPEG or PNG bytes, or None (none, other format, or damaged)."""
+    """The embedded ICC profile of JPEG or PNG bytes, or None (none, other format, damaged,
+    or not a well-formed profile). Never raises: a bad profile is no profile."""
     view = memoryview(data).cast("B")
     if bytes(view[:3]) == b"\xff\xd8\xff":
-        return _jpeg_icc(view)
+        return _checked(_jpeg_icc(view))
     if bytes(view[:8]) == _PNG_SIGNATURE:
-        return _png_icc(view)
+        return _checked(_png_icc(view))
     return None
 
 
+def _checked(profile: bytes | None) -> bytes | None:
+    # An ICC header: its own size first, the 'acsp' signature at 36 (ICC.1, section 7.2).
+    if (profile is None or not 128 <= len(profile) <= MAX_ICC_BYTES or profile[36:40] != b"acsp"
+            or int.from_bytes(profile[:4], "big") != len(profile)):
+        return None
+    return profile
+
+
+def colour_space(profile: bytes) -> str:
+    """The profile's data colour space: 'RGB', 'GRAY', 'CMYK', ... (header bytes 16-19)."""
+    return profile[16:20].decode("latin-1").strip()
+
+
 def _jpeg_icc(view: memoryview) -> bytes | None:
-    # APP2 "ICC_PROFILE" segments, each numbered (1-based) of a count, before the scan data.
+    # APP2 "ICC_PROFILE" segments, each numbered (1-based) of the same count, before the scan.
     chunks: dict[int, bytes] = {}
+    counts = set()
     pos = 2
     while pos + 4 <= len(view) and view[pos] == 0xFF:
         marker, length = view[pos + 1], int.from_bytes(view[pos + 2:pos + 4], "big")
         if marker == 0xDA or length < 2:  # start of scan: no more metadata
             break
+        if pos + 2 + length > len(view):
+            return None  # truncated segment
         body = bytes(view[pos + 4:pos + 2 + length])
         if marker == 0xE2 and body.startswith(_JPEG_ICC) and len(body) > len(_JPEG_ICC) + 2:
-            chunks[body[len(_JPEG_ICC)]] = body[len(_JPEG_ICC) + 2:]
+            number, count = body[len(_JPEG_ICC)], body[len(_JPEG_ICC) + 1]
+            if number in chunks:
+                return None  # two segments claim the same place
+            chunks[number] = body[len(_JPEG_ICC) + 2:]
+            counts.add(count)
         pos += 2 + length
-    if not chunks or sorted(chunks) != list(range(1, len(chunks) + 1)):
+    if not chunks or counts != {len(chunks)} or sorted(chunks) != list(range(1, len(chunks) + 1)):
         return None  # none, or a sequence with gaps: better no profile than a broken one
     return b"".join(chunks[i] for i in sorted(chunks))
 
 
 def _png_icc(view: memoryview) -> bytes | None:
     pos = 8
-    while pos + 8 <= len(view):
+    while pos + 12 <= len(view):
         length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
         if kind == b"iCCP":
             body = bytes(view[pos + 8:pos + 8 + length])
+            crc = int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big")
+            if len(body) != length or zlib.crc32(kind + body) != crc:
+                return None  # truncated or damaged chunk
             name_end = body.find(b"\x00")
             if name_end < 0 or name_end + 2 > len(body) or body[name_end + 1] != 0:
                 return None  # no name terminator, or not zlib (the only method PNG defines)
-            try:
-                return zlib.decompress(body[name_end + 2:])
+            inflate = zlib.decompressobj()
+            try:  # bounded: a small chunk must not inflate to gigabytes
+                profile = inflate.decompress(body[name_end + 2:], MAX_ICC_BYTES + 1)
             except zlib.error:
                 return None
+            return None if inflate.unconsumed_tail else profile
         if kind in (b"IDAT", b"IEND"):
             break  # iCCP must come before the image data
         pos += 12 + length
@@ -76,7 +103,8 @@ def embed_icc(encoded: bytes, icc: bytes) -> bytes:
 def _jpeg_with_icc(encoded: bytes, icc: bytes) -> bytes:
     pieces = [icc[i:i + _JPEG_ICC_CHUNK] for i in range(0, len(icc), _JPEG_ICC_CHUNK)]
     if len(pieces) > 255:
-        raise ValueError(f"an ICC profile of {len(icc)} bytes does not fit a JPEG's 255 segments")
+        raise ValueError(f"an ICC profile of {len(icc)} bytes does not fit a JPEG's 255 segments "
+                         f"(at most {MAX_ICC_BYTES})")
     segments = b"".join(
         b"\xff\xe2" + (2 + len(_JPEG_ICC) + 2 + len(piece)).to_bytes(2, "big") + _JPEG_ICC
         + bytes([i + 1, len(pieces)]) + piece for i, piece in enumerate(pieces))

@@ -152,7 +152,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     if icc and path.suffix.lower() in ICC_SUFFIXES:
-        data = embed_icc(data, icc)
+        try:
+            data = embed_icc(data, icc)
+        except ValueError as exc:
+            raise InputError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path

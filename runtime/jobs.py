@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import DeblurError, InputError
-from .icc import ICC_SUFFIXES
+from .icc import ICC_SUFFIXES, colour_space
 from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_icc_profile, read_image,
                        side_by_side, write_image)
 
@@ -188,6 +188,13 @@ class _Stopped(Exception):
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image = read_image(job.src)
     icc = read_icc_profile(job.src)  # carried over: the pixels keep their colour space
+    # OpenCV decodes CMYK to BGR: a CMYK profile no longer describes the pixels (nor an RGB
+    # one a grey image), and a mismatched tag is worse than none.
+    space = colour_space(icc) if icc else None
+    if icc and space != ("GRAY" if image.ndim == 2 else "RGB"):
+        log.warning("%s: its %s ICC profile does not describe the decoded %s pixels; the result is "
+                    "written untagged", job.src, space, "grey" if image.ndim == 2 else "colour")
+        icc = None
     if icc and job.dst.suffix.lower() not in ICC_SUFFIXES:
         log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
                     "viewers will show %s as sRGB", job.src, " and ".join(ICC_SUFFIXES), job.dst.name)

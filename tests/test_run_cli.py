@@ -325,9 +325,12 @@ def test_profile_reading_never_fails_on_damaged_files():
     import random
 
     Image = pytest.importorskip("PIL.Image")
+    ImageCms = pytest.importorskip("PIL.ImageCms")
     from deblur.runtime.icc import read_icc
 
-    profile = bytes(range(256)) * 300  # 76.8 kB: three APP2 segments in a JPEG
+    # A real header, padded to 150 kB (three APP2 segments in a JPEG), its size field updated.
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + bytes(150_000)
+    profile = len(profile).to_bytes(4, "big") + profile[4:]
     rng = random.Random(0)
     for fmt in ("JPEG", "PNG"):
         buffer = io.BytesIO()
@@ -339,7 +342,34 @@ def test_profile_reading_never_fails_on_damaged_files():
             for _ in range(rng.randrange(4)):
                 damaged[rng.randrange(len(damaged))] = rng.randrange(256)
             found = read_icc(bytes(damaged))  # never an exception: a damaged profile is no profile
-            assert found is None or isinstance(found, bytes)
+            assert found is None or (isinstance(found, bytes) and found[36:40] == b"acsp")
+        # A JPEG missing one of its profile's segments gives no profile, not a shorter one.
+        if fmt == "JPEG":
+            first = data.rindex(b"ICC_PROFILE\x00") - 4  # the last segment: only the count tells
+            length = int.from_bytes(data[first + 2:first + 4], "big")
+            assert read_icc(data[:first] + data[first + 2 + length:]) is None
+
+
+def test_a_profile_bomb_and_foreign_colour_spaces_are_not_carried(model, tmp_path):
+    import zlib
+
+    from deblur.runtime.icc import MAX_ICC_BYTES, read_icc
+
+    ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
+    body = b"icc\x00\x00" + zlib.compress(bytes(MAX_ICC_BYTES + 10))  # inflates past the cap
+    chunk = len(body).to_bytes(4, "big") + b"iCCP" + body + zlib.crc32(b"iCCP" + body).to_bytes(4, "big")
+    png = png.tobytes()
+    assert read_icc(png[:33] + chunk + png[33:]) is None
+    # A CMYK-profiled JPEG decodes to BGR pixels: the CMYK tag must not follow them.
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    Image = pytest.importorskip("PIL.Image")
+    cmyk = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    cmyk[16:20] = b"CMYK"
+    Image.new("CMYK", (16, 16), (10, 20, 30, 40)).save(tmp_path / "c.jpg", icc_profile=bytes(cmyk))
+    result = run_cli("deblur-run", str(tmp_path / "c.jpg"), "-m", model, check=True)
+    assert "CMYK ICC profile does not describe the decoded colour pixels" in result.stderr
+    with Image.open(tmp_path / "c_deblurred.jpg") as written:
+        assert "icc_profile" not in written.info
 
 
 def test_float_tiff_keeps_float_pixels(model, tmp_path):

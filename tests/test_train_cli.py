@@ -179,6 +179,16 @@ def test_recipe_refuses_new_run_settings_on_an_existing_run(tmp_path, variable):
     assert result.returncode == 2 and f"{run} already holds a run; INIT, DROPOUT and SEED" in result.stderr
 
 
+def test_gpu_recipe_refuses_compile_auto_with_fixed_steps(tmp_path):
+    # auto is decided by a calibration that FIXED_STEPS skips: say so before unpacking anything.
+    recipe = Path(__file__).resolve().parents[1] / "train" / "recipes" / "gpu_session.sh"
+    result = subprocess.run(["bash", str(recipe), str(tmp_path / "data.tar"), "1", str(tmp_path / "out")],
+                            capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin", "FIXED_STEPS": "10", "COMPILE": "auto"})
+    assert result.returncode == 2 and "COMPILE=auto decides by calibrating" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_a_signal_stops_after_the_step_with_a_checkpoint_to_resume(tmp_path, env, sig):
     # As Ctrl-C or `timeout` do it: the signal goes to the whole process group, data worker

@@ -20,7 +20,8 @@
 # before they are up; not STEPS, which default_model.sh reads), CHANNELS_LAST and COMPILE (0;
 # 1 adds --channels-last / --compile; COMPILE=auto calibrates a second time with --compile
 # --channels-last and trains with whichever fits more steps into the time left, compilation
-# included; `deblur-bench train-speed --device cuda` compares all four variants on its own).
+# included, not with FIXED_STEPS; `deblur-bench train-speed --device cuda` compares all four
+# variants on its own).
 # Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
@@ -40,6 +41,11 @@ INIT=${INIT:-}
 SEED=${SEED:-0}
 WARMUP=${WARMUP:-0}
 STEPS=${FIXED_STEPS:-}
+if [ -n "$STEPS" ] && [ "${COMPILE:-0}" = auto ]; then
+  echo "error: COMPILE=auto decides by calibrating, FIXED_STEPS skips that; to repeat a run say what it" \
+    "used: COMPILE=1 CHANNELS_LAST=1 (calibration.txt's \"(fast)\") or COMPILE=0" >&2
+  exit 2
+fi
 extra=()
 [ "$AMP" = 1 ] && extra+=(--amp)
 [ "${CHANNELS_LAST:-0}" = 1 ] && extra+=(--channels-last)
@@ -60,6 +66,7 @@ train() {  # train RUN_DIR STEPS [extra args]
   # A safety net for FIXED_STEPS runs and slow calibrations: 20 s before MINUTES are up the
   # trainer gets SIGTERM, finishes its step, checkpoints, and the generator is still copied out.
   local left=$(( MINUTES * 60 - ($(date +%s) - started) - 20 ))
+  if [ -n "${LIMIT:-}" ] && [ "$LIMIT" -lt "$left" ]; then left=$LIMIT; fi  # a calibration's own cap
   timeout --signal=TERM "$(( left > 1 ? left : 1 ))" deblur-train --data "$DATA/CBSD68" --data "$DATA/Sun_Hays80" --data "$DATA/Urban100" \
     --val "$DATA/Set5" --val "$DATA/Set14" --val-crop 192 --val-count 18 \
     --out "$run" --recipe deblurgan --ngf "$NGF" --n-blocks "$BLOCKS" \
@@ -84,8 +91,9 @@ import json, statistics, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if '"step_time"' in line]
 print(statistics.median(r["step_time"] for r in rows[len(rows) // 2:]))
 PY
-  )
-  overhead=$(python3 -c "print(max(0, int($(date +%s) - $t0 - $CAL * $sps)))")
+  ) || return 1  # (set -e does not reach into a function called from `if` or `||`)
+  python3 -c "import sys; sys.exit(not $sps > 0)" || return 1
+  overhead=$(python3 -c "print(max(0, int($(date +%s) - $t0 - $CAL * $sps)))") || return 1
   echo "calibration $name: $sps s/step, ${overhead}s start-up" | tee -a "$OUT/calibration.txt"
 }
 steps_left() {  # steps that fit the time left at $sps after $overhead; 10 % and 45 s are held
@@ -101,7 +109,8 @@ if [ -z "$STEPS" ]; then
     # compilation included (the second calibration costs a minute or so; experiments.md).
     plain_sps=$sps plain_overhead=$overhead
     fast_steps=0
-    if calibrate fast --compile --channels-last; then
+    # At most a third of the time left: a slow compilation must leave the plain run its time.
+    if LIMIT=$(( (MINUTES * 60 - ($(date +%s) - started)) / 3 )) calibrate fast --compile --channels-last; then
       fast_steps=$(steps_left)
     else
       echo "calibration fast failed (above): training plain" | tee -a "$OUT/calibration.txt"
