@@ -70,6 +70,8 @@ def test_content_losses():
     assert isinstance(fft, L1FFTLoss)
     assert fft(a, a).item() == 0.0
     assert fft(a, b).item() > l1(a, b).item()
+    mse = build_content_loss("mse")  # the metric: PSNR of [-1, 1] images is 10 log10(4 / mse)
+    assert mse(a, b).item() == pytest.approx(((a - b) ** 2).mean().item())
     with pytest.raises(TrainError, match="unknown content loss"):
         build_content_loss("ssim")
 

@@ -42,10 +42,11 @@ log = logging.getLogger("deblur.train")
               "--n-blocks grows a ResNet generator into a wider/deeper one that starts with the same "
               "output (Net2Net), so a bigger model need not start from scratch.")
 @click.option("--ndf", type=int, help="Critic width (default 64).")
-@click.option("--content", type=click.Choice(["perceptual", "l1", "l1+fft"]),
+@click.option("--content", type=click.Choice(["perceptual", "l1", "l1+fft", "mse"]),
               help="Content loss, weighted 100x. deblurgan default: perceptual (VGG19 conv3_3), which needs "
                    "torchvision's vgg19-dcbb9e9d.pth in ~/.cache/torch/hub/checkpoints/ or --vgg-weights; "
-                   "without it this is an error, never a random VGG - pass l1+fft instead. pix2pix: l1.")
+                   "without it this is an error, never a random VGG - pass l1+fft instead. pix2pix: l1. "
+                   "mse: the metric itself (PSNR), for a last leg after L1 training.")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False, readable=False), metavar="FILE",
               help="torchvision's VGG19 ImageNet state dict for --content perceptual.")
 @click.option("--adv-weight", type=float, help="Weight of the adversarial term (default 1). 0 trains on the "

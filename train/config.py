@@ -20,7 +20,7 @@ class TrainError(DeblurError):
     """A training run that cannot start or continue; the message names the cause and the fix."""
 
 
-CONTENT_LOSSES = ("perceptual", "l1", "l1+fft")
+CONTENT_LOSSES = ("perceptual", "l1", "l1+fft", "mse")
 GAN_LOSSES = ("wgan-gp", "bce")
 
 
@@ -48,7 +48,7 @@ class TrainConfig:
     adv_weight: float = 1.0  # 0: content loss only (PSNR-oriented pre-training; no critic is trained)
     gp_weight: float = 10.0  # lambda of the gradient penalty
     critic_steps: int = 5  # critic updates per generator update
-    content: str = "perceptual"  # perceptual | l1 | l1+fft
+    content: str = "perceptual"  # perceptual | l1 | l1+fft | mse
     content_weight: float = 100.0
     vgg_weights: str | None = None  # None: look in the torch hub cache
     # --- optimisation

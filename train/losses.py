@@ -1,4 +1,4 @@
-"""GAN losses (WGAN-GP, BCE with logits) and content losses (perceptual, L1, L1 + FFT).
+"""GAN losses (WGAN-GP, BCE with logits) and content losses (perceptual, L1, L1 + FFT, MSE).
 
 A PatchGAN critic returns a map of patch scores, (N, 1, h, w); the score of an image is the
 mean of its map, and every loss below is written in those per-image scores.
@@ -76,6 +76,14 @@ class L1Loss(nn.Module):
         return F.l1_loss(restored, sharp)
 
 
+class MSELoss(nn.Module):
+    """The metric itself (PSNR is -10 log10 MSE): for a last PSNR-oriented leg after L1 training,
+    whose optimum is the per-pixel median rather than the mean."""
+
+    def forward(self, restored: Tensor, sharp: Tensor) -> Tensor:
+        return F.mse_loss(restored, sharp)
+
+
 class L1FFTLoss(nn.Module):
     """L1 on pixels plus ``fft_weight`` x L1 on the 2-D spectrum (Cho et al. 2021, MIMO-UNet).
 
@@ -104,4 +112,6 @@ def build_content_loss(name: str, vgg_weights: str | None = None) -> nn.Module:
         return L1Loss()
     if name == "l1+fft":
         return L1FFTLoss()
-    raise TrainError(f"unknown content loss {name!r}; choose perceptual, l1 or l1+fft")
+    if name == "mse":
+        return MSELoss()
+    raise TrainError(f"unknown content loss {name!r}; choose perceptual, l1, l1+fft or mse")
