@@ -1,4 +1,4 @@
-"""ICC colour profiles: read from JPEG/PNG files, embed into encoded JPEG/PNG bytes.
+"""ICC colour profiles: read from JPEG/PNG/WebP files, embed into encoded JPEG/PNG/WebP bytes.
 
 OpenCV decodes pixel values and writes none of a file's metadata. A phone photo tagged
 Display P3 whose result comes back untagged is shown as sRGB by colour-managed viewers:
@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 
-ICC_SUFFIXES = (".jpg", ".jpeg", ".png")  # the outputs this module can tag
+ICC_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the outputs this module can tag
 _JPEG_ICC = b"ICC_PROFILE\x00"
 _JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
 MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real profiles: 0.5-600 kB)
@@ -27,6 +27,8 @@ def read_icc(data: bytes | np.ndarray) -> bytes | None:
         return _checked(_jpeg_icc(view))
     if bytes(view[:8]) == _PNG_SIGNATURE:
         return _checked(_png_icc(view))
+    if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
+        return _checked(_webp_chunks(view).get(b"ICCP"))
     return None
 
 
@@ -91,13 +93,28 @@ def _png_icc(view: memoryview) -> bytes | None:
     return None
 
 
+def _webp_chunks(view: memoryview) -> dict[bytes, bytes]:
+    """The top-level chunks of a RIFF WebP file by FourCC (the first of each kind)."""
+    chunks: dict[bytes, bytes] = {}
+    pos = 12
+    while pos + 8 <= len(view):
+        kind, length = bytes(view[pos:pos + 4]), int.from_bytes(view[pos + 4:pos + 8], "little")
+        if pos + 8 + length > len(view):
+            break  # truncated
+        chunks.setdefault(kind, bytes(view[pos + 8:pos + 8 + length]))
+        pos += 8 + length + (length & 1)
+    return chunks
+
+
 def embed_icc(encoded: bytes, icc: bytes) -> bytes:
-    """JPEG or PNG bytes (as OpenCV encodes them: untagged) with ``icc`` embedded."""
+    """JPEG, PNG or WebP bytes (as OpenCV encodes them: untagged) with ``icc`` embedded."""
     if encoded[:3] == b"\xff\xd8\xff":
         return _jpeg_with_icc(encoded, icc)
     if encoded[:8] == _PNG_SIGNATURE:
         return _png_with_icc(encoded, icc)
-    raise ValueError("embed_icc takes JPEG or PNG bytes")
+    if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
+        return _webp_with_icc(encoded, icc)
+    raise ValueError("embed_icc takes JPEG, PNG or WebP bytes")
 
 
 def _jpeg_with_icc(encoded: bytes, icc: bytes) -> bytes:
@@ -120,3 +137,30 @@ def _png_with_icc(encoded: bytes, icc: bytes) -> bytes:
     chunk = len(body).to_bytes(4, "big") + b"iCCP" + body + zlib.crc32(b"iCCP" + body).to_bytes(4, "big")
     ihdr_end = 8 + 12 + int.from_bytes(encoded[8:12], "big")  # IHDR is always first
     return encoded[:ihdr_end] + chunk + encoded[ihdr_end:]
+
+
+def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + len(body).to_bytes(4, "little") + body + b"\x00" * (len(body) & 1)
+
+
+def _webp_with_icc(encoded: bytes, icc: bytes) -> bytes:
+    # A profile needs the extended format: VP8X (flags, canvas size), ICCP, then the image
+    # chunk. OpenCV writes a simple file: one VP8L (lossless) or VP8 (lossy) chunk.
+    kind = encoded[12:16]
+    body = encoded[20:20 + int.from_bytes(encoded[16:20], "little")]
+    if kind == b"VP8X":  # already extended (lossy with alpha): flag the profile, ICCP right after
+        end = 20 + len(body) + (len(body) & 1)
+        chunks = _riff_chunk(b"VP8X", bytes([body[0] | 0x20]) + body[1:]) + _riff_chunk(b"ICCP", icc) + encoded[end:]
+        return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
+    if kind == b"VP8L":  # 0x2f, then 14 bits width-1, 14 bits height-1, 1 bit alpha (LSB first)
+        bits = int.from_bytes(body[1:5], "little")
+        width, height, alpha = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, (bits >> 28) & 1
+    elif kind == b"VP8 ":  # frame tag (3 bytes), start code (3), then 14-bit width and height
+        width, height, alpha = (int.from_bytes(body[6:8], "little") & 0x3FFF,
+                                int.from_bytes(body[8:10], "little") & 0x3FFF, 0)
+    else:
+        raise ValueError(f"embed_icc: a WebP with a {kind!r} chunk first is not one OpenCV writes")
+    flags = 0x20 | (0x10 if alpha else 0)  # ICC profile, alpha
+    vp8x = bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    chunks = _riff_chunk(b"VP8X", vp8x) + _riff_chunk(b"ICCP", icc) + encoded[12:]
+    return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks

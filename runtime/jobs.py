@@ -197,7 +197,7 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         icc = None
     if icc and job.dst.suffix.lower() not in ICC_SUFFIXES:
         log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
-                    "viewers will show %s as sRGB", job.src, " and ".join(ICC_SUFFIXES), job.dst.name)
+                    "viewers will show %s as sRGB", job.src, ", ".join(ICC_SUFFIXES), job.dst.name)
     try:
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
     except InputError as exc:

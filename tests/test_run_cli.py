@@ -301,7 +301,7 @@ def test_exif_orientation_in_either_byte_order_and_type(order, kind, prefix):
     assert _tiff_orientation(prefix + tiff[:12]) == 1  # truncated: upright, never an exception
 
 
-def test_the_colour_profile_travels_to_jpeg_and_png_outputs(model, tmp_path):
+def test_the_colour_profile_travels_to_jpeg_png_and_webp_outputs(model, tmp_path):
     Image = pytest.importorskip("PIL.Image")
     ImageCms = pytest.importorskip("PIL.ImageCms")
     # Any profile will do (Pillow can make sRGB); a phone photo would carry Display P3.
@@ -309,15 +309,19 @@ def test_the_colour_profile_travels_to_jpeg_and_png_outputs(model, tmp_path):
     src = tmp_path / "p3.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
         src, icc_profile=profile)
-    for out in ("a.jpg", "a.png"):
+    for out in ("a.jpg", "a.png", "a.webp"):
         result = run_cli("deblur-run", str(src), "-o", str(tmp_path / out), "-m", model, "--compare", check=True)
         assert "profile" not in result.stderr
         for path in (tmp_path / out, tmp_path / out.replace("a.", "a_compare.")):
             with Image.open(path) as written:
                 assert written.info.get("icc_profile") == profile, path
             assert cv2.imread(str(path)).shape[0] == 40  # still a plain image to OpenCV
-    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.webp"), "-m", model, check=True)
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.bmp"), "-m", model, check=True)
     assert "ICC colour profile is dropped" in result.stderr
+    # And from a tagged WebP (what the PNG/WebP outputs above now are) to a JPEG.
+    result = run_cli("deblur-run", str(tmp_path / "a.webp"), "-o", str(tmp_path / "b.jpg"), "-m", model, check=True)
+    with Image.open(tmp_path / "b.jpg") as written:
+        assert written.info.get("icc_profile") == profile
 
 
 def test_profile_reading_never_fails_on_damaged_files():
@@ -332,7 +336,7 @@ def test_profile_reading_never_fails_on_damaged_files():
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + bytes(150_000)
     profile = len(profile).to_bytes(4, "big") + profile[4:]
     rng = random.Random(0)
-    for fmt in ("JPEG", "PNG"):
+    for fmt in ("JPEG", "PNG", "WEBP"):
         buffer = io.BytesIO()
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, fmt, icc_profile=profile)
         data = buffer.getvalue()
