@@ -28,7 +28,7 @@ def read_icc(data: bytes | np.ndarray) -> bytes | None:
     if bytes(view[:8]) == _PNG_SIGNATURE:
         return _checked(_png_icc(view))
     if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
-        return _checked(_webp_chunks(view).get(b"ICCP"))
+        return _checked(_webp_chunk(view, b"ICCP"))
     return None
 
 
@@ -93,17 +93,17 @@ def _png_icc(view: memoryview) -> bytes | None:
     return None
 
 
-def _webp_chunks(view: memoryview) -> dict[bytes, bytes]:
-    """The top-level chunks of a RIFF WebP file by FourCC (the first of each kind)."""
-    chunks: dict[bytes, bytes] = {}
+def _webp_chunk(view: memoryview, wanted: bytes) -> bytes | None:
+    """The first top-level chunk of kind ``wanted`` of a RIFF WebP file; only it is copied."""
     pos = 12
     while pos + 8 <= len(view):
         kind, length = bytes(view[pos:pos + 4]), int.from_bytes(view[pos + 4:pos + 8], "little")
         if pos + 8 + length > len(view):
-            break  # truncated
-        chunks.setdefault(kind, bytes(view[pos + 8:pos + 8 + length]))
+            return None  # truncated
+        if kind == wanted:
+            return bytes(view[pos + 8:pos + 8 + length])
         pos += 8 + length + (length & 1)
-    return chunks
+    return None
 
 
 def embed_icc(encoded: bytes, icc: bytes) -> bytes:

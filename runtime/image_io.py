@@ -25,6 +25,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Decoded from bytes (``np.fromfile`` + ``imdecode``) because ``cv2.imread`` cannot open
     non-ASCII paths on Windows and returns None without saying why.
     """
+    return read_image_and_profile(path)[0]
+
+
+def read_image_and_profile(path: str | os.PathLike) -> tuple[np.ndarray, bytes | None]:
+    """:func:`read_image`, and the ICC colour profile embedded in the file (JPEG, PNG, WebP)
+    or None, from one read of the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -53,7 +59,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         image = image[:, :, 0]
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit or float32 images")
-    return image
+    return image, read_icc(data)
 
 
 def _tiff_orientation(tiff: bytes) -> int:
@@ -110,14 +116,6 @@ def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
         7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, 1),
     }.get(orientation)
     return image if turned is None else np.ascontiguousarray(turned(image))
-
-
-def read_icc_profile(path: str | os.PathLike) -> bytes | None:
-    """The ICC colour profile embedded in a JPEG or PNG file, or None."""
-    try:
-        return read_icc(np.fromfile(Path(path), dtype=np.uint8))
-    except OSError:
-        return None  # read_image reports unreadable files; a profile is never worth an error
 
 
 def check_format(suffix: str, dtype: np.dtype) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import DeblurError, InputError
 from .icc import ICC_SUFFIXES, colour_space
-from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_icc_profile, read_image,
+from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_profile,
                        side_by_side, write_image)
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,7 @@ class _Stopped(Exception):
 
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
-    image = read_image(job.src)
-    icc = read_icc_profile(job.src)  # carried over: the pixels keep their colour space
+    image, icc = read_image_and_profile(job.src)  # the profile is carried over: same colour space
     # OpenCV decodes CMYK to BGR: a CMYK profile no longer describes the pixels (nor an RGB
     # one a grey image), and a mismatched tag is worse than none.
     space = colour_space(icc) if icc else None
