@@ -186,17 +186,8 @@ class _Stopped(Exception):
 
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
-    image, icc = read_image_and_profile(job.src)  # the profile is carried over: same colour space
-    # OpenCV decodes CMYK to BGR: a CMYK profile no longer describes the pixels (nor an RGB
-    # one a grey image), and a mismatched tag is worse than none.
-    space = colour_space(icc) if icc else None
-    if icc and space != ("GRAY" if image.ndim == 2 else "RGB"):
-        log.warning("%s: its %s ICC profile does not describe the decoded %s pixels; the result is "
-                    "written untagged", job.src, space, "grey" if image.ndim == 2 else "colour")
-        icc = None
-    if icc and job.dst.suffix.lower() not in ICC_SUFFIXES:
-        log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
-                    "viewers will show %s as sRGB", job.src, ", ".join(ICC_SUFFIXES), job.dst.name)
+    image, icc = read_image_and_profile(job.src)
+    icc = _carried_profile(job, image, icc)
     try:
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
     except InputError as exc:
@@ -216,6 +207,25 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     write_image(job.dst, result, icc=icc)
     if compare:
         write_image(job.compare_path, side_by_side(image, result), icc=icc)
+
+
+def _carried_profile(job: Job, image: np.ndarray, icc: bytes | None) -> bytes | None:
+    """The input's ICC profile if the output can carry it and it still describes the pixels
+    (deblurring keeps their colour space); else None, said once."""
+    if icc is None:
+        return None
+    # OpenCV decodes CMYK to BGR: a CMYK profile no longer describes the pixels (nor an RGB
+    # one a grey image), and a mismatched tag is worse than none.
+    space = colour_space(icc)
+    if space != ("GRAY" if image.ndim == 2 else "RGB"):
+        log.warning("%s: its %s ICC profile does not describe the decoded %s pixels; the result is "
+                    "written untagged", job.src, space, "grey" if image.ndim == 2 else "colour")
+        return None
+    if job.dst.suffix.lower() not in ICC_SUFFIXES:
+        log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
+                    "viewers will show %s as sRGB", job.src, ", ".join(ICC_SUFFIXES), job.dst.name)
+        return None
+    return icc
 
 
 def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool, stop: threading.Event,
