@@ -143,6 +143,10 @@ def _riff_chunk(kind: bytes, body: bytes) -> bytes:
     return kind + len(body).to_bytes(4, "little") + body + b"\x00" * (len(body) & 1)
 
 
+def _webp(chunks: bytes) -> bytes:
+    return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
+
+
 def _webp_with_icc(encoded: bytes, icc: bytes) -> bytes:
     # A profile needs the extended format: VP8X (flags, canvas size), ICCP, then the image
     # chunk. OpenCV writes a simple file: one VP8L (lossless) or VP8 (lossy) chunk.
@@ -150,8 +154,8 @@ def _webp_with_icc(encoded: bytes, icc: bytes) -> bytes:
     body = encoded[20:20 + int.from_bytes(encoded[16:20], "little")]
     if kind == b"VP8X":  # already extended (lossy with alpha): flag the profile, ICCP right after
         end = 20 + len(body) + (len(body) & 1)
-        chunks = _riff_chunk(b"VP8X", bytes([body[0] | 0x20]) + body[1:]) + _riff_chunk(b"ICCP", icc) + encoded[end:]
-        return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
+        return _webp(_riff_chunk(b"VP8X", bytes([body[0] | 0x20]) + body[1:]) + _riff_chunk(b"ICCP", icc)
+                     + encoded[end:])
     if kind == b"VP8L":  # 0x2f, then 14 bits width-1, 14 bits height-1, 1 bit alpha (LSB first)
         bits = int.from_bytes(body[1:5], "little")
         width, height, alpha = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, (bits >> 28) & 1
@@ -162,5 +166,4 @@ def _webp_with_icc(encoded: bytes, icc: bytes) -> bytes:
         raise ValueError(f"embed_icc: a WebP with a {kind!r} chunk first is not one OpenCV writes")
     flags = 0x20 | (0x10 if alpha else 0)  # ICC profile, alpha
     vp8x = bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
-    chunks = _riff_chunk(b"VP8X", vp8x) + _riff_chunk(b"ICCP", icc) + encoded[12:]
-    return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
+    return _webp(_riff_chunk(b"VP8X", vp8x) + _riff_chunk(b"ICCP", icc) + encoded[12:])
