@@ -201,7 +201,7 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
 @click.option("--crop", default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast, as gpu_session.sh trains.")
-@click.option("--content", type=click.Choice(["l1", "l1+fft"]), default="l1+fft", show_default=True)
+@click.option("--content", type=click.Choice(["l1", "l1+fft", "mse"]), default="l1+fft", show_default=True)
 @click.option("--variant", "variants", multiple=True, default=("eager,channels_last",), show_default=True,
               help="eager, channels_last, compile, compile+channels_last (comma list or repeated).")
 @click.option("--warmup", default=3, show_default=True)

@@ -58,7 +58,8 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 # names the tool's own extra when it brings the missing module, never one already installed.
 _EXTRA_MODULES = {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime"}, "train": {"torch", "skimage"},
                   "export": {"torch", "onnx", "onnxsim", "onnxconverter_common"}, "bench": {"skimage"}}
-_TOOL_EXTRA = {"deblur-run": "cpu", "deblur-export": "export", "deblur-train": "train", "deblur-bench": "bench"}
+# deblur-run has none: its onnxruntime comes from [cpu] or [gpu], and the hint names both.
+_TOOL_EXTRA = {"deblur-export": "export", "deblur-train": "train", "deblur-bench": "bench"}
 
 
 def install_hint(module: str | None, tool: str | None = None) -> str:
