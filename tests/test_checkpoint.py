@@ -207,3 +207,27 @@ def test_init_from_grows_a_generator_that_computes_the_same(tmp_path, ngf, n_blo
     for name, tensor in again.state_dict().items():  # reproducible from the seed (new blocks' first convs aside)
         if not any(name.startswith(f"model.{10 + i}.conv_block.1.") for i in range(2, n_blocks)):
             assert torch.equal(tensor, target.state_dict()[name]), name
+
+
+def test_init_from_grows_a_silent_coarse_branch_that_learns(tmp_path):
+    source = ResnetGenerator(ngf=8, n_blocks=2, dropout=False)
+    for p in source.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.1)
+    path = tmp_path / "g.pth"
+    torch.save(source.state_dict(), path)
+    target = ResnetGenerator(ngf=8, n_blocks=2, dropout=False, coarse_blocks=2)
+    init_generator_from(target, "resnet_generator", path)
+    x = torch.rand(2, 3, 48, 40) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(target(x), source(x), rtol=0, atol=1e-5)  # the shares of 1 round
+    target(x).square().mean().backward()
+    assert target.coarse.out.weight.grad.abs().sum() > 0  # silent, not stuck
+    # A trained branch comes along whole; it cannot be dropped or widened.
+    trained = tmp_path / "c.pth"
+    torch.save(target.state_dict(), trained)
+    again = ResnetGenerator(ngf=8, n_blocks=3, dropout=False, coarse_blocks=2)
+    init_generator_from(again, "resnet_generator", trained)
+    assert torch.equal(again.coarse.out.weight, target.coarse.out.weight)
+    for other in (dict(ngf=8, n_blocks=2), dict(ngf=16, n_blocks=2, coarse_blocks=2)):
+        with pytest.raises(CheckpointError, match="a coarse branch cannot grow or go"):
+            init_generator_from(ResnetGenerator(dropout=False, **other), "resnet_generator", trained)

@@ -42,7 +42,9 @@ def test_global_skip_and_clamp():
 
 @pytest.mark.parametrize("args", [{"ngf": 8, "n_blocks": 3, "dropout": True},
                                   {"ngf": 16, "n_blocks": 1, "dropout": False},
-                                  {"ngf": 64, "n_blocks": 9, "dropout": True}])
+                                  {"ngf": 64, "n_blocks": 9, "dropout": True},
+                                  {"ngf": 8, "n_blocks": 2, "dropout": False, "coarse_blocks": 1},
+                                  {"ngf": 8, "n_blocks": 0, "dropout": True, "coarse_blocks": 3}])
 def test_arch_args_inferred_from_state_dict(args):
     sd = ResnetGenerator(**args).state_dict()
     assert infer_arch(sd) == ("resnet_generator", args)
@@ -53,3 +55,18 @@ def test_unknown_arch_and_bad_args_are_errors():
         create_generator("nope")
     with pytest.raises(TypeError):
         create_generator("resnet_generator", ngff=3)
+
+
+def test_coarse_branch_keeps_the_deblurgan_keys_and_needs_multiples_of_8():
+    plain, coarse = ResnetGenerator(ngf=8, n_blocks=2), ResnetGenerator(ngf=8, n_blocks=2, coarse_blocks=2)
+    assert plain.arch_args == {"ngf": 8, "n_blocks": 2, "dropout": True}  # old checkpoints' args unchanged
+    assert plain.size_multiple == 4 and coarse.size_multiple == 8
+    extra = set(coarse.state_dict()) - set(plain.state_dict())
+    assert set(plain.state_dict()) <= set(coarse.state_dict()) and all(k.startswith("coarse.") for k in extra)
+    # Its blocks run at 1/8 of the input, with twice the 1/4 stage's channels.
+    seen = []
+    coarse.coarse.body[3].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    coarse(torch.rand(1, 3, 64, 48) * 2 - 1)
+    assert seen == [(1, 64, 8, 6)]
+    with pytest.raises(ValueError, match="coarse_blocks"):
+        ResnetGenerator(coarse_blocks=-1)

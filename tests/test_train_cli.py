@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 
 from conftest import run_cli  # noqa: E402
 from train_fixtures import ONE_THREAD_ENV, write_photos  # noqa: E402
@@ -50,13 +50,18 @@ def test_cli_trains_stops_and_resumes(tmp_path, env):
     assert "these differ: lr" in _error_line(refused)
 
 
-def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
+def _trained_source(tmp_path, env, steps: int):
+    """Content-only training options for tiny runs, and the checkpoint of one such run (tmp/a)."""
     write_photos(tmp_path / "photos", 4)
     common = ["--data", str(tmp_path / "photos"), "--crop", "64", "--val-crop", "64", "--val-count", "2",
               "--batch-size", "2", "--content", "l1", "--adv-weight", "0", "--workers", "0", "--device", "cpu"]
     run_cli("deblur-train", *common, "--out", str(tmp_path / "a"), "--ngf", "8", "--n-blocks", "1",
-            "--steps", "4", "--val-every", "4", check=True, env=env)
-    source = tmp_path / "a" / "checkpoints" / "latest.pt"
+            "--steps", str(steps), "--val-every", str(steps), check=True, env=env)
+    return common, tmp_path / "a" / "checkpoints" / "latest.pt"
+
+
+def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
+    common, source = _trained_source(tmp_path, env, steps=4)
     # No --ngf/--n-blocks: the checkpoint's architecture; --no-dropout changes only that.
     run_cli("deblur-train", *common, "--out", str(tmp_path / "b"), "--init-from", str(source), "--no-dropout",
             "--steps", "2", "--val-every", "2", check=True, env=env)
@@ -102,6 +107,34 @@ def test_init_from_starts_a_new_run_from_trained_weights(tmp_path, env):
             "--steps", "1", "--val-every", "1", check=True, env=env)
     meta = load(tmp_path / "d" / "checkpoints" / "latest.pt")["meta"]
     assert meta["init"]["steps"] is None and meta["total_steps"] is None
+
+
+def test_a_coarse_branch_grown_on_frozen_weights_trains_alone_and_runs(tmp_path, env):
+    common, source = _trained_source(tmp_path, env, steps=2)
+    grown = run_cli("deblur-train", *common, "--out", str(tmp_path / "b"), "--init-from", str(source),
+                    "--coarse-blocks", "1", "--train-only", "coarse.", "--lr", "1e-2", "--steps", "3",
+                    "--val-every", "3", check=True, env=env)
+    assert "grown from coarse_blocks 0 -> 1" in grown.stderr
+    from deblur.train.checkpoint import load_checkpoint
+
+    before, after = load_checkpoint(source)["generator"], load_checkpoint(tmp_path / "b" / "checkpoints" / "latest.pt")
+    assert after["arch_args"]["coarse_blocks"] == 1
+    for key, value in before.items():  # frozen: the trained weights did not move
+        assert torch.equal(after["generator"][key], value), key
+    assert after["generator"]["coarse.body.7.weight"].abs().sum() > 0  # the silent branch learned
+    run_cli("deblur-export", str(tmp_path / "b" / "checkpoints" / "latest.pt"), str(tmp_path / "b.onnx"),
+            "--no-simplify", check=True, env=env)
+    import numpy as np
+
+    from deblur.runtime.deblurrer import Deblurrer
+
+    model = Deblurrer(tmp_path / "b.onnx", "cpu")
+    assert model.info.size_multiple == 8
+    image = np.random.default_rng(0).integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    assert model(image).shape == image.shape  # padded to multiples of 8 and cropped back
+    refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "c"), "--init-from", str(source),
+                      "--train-only", "coarse.", "--steps", "1", env=env)
+    assert "--train-only coarse.: no generator parameter is named so" in _error_line(refused)
 
 
 @pytest.mark.parametrize("case", ["empty", "unreadable", "crop", "vgg"])

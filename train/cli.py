@@ -33,6 +33,11 @@ log = logging.getLogger("deblur.train")
 @click.option("--val-count", type=int, help="Number of fixed validation pairs (default 16).")
 @click.option("--ngf", type=int, help="Generator width (default 64).")
 @click.option("--n-blocks", type=int, help="ResNet blocks of the deblurgan generator (default 9).")
+@click.option("--coarse-blocks", type=int, help="ResNet blocks at 1/8 resolution after the deblurgan generator's "
+              "blocks (default 0: DeblurGAN's layout). With --init-from, the branch starts silent.")
+@click.option("--train-only", "train_only", multiple=True, metavar="PREFIX",
+              help="Train only generator parameters whose names start with PREFIX (repeatable), e.g. "
+                   "'coarse.' to train a newly grown coarse branch on frozen trained weights.")
 @click.option("--num-downs", type=int, help="U-Net levels of the pix2pix generator (default 8: unet_256).")
 @click.option("--dropout/--no-dropout", default=None, help="Dropout(0.5) in the generator (the papers' "
               "default). Compact generators fit better without it.")
@@ -79,7 +84,8 @@ log = logging.getLogger("deblur.train")
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-train")
 @report_errors
 def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, quiet: bool, verbose: bool, debug: bool,
-         ngf: int | None, n_blocks: int | None, num_downs: int | None, dropout: bool | None,
+         ngf: int | None, n_blocks: int | None, coarse_blocks: int | None, num_downs: int | None,
+         dropout: bool | None,
          compile_: bool | None, **options) -> None:
     """Train a deblurring generator; checkpoints go to RUN_DIR/checkpoints/latest.pt for deblur-export.
 
@@ -100,13 +106,13 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, qu
     from .trainer import resume_config, train
 
     overrides = {key: value for key, value in options.items() if value not in (None, ())}
-    for key in ("data", "val"):
+    for key in ("data", "val", "train_only"):
         if key in overrides:
             overrides[key] = list(overrides[key])
     if compile_ is not None:
         overrides["compile"] = compile_
-    arch_args = {k: v for k, v in (("ngf", ngf), ("n_blocks", n_blocks), ("num_downs", num_downs),
-                                   ("dropout", dropout)) if v is not None}
+    arch_args = {k: v for k, v in (("ngf", ngf), ("n_blocks", n_blocks), ("coarse_blocks", coarse_blocks),
+                                   ("num_downs", num_downs), ("dropout", dropout)) if v is not None}
     if overrides.get("init_from") and not resume:
         from .checkpoint import load_generator
 

@@ -40,6 +40,10 @@ class TrainConfig:
     arch: str = "resnet_generator"
     arch_args: dict = field(default_factory=lambda: {"ngf": 64, "n_blocks": 9, "dropout": True})
     init_from: str | None = None  # generator checkpoint to start from (fine-tuning); None: random init
+    # Parameter-name prefixes of the generator to train (e.g. ["coarse."]); the rest stays
+    # frozen. Empty: all. A part grown onto trained weights can learn at a high LR while the
+    # small-batch noise of a CPU leg cannot pull the trained rest off its optimum.
+    train_only: list[str] = field(default_factory=list)
     ndf: int = 64  # critic width
     critic_layers: int = 3  # strided convolutions in the PatchGAN critic
     conditional_critic: bool = False  # pix2pix: the critic also sees the blurred input

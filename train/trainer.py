@@ -120,7 +120,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             if master:
                 grown = {k: v for k, v in config.arch_args.items() if k != "dropout" and source.arch_args.get(k) != v}
                 log.info("generator initialised from %s (%s steps of training)%s", config.init_from, prior,
-                         "; grown from " + ", ".join(f"{k} {source.arch_args.get(k)} -> {v}" for k, v in grown.items())
+                         "; grown from " + ", ".join(f"{k} {source.arch_args.get(k, 0)} -> {v}" for k, v in grown.items())
                          if grown else "")
                 if "n_blocks" in grown and config.warmup == 0:
                     # Measured: one Adam step at LR 1e-4 took a grown 9-block model from 25.70
@@ -128,6 +128,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     log.warning("the new ResNet blocks start as the identity through InstanceNorm(0), whose "
                                 "gradient is ~300x: without --warmup the first full-LR steps wreck the "
                                 "grown model; pass --warmup 500 (or grow only --ngf)")
+        if config.train_only:
+            freeze_except(generator, config.train_only)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
         init_weights(critic)
         generator, critic = generator.to(device), critic.to(device)
@@ -149,7 +151,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             run_log = cleanup.enter_context(contextlib.closing(RunLog(run_dir, start_step if resume else None)))
 
         # ------------------------------------------------------- optimisers
-        opt_g = torch.optim.Adam(generator.parameters(), lr=config.lr, betas=config.betas)
+        opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=config.lr,
+                                 betas=config.betas)
         opt_d = torch.optim.Adam(critic.parameters(), lr=config.lr, betas=config.betas)
         # Loss scaling only for fp16; disabled scalers are no-ops (scale 1), so one code path.
         fp16 = amp_dtype == torch.float16
@@ -328,6 +331,18 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 # without an active exception"). After an error, torchrun stops the others instead.
                 dist.barrier()
             dist.destroy_process_group()
+
+
+def freeze_except(generator: torch.nn.Module, prefixes: list[str]) -> None:
+    """Train only the parameters whose names start with one of ``prefixes``."""
+    names = [name for name, _ in generator.named_parameters()]
+    unmatched = [p for p in prefixes if not any(name.startswith(p) for name in names)]
+    if unmatched:
+        parts = sorted({name.split(".")[0] for name in names})
+        raise TrainError(f"--train-only {', '.join(unmatched)}: no generator parameter is named so; its parts: "
+                         f"{', '.join(p + '.' for p in parts)} (e.g. coarse. needs --coarse-blocks)")
+    for name, param in generator.named_parameters():
+        param.requires_grad_(any(name.startswith(p) for p in prefixes))
 
 
 def _total_steps(step: int, init: dict | None) -> int | None:

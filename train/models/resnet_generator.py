@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 from . import register_generator
 
+_STEM_AND_DOWN = 10  # entries of ``model`` before the first ResnetBlock: pad, conv, norm, relu, 2 x (conv, norm, relu)
+
 
 def _instance_norm(channels: int) -> nn.InstanceNorm2d:
     # No affine parameters and no running statistics, as DeblurGAN trained it: every image
@@ -44,11 +46,44 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+class CoarseBranch(nn.Module):
+    """A residual detour through 1/8 resolution: 2x down, ``n_blocks`` ResnetBlocks, 2x up.
+
+    Not in DeblurGAN: each block here sees twice the context of one at 1/4 for a quarter of
+    the pixels, for shake wider than the 1/4 stage's receptive field (experiments.md). Its
+    last convolution has no norm behind it, so zeroing it silences the branch exactly and
+    a trained model can grow one without changing its output.
+    """
+
+    def __init__(self, dim: int, n_blocks: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(dim, dim * 2, kernel_size=3, stride=2, padding=1, bias=True),
+            _instance_norm(dim * 2),
+            nn.ReLU(True),
+            *[ResnetBlock(dim * 2, dropout=False) for _ in range(n_blocks)],
+            nn.ConvTranspose2d(dim * 2, dim, kernel_size=3, stride=2, padding=1, output_padding=1, bias=True),
+            _instance_norm(dim),
+            nn.ReLU(True),
+            nn.Conv2d(dim, dim, kernel_size=1, bias=True),
+        )
+
+    @property
+    def out(self) -> nn.Conv2d:
+        return self.body[-1]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
 @register_generator("resnet_generator")
 class ResnetGenerator(nn.Module):
     """Conv7 - 2x down - ``n_blocks`` ResnetBlocks - 2x up - Conv7 - Tanh, plus a global skip.
 
     Input and output: (N, 3, H, W) RGB in [-1, 1], H and W multiples of 4 (the runtime pads).
+    ``coarse_blocks`` > 0 (not in the paper) adds a :class:`CoarseBranch` after the blocks,
+    outside ``model`` so that the DeblurGAN keys stay as they are; H and W must then be
+    multiples of 8.
     """
 
     # The preprocessing contract travels with the model: checkpoint -> ONNX metadata -> runtime.
@@ -56,11 +91,12 @@ class ResnetGenerator(nn.Module):
     channel_order = "RGB"  # the original code read images with PIL
     size_multiple = 4  # two stride-2 convolutions down, two transposed up
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9, dropout: bool = True) -> None:
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, dropout: bool = True, coarse_blocks: int = 0) -> None:
         super().__init__()
-        if ngf < 1 or n_blocks < 0:
-            raise ValueError(f"ngf must be >= 1 and n_blocks >= 0, got ngf={ngf}, n_blocks={n_blocks}")
-        self.ngf, self.n_blocks, self.dropout = ngf, n_blocks, dropout
+        if ngf < 1 or n_blocks < 0 or coarse_blocks < 0:
+            raise ValueError(f"ngf must be >= 1, n_blocks and coarse_blocks >= 0, got ngf={ngf}, "
+                             f"n_blocks={n_blocks}, coarse_blocks={coarse_blocks}")
+        self.ngf, self.n_blocks, self.dropout, self.coarse_blocks = ngf, n_blocks, dropout, coarse_blocks
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(3, ngf, kernel_size=7, bias=True),
@@ -82,14 +118,25 @@ class ResnetGenerator(nn.Module):
             ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, kernel_size=7, bias=True), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        if coarse_blocks:
+            self.coarse = CoarseBranch(ngf * 4, coarse_blocks)
+            self.size_multiple = 8
 
     @property
     def arch_args(self) -> dict:
-        return {"ngf": self.ngf, "n_blocks": self.n_blocks, "dropout": self.dropout}
+        args = {"ngf": self.ngf, "n_blocks": self.n_blocks, "dropout": self.dropout}
+        if self.coarse_blocks:  # absent otherwise: DeblurGAN-layout checkpoints stay as they were
+            args["coarse_blocks"] = self.coarse_blocks
+        return args
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.coarse_blocks:
+            split = _STEM_AND_DOWN + self.n_blocks
+            residual = self.model[split:](self.coarse(self.model[:split](x)))
+        else:
+            residual = self.model(x)
         # learn_residual: the network predicts the correction, the skip carries the image.
-        return (x + self.model(x)).clamp(-1.0, 1.0)
+        return (x + residual).clamp(-1.0, 1.0)
 
     @staticmethod
     def args_from_state_dict(state_dict: dict) -> dict | None:
@@ -109,7 +156,12 @@ class ResnetGenerator(nn.Module):
                 second_conv_slots.add(int(m.group(2)))
         # The second conv of a block sits at index 6 behind a Dropout slot, else at 5.
         dropout = 6 in second_conv_slots or not block_ids
-        return {"ngf": int(first.shape[0]), "n_blocks": len(block_ids), "dropout": dropout}
+        args = {"ngf": int(first.shape[0]), "n_blocks": len(block_ids), "dropout": dropout}
+        coarse = {int(m.group(1)) for key in state_dict
+                  if (m := re.fullmatch(r"coarse\.body\.(\d+)\.conv_block\.1\.weight", key))}
+        if coarse or "coarse.body.0.weight" in state_dict:
+            args["coarse_blocks"] = len(coarse)
+        return args
 
 
 def _convs(model: ResnetGenerator) -> tuple[list[nn.Module], list[tuple[nn.Conv2d, nn.Conv2d]]]:
@@ -151,7 +203,8 @@ def grow_resnet_generator(source: ResnetGenerator, target: ResnetGenerator, *, n
     is the copy of the InstanceNorm), and the layer reading them splits the old weight over the
     copies. Depth: each extra ResnetBlock goes after the old ones with its second convolution
     zeroed, so it adds InstanceNorm(0) = 0 and starts as the identity; its first convolution
-    keeps ``target``'s initialisation. Training then starts from the smaller model's quality
+    keeps ``target``'s initialisation. A new coarse branch starts silent the same way (its
+    output convolution zeroed; nothing fragile, no norm follows it). Training then starts from the smaller model's quality
     instead of from scratch. ``target`` needs ngf >= source's and n_blocks >= source's.
 
     New blocks are fragile: the gradient of InstanceNorm at a zero-variance input is scaled by
@@ -163,8 +216,12 @@ def grow_resnet_generator(source: ResnetGenerator, target: ResnetGenerator, *, n
     if target.ngf < source.ngf or target.n_blocks < source.n_blocks:
         raise ValueError(f"can only grow: ngf {source.ngf} -> {target.ngf}, n_blocks {source.n_blocks} -> "
                          f"{target.n_blocks} (a smaller model cannot hold the larger one's function)")
+    if source.coarse_blocks and (source.coarse_blocks, source.ngf) != (target.coarse_blocks, target.ngf):
+        raise ValueError(f"a coarse branch cannot grow or go: coarse_blocks {source.coarse_blocks} -> "
+                         f"{target.coarse_blocks}, ngf {source.ngf} -> {target.ngf}")
     rng = torch.Generator().manual_seed(seed)
-    widths = {w: _copy_map(source.ngf * w, target.ngf * w, rng) for w in (1, 2, 4)}
+    # Same width: plain copies (splitting a weight into shares of 1 would round it).
+    widths = {w: _copy_map(source.ngf * w, target.ngf * w, rng) for w in (1, 2, 4) if target.ngf > source.ngf}
     (s_outer, s_blocks), (t_outer, t_blocks) = _convs(source), _convs(target)
 
     def grow(src: nn.Module, dst: nn.Module, copies_in: Tensor | None, copies_out: Tensor | None) -> None:
@@ -182,8 +239,15 @@ def grow_resnet_generator(source: ResnetGenerator, target: ResnetGenerator, *, n
     for src, dst, w_in, w_out in zip(s_outer, t_outer, (None, 1, 2, 4, 2, 1), (1, 2, 4, 2, 1, None)):
         grow(src, dst, widths.get(w_in), widths.get(w_out))
     for (s1, s2), (t1, t2) in zip(s_blocks, t_blocks):
-        grow(s1, t1, widths[4], widths[4])
-        grow(s2, t2, widths[4], widths[4])
+        grow(s1, t1, widths.get(4), widths.get(4))
+        grow(s2, t2, widths.get(4), widths.get(4))
     for _, second in t_blocks[len(s_blocks):]:
         second.weight.zero_()
         second.bias.zero_()
+    if source.coarse_blocks:
+        target.coarse.load_state_dict(source.coarse.state_dict())
+    elif target.coarse_blocks:
+        # A new branch adds exactly zero; the rest of it keeps ``target``'s initialisation, and
+        # its zeroed output convolution (no norm behind it) gets gradients from the first step.
+        target.coarse.out.weight.zero_()
+        target.coarse.out.bias.zero_()

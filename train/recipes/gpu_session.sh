@@ -21,7 +21,9 @@
 # 1 adds --channels-last / --compile; COMPILE=auto calibrates a second time with --compile
 # --channels-last and trains with whichever fits more steps into the time left, compilation
 # included, not with FIXED_STEPS; `deblur-bench train-speed --device cuda` compares all four
-# variants on its own).
+# variants on its own), COARSE (0: blocks of a coarse branch at 1/8 resolution, grown silent
+# onto an INIT without one) and TRAIN_ONLY (a parameter-name prefix to train alone, e.g.
+# coarse. to train only that branch on frozen weights).
 # Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
 set -euo pipefail
@@ -52,6 +54,8 @@ extra=()
 [ "${COMPILE:-0}" = 1 ] && extra+=(--compile)  # auto: decided by the calibration below
 if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
 [ -n "$INIT" ] && extra+=(--init-from "$INIT")
+[ "${COARSE:-0}" != 0 ] && extra+=(--coarse-blocks "$COARSE")
+[ -n "${TRAIN_ONLY:-}" ] && extra+=(--train-only "$TRAIN_ONLY")
 started=$(date +%s)
 work=$(mktemp -d /tmp/deblur_gpu.XXXX)
 mkdir -p "$OUT"
