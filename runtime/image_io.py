@@ -10,7 +10,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError
-from .icc import ICC_SUFFIXES, embed_icc, read_icc
+from .metadata import METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -25,12 +25,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Decoded from bytes (``np.fromfile`` + ``imdecode``) because ``cv2.imread`` cannot open
     non-ASCII paths on Windows and returns None without saying why.
     """
-    return read_image_and_profile(path)[0]
+    return read_image_and_metadata(path)[0]
 
 
-def read_image_and_profile(path: str | os.PathLike) -> tuple[np.ndarray, bytes | None]:
-    """:func:`read_image`, and the ICC colour profile embedded in the file (JPEG, PNG, WebP)
-    or None, from one read of the file."""
+def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metadata]:
+    """:func:`read_image`, and the ICC colour profile and EXIF block embedded in the file (JPEG,
+    PNG, WebP), from one read of the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -53,59 +53,14 @@ def read_image_and_profile(path: str | os.PathLike) -> tuple[np.ndarray, bytes |
     if image is None or image.size == 0:
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
+    metadata = read_metadata(data)
     if not is_jpeg:
-        image = apply_orientation(image, exif_orientation(data))
+        image = apply_orientation(image, exif_orientation(metadata.exif))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit or float32 images")
-    return image, read_icc(data)
-
-
-def _tiff_orientation(tiff: bytes) -> int:
-    """The Orientation tag (0x0112) of IFD0 in TIFF-structured EXIF data; 1 when absent."""
-    if tiff[:6] == b"Exif\x00\x00":  # the APP1 prefix, which some writers keep in PNG/WebP too
-        tiff = tiff[6:]
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 1
-    ifd = int.from_bytes(tiff[4:8], order)
-    if ifd + 2 > len(tiff):
-        return 1
-    for i in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
-        entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
-        if len(entry) < 12:
-            break
-        if int.from_bytes(entry[:2], order) == 0x0112:
-            # SHORT (type 3) as the standard says; LONG (4) from some writers. Either way the
-            # value sits at the start of the 4-byte field, in the file's byte order.
-            size = 4 if int.from_bytes(entry[2:4], order) == 4 else 2
-            value = int.from_bytes(entry[8:8 + size], order)
-            return value if 1 <= value <= 8 else 1
-    return 1
-
-
-def exif_orientation(data: bytes | np.ndarray) -> int:
-    """EXIF orientation (1-8) of a PNG (eXIf chunk) or WebP (EXIF chunk); 1 for anything else.
-    Reads only the chunk headers and the EXIF payload: no copy of the file."""
-    view = memoryview(data).cast("B")
-    if bytes(view[:8]) == b"\x89PNG\r\n\x1a\n":
-        pos = 8
-        while pos + 8 <= len(view):
-            length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
-            if kind == b"eXIf":
-                return _tiff_orientation(bytes(view[pos + 8:pos + 8 + length]))
-            if kind in (b"IDAT", b"IEND"):
-                break  # the PNG spec puts eXIf before the image data
-            pos += 12 + length
-    elif bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
-        pos = 12
-        while pos + 8 <= len(view):
-            kind, length = bytes(view[pos:pos + 4]), int.from_bytes(view[pos + 4:pos + 8], "little")
-            if kind == b"EXIF":
-                return _tiff_orientation(bytes(view[pos + 8:pos + 8 + length]))
-            pos += 8 + length + (length & 1)
-    return 1
+    return image, metadata
 
 
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
@@ -139,9 +94,11 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
     return buffer.tobytes()
 
 
-def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = None) -> Path:
+def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = None,
+                exif: bytes | None = None) -> Path:
     """Encode by the file's suffix and write atomically: a crash never leaves half an image.
-    ``icc``: a colour profile to embed (JPEG and PNG; other formats are written untagged)."""
+    ``icc``, ``exif``: a colour profile and an EXIF block (TIFF structure) to embed, as they
+    are (JPEG, PNG and WebP; other formats are written without)."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
@@ -149,9 +106,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
         data = encode_image(image, path.suffix)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-    if icc and path.suffix.lower() in ICC_SUFFIXES:
+    if (icc or exif) and path.suffix.lower() in METADATA_SUFFIXES:
         try:
-            data = embed_icc(data, icc)
+            data = embed_metadata(data, icc, exif)
         except ValueError as exc:
             raise InputError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:

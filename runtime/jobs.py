@@ -19,8 +19,8 @@ from typing import Callable
 import numpy as np
 
 from .errors import DeblurError, InputError
-from .icc import ICC_SUFFIXES, colour_space
-from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_profile,
+from .metadata import MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, colour_space, upright_exif
+from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_metadata,
                        side_by_side, write_image)
 
 log = logging.getLogger(__name__)
@@ -186,8 +186,8 @@ class _Stopped(Exception):
 
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
-    image, icc = read_image_and_profile(job.src)
-    icc = _carried_profile(job, image, icc)
+    image, metadata = read_image_and_metadata(job.src)
+    icc, exif = _carried_profile(job, image, metadata.icc), _carried_exif(job, metadata.exif)
     try:
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
     except InputError as exc:
@@ -204,8 +204,8 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         if low < 0.0 or high > 1.0:
             log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
                         job.src, low, high)
-    write_image(job.dst, result, icc=icc)
-    if compare:
+    write_image(job.dst, result, icc=icc, exif=exif)
+    if compare:  # a picture of two photos, no longer the one the EXIF describes
         write_image(job.compare_path, side_by_side(image, result), icc=icc)
 
 
@@ -221,11 +221,27 @@ def _carried_profile(job: Job, image: np.ndarray, icc: bytes | None) -> bytes | 
         log.warning("%s: its %s ICC profile does not describe the decoded %s pixels; the result is "
                     "written untagged", job.src, space, "grey" if image.ndim == 2 else "colour")
         return None
-    if job.dst.suffix.lower() not in ICC_SUFFIXES:
+    if job.dst.suffix.lower() not in METADATA_SUFFIXES:
         log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
-                    "viewers will show %s as sRGB", job.src, ", ".join(ICC_SUFFIXES), job.dst.name)
+                    "viewers will show %s as sRGB", job.src, ", ".join(METADATA_SUFFIXES), job.dst.name)
         return None
     return icc
+
+
+def _carried_exif(job: Job, exif: bytes | None) -> bytes | None:
+    """The input's EXIF block, upright, if the output can carry it; else None, said once."""
+    if exif is None:
+        return None
+    suffix = job.dst.suffix.lower()
+    if suffix not in METADATA_SUFFIXES:
+        log.warning("%s: its EXIF data (date, camera, place) is dropped: only %s outputs carry it here",
+                    job.src, ", ".join(METADATA_SUFFIXES))
+        return None
+    if suffix in (".jpg", ".jpeg") and len(exif) > MAX_JPEG_EXIF_BYTES:
+        log.warning("%s: its EXIF data (%d bytes) is dropped: a JPEG holds at most %d; write .png or .webp "
+                    "to keep it", job.src, len(exif), MAX_JPEG_EXIF_BYTES)
+        return None
+    return upright_exif(exif)
 
 
 def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool, stop: threading.Event,

@@ -291,14 +291,14 @@ def test_alpha_is_kept_where_the_format_can_hold_it_and_its_loss_is_said_elsewhe
 
 @pytest.mark.parametrize("order, kind, prefix", [("II", 3, b""), ("MM", 3, b""), ("MM", 4, b""), ("II", 3, b"Exif\x00\x00")])
 def test_exif_orientation_in_either_byte_order_and_type(order, kind, prefix):
-    from deblur.runtime.image_io import _tiff_orientation
+    from deblur.runtime.metadata import exif_orientation
 
     end = "little" if order == "II" else "big"
     value = (6).to_bytes(2 if kind == 3 else 4, end).ljust(4, b"\x00")
     entry = (0x0112).to_bytes(2, end) + kind.to_bytes(2, end) + (1).to_bytes(4, end) + value
     tiff = order.encode() + (42).to_bytes(2, end) + (8).to_bytes(4, end) + (1).to_bytes(2, end) + entry + bytes(4)
-    assert _tiff_orientation(prefix + tiff) == 6
-    assert _tiff_orientation(prefix + tiff[:12]) == 1  # truncated: upright, never an exception
+    assert exif_orientation(prefix + tiff) == 6
+    assert exif_orientation(prefix + tiff[:12]) == 1  # truncated: upright, never an exception
 
 
 def test_the_colour_profile_travels_to_jpeg_png_and_webp_outputs(model, tmp_path):
@@ -330,23 +330,29 @@ def test_profile_reading_never_fails_on_damaged_files():
 
     Image = pytest.importorskip("PIL.Image")
     ImageCms = pytest.importorskip("PIL.ImageCms")
-    from deblur.runtime.icc import read_icc
+    from deblur.runtime.metadata import exif_orientation, read_icc, read_metadata, upright_exif
 
     # A real header, padded to 150 kB (three APP2 segments in a JPEG), its size field updated.
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes() + bytes(150_000)
     profile = len(profile).to_bytes(4, "big") + profile[4:]
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = 3, "Deblur Cam"
+    exif.get_ifd(0x8769).update({0xA002: 8, 0xA003: 8})
     rng = random.Random(0)
     for fmt in ("JPEG", "PNG", "WEBP"):
         buffer = io.BytesIO()
-        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, fmt, icc_profile=profile)
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, fmt, icc_profile=profile, exif=exif.tobytes())
         data = buffer.getvalue()
-        assert read_icc(data) == profile
+        assert read_icc(data) == profile and exif_orientation(read_metadata(data).exif) == 3
         for _ in range(2000):
             damaged = bytearray(data[:rng.randrange(len(data))] if rng.random() < 0.5 else data)
             for _ in range(rng.randrange(4)):
                 damaged[rng.randrange(len(damaged))] = rng.randrange(256)
-            found = read_icc(bytes(damaged))  # never an exception: a damaged profile is no profile
-            assert found is None or (isinstance(found, bytes) and found[36:40] == b"acsp")
+            # Never an exception: damaged metadata is no metadata, and what is found can be edited.
+            found = read_metadata(bytes(damaged))
+            assert found.icc is None or (isinstance(found.icc, bytes) and found.icc[36:40] == b"acsp")
+            if found.exif is not None:
+                assert exif_orientation(upright_exif(found.exif)) == 1
         # A JPEG missing one of its profile's segments gives no profile, not a shorter one.
         if fmt == "JPEG":
             first = data.rindex(b"ICC_PROFILE\x00") - 4  # the last segment: only the count tells
@@ -357,7 +363,7 @@ def test_profile_reading_never_fails_on_damaged_files():
 def test_a_profile_bomb_and_foreign_colour_spaces_are_not_carried(model, tmp_path):
     import zlib
 
-    from deblur.runtime.icc import MAX_ICC_BYTES, read_icc
+    from deblur.runtime.metadata import MAX_ICC_BYTES, read_icc
 
     ok, png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))
     body = b"icc\x00\x00" + zlib.compress(bytes(MAX_ICC_BYTES + 10))  # inflates past the cap
@@ -374,6 +380,65 @@ def test_a_profile_bomb_and_foreign_colour_spaces_are_not_carried(model, tmp_pat
     assert "CMYK ICC profile does not describe the decoded colour pixels" in result.stderr
     with Image.open(tmp_path / "c_deblurred.jpg") as written:
         assert "icc_profile" not in written.info
+
+
+def test_exif_travels_upright_to_jpeg_png_and_webp_outputs(model, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    # A phone photo stored 56x40 with "rotate 90 degrees": shown, and deblurred, as 40x56.
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F], exif[0x0110] = 6, "Deblur Cam", "Model 1"
+    exif.get_ifd(0x8769).update({0x9003: "2026:11:27 10:00:00", 0xA002: 56, 0xA003: 40})
+    src = tmp_path / "phone.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+        src, exif=exif.tobytes(), icc_profile=profile)
+    for out in ("a.jpg", "a.png", "a.webp"):
+        result = run_cli("deblur-run", str(src), "-o", str(tmp_path / out), "-m", model, "--compare", check=True)
+        assert "EXIF" not in result.stderr
+        with Image.open(tmp_path / out) as written:
+            got = written.getexif()
+            assert written.info.get("icc_profile") == profile, out  # both kinds of metadata, side by side
+            assert written.size == (40, 56)
+        assert (got[0x010F], got[0x0110], got.get(0x0112)) == ("Deblur Cam", "Model 1", 1), out
+        sub = got.get_ifd(0x8769)
+        assert (sub[0x9003], sub[0xA002], sub[0xA003]) == ("2026:11:27 10:00:00", 40, 56), out
+        # Upright pixels, upright tag: OpenCV (which applies the tag) sees what was written.
+        assert cv2.imread(str(tmp_path / out)).shape[:2] == (56, 40)
+        with Image.open(tmp_path / out.replace("a.", "a_compare.")) as compare:
+            assert not compare.getexif()  # two pictures side by side: not the photo the EXIF describes
+    result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.bmp"), "-m", model, check=True)
+    assert "EXIF data (date, camera, place) is dropped" in result.stderr
+
+
+def test_upright_exif_edits_only_orientation_dimensions_and_the_thumbnail_link():
+    from deblur.runtime.metadata import exif_orientation, read_metadata, upright_exif
+
+    def ifd(order, entries, next_ifd):
+        out = len(entries).to_bytes(2, order)
+        for tag, kind, value in entries:
+            size = 2 if kind == 3 else 4
+            out += tag.to_bytes(2, order) + kind.to_bytes(2, order) + (1).to_bytes(4, order) \
+                + value.to_bytes(size, order).ljust(4, b"\x00")
+        return out + next_ifd.to_bytes(4, order)
+
+    for order, magic in (("little", b"II"), ("big", b"MM")):
+        # IFD0 at 8: orientation 8 (LONG), a pointer to the Exif IFD at 50; IFD1 (a thumbnail) at 80.
+        head = magic + (42).to_bytes(2, order) + (8).to_bytes(4, order)
+        tiff = head + ifd(order, [(0x0112, 4, 8), (0x8769, 4, 50)], 80)
+        tiff = tiff.ljust(50, b"\x00") + ifd(order, [(0xA002, 3, 640), (0xA003, 4, 480)], 0)
+        tiff = tiff.ljust(80, b"\x00") + ifd(order, [(0x0201, 4, 0)], 0)
+        fixed = upright_exif(tiff)
+        assert exif_orientation(tiff) == 8 and exif_orientation(fixed) == 1
+        assert len(fixed) == len(tiff)
+        assert int.from_bytes(fixed[8 + 2 + 24:8 + 2 + 28], order) == 0  # no IFD1: no stale thumbnail
+        pixel_x, pixel_y = fixed[50 + 2 + 8:50 + 2 + 10], fixed[50 + 14 + 8:50 + 14 + 12]
+        assert int.from_bytes(pixel_x, order) == 480 and int.from_bytes(pixel_y, order) == 640
+        changed = [i for i in range(len(tiff)) if tiff[i] != fixed[i]]
+        assert all(i in range(18, 22) or i in range(34, 38) or i in range(60, 62) or i in range(72, 76)
+                   for i in changed), changed
+        assert upright_exif(tiff[:30]) is not None  # truncated: edited where possible, never an exception
+    assert read_metadata(b"RIFF\x00\x00\x00\x00WEBPEXIF\xff\xff\x00\x00").exif is None
 
 
 def test_float_tiff_keeps_float_pixels(model, tmp_path):

@@ -1,0 +1,319 @@
+"""What OpenCV drops: a file's ICC colour profile and EXIF block, read from JPEG, PNG and WebP
+inputs and embedded into JPEG, PNG and WebP outputs.
+
+OpenCV decodes pixel values and writes none of a file's metadata. A phone photo tagged
+Display P3 whose result comes back untagged is shown as sRGB by colour-managed viewers:
+duller and shifted; one whose EXIF is lost loses its date, camera and place, and a photo
+library files it under the day it was deblurred. Both are copied byte for byte (the pixels
+keep their colour space and their history; only their sharpness changes), with two edits to
+the EXIF: its orientation says "upright", because the runtime turns the pixels upright when it
+reads them, and its thumbnail (a small copy of the blurred picture, still in the old
+orientation) is unlinked. Nothing else is interpreted. Readers never raise: damaged metadata
+is no metadata.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+METADATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the outputs this module can tag
+_JPEG_ICC = b"ICC_PROFILE\x00"
+_JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
+MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real profiles: 0.5-600 kB)
+_JPEG_EXIF = b"Exif\x00\x00"
+MAX_JPEG_EXIF_BYTES = 65535 - 2 - len(_JPEG_EXIF)  # one APP1 segment; PNG and WebP have no such limit
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_ORIENTATION, _EXIF_IFD, _PIXEL_X, _PIXEL_Y = 0x0112, 0x8769, 0xA002, 0xA003
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """A file's ICC profile and EXIF block (TIFF structure, without JPEG's ``Exif\\0\\0``)."""
+
+    icc: bytes | None = None
+    exif: bytes | None = None
+
+
+class _Damaged(Exception):
+    """A container whose chunk or segment lengths run past its end."""
+
+
+def read_metadata(data: bytes | np.ndarray) -> Metadata:
+    """The ICC profile and EXIF block of JPEG, PNG or WebP bytes; None for each that is absent,
+    damaged or (a profile) not well-formed. Reads only headers and metadata: no copy of the file."""
+    view = memoryview(data).cast("B")
+    try:
+        if bytes(view[:3]) == b"\xff\xd8\xff":
+            return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
+        if bytes(view[:8]) == _PNG_SIGNATURE:
+            chunks = dict(_png_chunks(view, (b"iCCP", b"eXIf")))
+            return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")))
+        if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
+            chunks = dict(_webp_chunks(view, (b"ICCP", b"EXIF")))
+            return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))
+    except _Damaged:
+        pass
+    return Metadata()
+
+
+def read_icc(data: bytes | np.ndarray) -> bytes | None:
+    """The embedded ICC profile of JPEG, PNG or WebP bytes, or None."""
+    return read_metadata(data).icc
+
+
+def colour_space(profile: bytes) -> str:
+    """The profile's data colour space: 'RGB', 'GRAY', 'CMYK', ... (header bytes 16-19)."""
+    return profile[16:20].decode("latin-1").strip()
+
+
+def _checked_icc(profile: bytes | None) -> bytes | None:
+    # An ICC header: its own size first, the 'acsp' signature at 36 (ICC.1, section 7.2).
+    if (profile is None or not 128 <= len(profile) <= MAX_ICC_BYTES or profile[36:40] != b"acsp"
+            or int.from_bytes(profile[:4], "big") != len(profile)):
+        return None
+    return profile
+
+
+def _checked_exif(exif: bytes | None) -> bytes | None:
+    if exif is not None and exif.startswith(_JPEG_EXIF):  # some writers keep the APP1 prefix in PNG/WebP
+        exif = exif[len(_JPEG_EXIF):]
+    if exif is None or _byte_order(exif) is None or _first_ifd(exif) is None:
+        return None
+    return exif
+
+
+# ------------------------------------------------------------------ containers
+
+
+def _jpeg_segments(view: memoryview) -> Iterator[tuple[int, bytes]]:
+    """(marker, body) of each segment before the scan; the scan itself holds no metadata."""
+    pos = 2
+    while pos + 4 <= len(view) and view[pos] == 0xFF:
+        marker, length = view[pos + 1], int.from_bytes(view[pos + 2:pos + 4], "big")
+        if marker == 0xDA or length < 2:  # start of scan
+            return
+        if pos + 2 + length > len(view):
+            raise _Damaged
+        yield marker, bytes(view[pos + 4:pos + 2 + length])
+        pos += 2 + length
+
+
+def _png_chunks(view: memoryview, wanted: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, body) of the wanted chunks before the image data, each with its CRC checked."""
+    pos = 8
+    while pos + 12 <= len(view):
+        length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
+        if kind in (b"IDAT", b"IEND"):
+            return  # iCCP and eXIf come before the image data
+        if kind in wanted:
+            body = bytes(view[pos + 8:pos + 8 + length])
+            crc = int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big")
+            if len(body) != length or zlib.crc32(kind + body) != crc:
+                raise _Damaged
+            yield kind, body
+        pos += 12 + length
+
+
+def _webp_chunks(view: memoryview, wanted: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
+    """(kind, body) of the wanted top-level chunks of a RIFF WebP file, first of each kind."""
+    pos, seen = 12, set()
+    while pos + 8 <= len(view):
+        kind, length = bytes(view[pos:pos + 4]), int.from_bytes(view[pos + 4:pos + 8], "little")
+        if pos + 8 + length > len(view):
+            raise _Damaged
+        if kind in wanted and kind not in seen:
+            seen.add(kind)
+            yield kind, bytes(view[pos + 8:pos + 8 + length])
+        pos += 8 + length + (length & 1)
+
+
+def _jpeg_icc(view: memoryview) -> bytes | None:
+    # APP2 "ICC_PROFILE" segments, each numbered (1-based) of the same count.
+    chunks: dict[int, bytes] = {}
+    counts = set()
+    for marker, body in _jpeg_segments(view):
+        if marker == 0xE2 and body.startswith(_JPEG_ICC) and len(body) > len(_JPEG_ICC) + 2:
+            number, count = body[len(_JPEG_ICC)], body[len(_JPEG_ICC) + 1]
+            if number in chunks:
+                return None  # two segments claim the same place
+            chunks[number] = body[len(_JPEG_ICC) + 2:]
+            counts.add(count)
+    if not chunks or counts != {len(chunks)} or sorted(chunks) != list(range(1, len(chunks) + 1)):
+        return None  # none, or a sequence with gaps: better no profile than a broken one
+    return b"".join(chunks[i] for i in sorted(chunks))
+
+
+def _jpeg_exif(view: memoryview) -> bytes | None:
+    # The first APP1 "Exif" segment (XMP also lives in APP1, under another name).
+    return next((body for marker, body in _jpeg_segments(view) if marker == 0xE1 and body.startswith(_JPEG_EXIF)),
+                None)
+
+
+def _png_icc(body: bytes | None) -> bytes | None:
+    if body is None:
+        return None
+    name_end = body.find(b"\x00")
+    if name_end < 0 or name_end + 2 > len(body) or body[name_end + 1] != 0:
+        return None  # no name terminator, or not zlib (the only method PNG defines)
+    inflate = zlib.decompressobj()
+    try:  # bounded: a small chunk must not inflate to gigabytes
+        profile = inflate.decompress(body[name_end + 2:], MAX_ICC_BYTES + 1)
+    except zlib.error:
+        return None
+    return None if inflate.unconsumed_tail else profile
+
+
+# ------------------------------------------------------------------ EXIF (TIFF structure)
+
+
+def _byte_order(tiff: bytes) -> str | None:
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    return order if order and len(tiff) >= 8 and int.from_bytes(tiff[2:4], order) == 42 else None
+
+
+def _first_ifd(tiff: bytes) -> int | None:
+    order = _byte_order(tiff)
+    ifd = int.from_bytes(tiff[4:8], order) if order else len(tiff)
+    return ifd if ifd + 2 <= len(tiff) else None
+
+
+def _entries(tiff: bytes, ifd: int) -> Iterator[tuple[int, int, int]]:
+    """(tag, type, offset of the entry) of each complete entry of the IFD at ``ifd``."""
+    order = _byte_order(tiff)
+    for i in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        at = ifd + 2 + 12 * i
+        if at + 12 > len(tiff):
+            return
+        yield int.from_bytes(tiff[at:at + 2], order), int.from_bytes(tiff[at + 2:at + 4], order), at
+
+
+def _value(tiff: bytes, entry: int, kind: int) -> int:
+    # SHORT (3) or LONG (4), as the standard allows for these tags (some writers use LONG for
+    # orientation); either way the value sits at the start of the 4-byte field.
+    return int.from_bytes(tiff[entry + 8:entry + 8 + (4 if kind == 4 else 2)], _byte_order(tiff))
+
+
+def exif_orientation(exif: bytes | None) -> int:
+    """The Orientation tag (1-8) of an EXIF block's first IFD; 1 when absent or unreadable."""
+    exif = _checked_exif(exif)
+    ifd = _first_ifd(exif) if exif else None
+    if ifd is None:
+        return 1
+    for tag, kind, at in _entries(exif, ifd):
+        if tag == _ORIENTATION:
+            value = _value(exif, at, kind)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def upright_exif(exif: bytes) -> bytes:
+    """The EXIF block for pixels already turned upright: orientation 1, the pixel dimensions
+    of the Exif IFD swapped when the turn swapped them, no thumbnail (IFD0's link to IFD1
+    cleared; its bytes stay, unreferenced). Everything else byte for byte."""
+    ifd = _first_ifd(exif)
+    if ifd is None:
+        return exif
+    order, out = _byte_order(exif), bytearray(exif)
+    turned = exif_orientation(exif) >= 5  # 5-8 transpose: width and height trade places
+    for tag, kind, at in _entries(exif, ifd):
+        if tag == _ORIENTATION:
+            out[at + 8:at + 12] = (1).to_bytes(4 if kind == 4 else 2, order).ljust(4, b"\x00")
+        elif tag == _EXIF_IFD and turned:
+            sub = _value(exif, at, 4)
+            if sub + 2 <= len(exif):
+                dims = {t: (k, a) for t, k, a in _entries(exif, sub) if t in (_PIXEL_X, _PIXEL_Y)}
+                if len(dims) == 2:
+                    (kx, ax), (ky, ay) = dims[_PIXEL_X], dims[_PIXEL_Y]
+                    x, y = _value(exif, ax, kx), _value(exif, ay, ky)
+                    out[ax + 8:ax + 12] = y.to_bytes(4 if kx == 4 else 2, order).ljust(4, b"\x00")
+                    out[ay + 8:ay + 12] = x.to_bytes(4 if ky == 4 else 2, order).ljust(4, b"\x00")
+    link = ifd + 2 + 12 * int.from_bytes(exif[ifd:ifd + 2], order)
+    if link + 4 <= len(exif):
+        out[link:link + 4] = bytes(4)
+    return bytes(out)
+
+
+# ------------------------------------------------------------------ writing
+
+
+def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
+    """JPEG, PNG or WebP bytes (as OpenCV encodes them: bare) with ``icc`` and ``exif`` embedded."""
+    if not (icc or exif):
+        return encoded
+    if encoded[:3] == b"\xff\xd8\xff":
+        return _jpeg_with(encoded, icc, exif)
+    if encoded[:8] == _PNG_SIGNATURE:
+        return _png_with(encoded, icc, exif)
+    if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
+        return _webp_with(encoded, icc, exif)
+    raise ValueError("embed_metadata takes JPEG, PNG or WebP bytes")
+
+
+def _jpeg_segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (2 + len(body)).to_bytes(2, "big") + body
+
+
+def _jpeg_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    segments = b""
+    if exif:
+        if len(exif) > MAX_JPEG_EXIF_BYTES:
+            raise ValueError(f"an EXIF block of {len(exif)} bytes does not fit a JPEG's APP1 segment "
+                             f"(at most {MAX_JPEG_EXIF_BYTES})")
+        segments += _jpeg_segment(0xE1, _JPEG_EXIF + exif)
+    if icc:
+        pieces = [icc[i:i + _JPEG_ICC_CHUNK] for i in range(0, len(icc), _JPEG_ICC_CHUNK)]
+        if len(pieces) > 255:
+            raise ValueError(f"an ICC profile of {len(icc)} bytes does not fit a JPEG's 255 segments "
+                             f"(at most {MAX_ICC_BYTES})")
+        segments += b"".join(_jpeg_segment(0xE2, _JPEG_ICC + bytes([i + 1, len(pieces)]) + piece)
+                             for i, piece in enumerate(pieces))
+    # After SOI and the JFIF APP0 that must follow it directly.
+    pos = 2
+    if encoded[2:4] == b"\xff\xe0":
+        pos = 4 + int.from_bytes(encoded[4:6], "big")
+    return encoded[:pos] + segments + encoded[pos:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def _png_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    chunks = (_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b"") + \
+             (_png_chunk(b"eXIf", exif) if exif else b"")
+    ihdr_end = 8 + 12 + int.from_bytes(encoded[8:12], "big")  # IHDR is always first
+    return encoded[:ihdr_end] + chunks + encoded[ihdr_end:]
+
+
+def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+    return kind + len(body).to_bytes(4, "little") + body + b"\x00" * (len(body) & 1)
+
+
+def _webp_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    # Metadata needs the extended format, in this order: VP8X (flags, canvas size), ICCP, the
+    # image chunks, EXIF. OpenCV writes a simple file (one VP8L or VP8 chunk), or VP8X + ALPH
+    # + VP8 for lossy with alpha.
+    kind = encoded[12:16]
+    body = encoded[20:20 + int.from_bytes(encoded[16:20], "little")]
+    if kind == b"VP8X":
+        flags, canvas, image = body[0], body[4:10], encoded[20 + len(body) + (len(body) & 1):]
+    else:
+        if kind == b"VP8L":  # 0x2f, then 14 bits width-1, 14 bits height-1, 1 bit alpha (LSB first)
+            bits = int.from_bytes(body[1:5], "little")
+            width, height, alpha = (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, (bits >> 28) & 1
+        elif kind == b"VP8 ":  # frame tag (3 bytes), start code (3), then 14-bit width and height
+            width, height, alpha = (int.from_bytes(body[6:8], "little") & 0x3FFF,
+                                    int.from_bytes(body[8:10], "little") & 0x3FFF, 0)
+        else:
+            raise ValueError(f"embed_metadata: a WebP with a {kind!r} chunk first is not one OpenCV writes")
+        flags = 0x10 if alpha else 0
+        canvas = (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+        image = encoded[12:]
+    flags |= (0x20 if icc else 0) | (0x08 if exif else 0)  # ICC profile, EXIF
+    chunks = (_riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + canvas) + (_riff_chunk(b"ICCP", icc) if icc else b"")
+              + image + (_riff_chunk(b"EXIF", exif) if exif else b""))
+    return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
