@@ -44,18 +44,18 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(f"{path}: file is empty")
-    # JPEGs carry no alpha or 16-bit data but often an EXIF orientation, which only the
-    # non-UNCHANGED modes apply; PNG/TIFF/WebP may carry alpha and 16 bits, so keep them whole
-    # and apply their (rarer) EXIF orientation here, as viewers and OpenCV's colour mode do.
+    # Decoded as stored and turned upright here, for every format: UNCHANGED ignores the EXIF
+    # orientation, and OpenCV's own reading of it misses some a viewer honours (big-endian
+    # LONG in JPEGs); one parser must decide both the turn and the EXIF edit of the output.
     is_jpeg = data[:3].tobytes() == b"\xff\xd8\xff"
-    flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH if is_jpeg else cv2.IMREAD_UNCHANGED
+    flags = (cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION if is_jpeg
+             else cv2.IMREAD_UNCHANGED)  # JPEGs: no alpha to keep, and UNCHANGED would keep CMYK
     image = cv2.imdecode(data, flags)
     if image is None or image.size == 0:
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
     metadata = read_metadata(data)
-    if not is_jpeg:
-        image = apply_orientation(image, exif_orientation(metadata.exif))
+    image = apply_orientation(image, exif_orientation(metadata.exif))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):

@@ -7,9 +7,11 @@ duller and shifted; one whose EXIF is lost loses its date, camera and place, and
 library files it under the day it was deblurred. Both are copied byte for byte (the pixels
 keep their colour space and their history; only their sharpness changes), with two edits to
 the EXIF: its orientation says "upright", because the runtime turns the pixels upright when it
-reads them, and its thumbnail (a small copy of the blurred picture, still in the old
-orientation) is unlinked. Nothing else is interpreted. Readers never raise: damaged metadata
-is no metadata.
+reads them, so the EXIF says "upright", its width and height tags trade places where that
+turn swapped them, and its thumbnail (a small copy of the blurred picture, still in the old
+orientation) is unlinked. Nothing else is interpreted. Nothing here raises on damaged input:
+damaged metadata is no metadata, and a damaged chunk costs only itself where the container
+allows.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real pr
 _JPEG_EXIF = b"Exif\x00\x00"
 MAX_JPEG_EXIF_BYTES = 65535 - 2 - len(_JPEG_EXIF)  # one APP1 segment; PNG and WebP have no such limit
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_ORIENTATION, _EXIF_IFD, _PIXEL_X, _PIXEL_Y = 0x0112, 0x8769, 0xA002, 0xA003
+_ORIENTATION, _EXIF_IFD = 0x0112, 0x8769
+_WIDTH_HEIGHT = ((0x0100, 0x0101), (0xA002, 0xA003))  # ImageWidth/Length (IFD0), PixelX/YDimension (Exif IFD)
 
 
 @dataclass(frozen=True)
@@ -38,25 +41,18 @@ class Metadata:
     exif: bytes | None = None
 
 
-class _Damaged(Exception):
-    """A container whose chunk or segment lengths run past its end."""
-
-
 def read_metadata(data: bytes | np.ndarray) -> Metadata:
     """The ICC profile and EXIF block of JPEG, PNG or WebP bytes; None for each that is absent,
     damaged or (a profile) not well-formed. Reads only headers and metadata: no copy of the file."""
     view = memoryview(data).cast("B")
-    try:
-        if bytes(view[:3]) == b"\xff\xd8\xff":
-            return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
-        if bytes(view[:8]) == _PNG_SIGNATURE:
-            chunks = dict(_png_chunks(view, (b"iCCP", b"eXIf")))
-            return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")))
-        if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
-            chunks = dict(_webp_chunks(view, (b"ICCP", b"EXIF")))
-            return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))
-    except _Damaged:
-        pass
+    if bytes(view[:3]) == b"\xff\xd8\xff":
+        return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
+    if bytes(view[:8]) == _PNG_SIGNATURE:
+        chunks = _png_chunks(view)
+        return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")))
+    if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
+        chunks = _webp_chunks(view)
+        return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))
     return Metadata()
 
 
@@ -90,45 +86,49 @@ def _checked_exif(exif: bytes | None) -> bytes | None:
 
 
 def _jpeg_segments(view: memoryview) -> Iterator[tuple[int, bytes]]:
-    """(marker, body) of each segment before the scan; the scan itself holds no metadata."""
+    """(marker, body) of each segment before the scan (which holds no metadata); a segment
+    running past the end ends the walk: what follows it cannot be found."""
     pos = 2
     while pos + 4 <= len(view) and view[pos] == 0xFF:
         marker, length = view[pos + 1], int.from_bytes(view[pos + 2:pos + 4], "big")
-        if marker == 0xDA or length < 2:  # start of scan
+        if marker == 0xDA or length < 2 or pos + 2 + length > len(view):
             return
-        if pos + 2 + length > len(view):
-            raise _Damaged
         yield marker, bytes(view[pos + 4:pos + 2 + length])
         pos += 2 + length
 
 
-def _png_chunks(view: memoryview, wanted: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
-    """(kind, body) of the wanted chunks before the image data, each with its CRC checked."""
-    pos = 8
+def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
+    """The first intact iCCP (before the image data, as the spec places it) and eXIf (anywhere:
+    libpng may write it after the image data) chunks; a chunk failing its CRC is skipped."""
+    found: dict[bytes, bytes] = {}
+    pos, image_data = 8, False
     while pos + 12 <= len(view):
         length, kind = int.from_bytes(view[pos:pos + 4], "big"), bytes(view[pos + 4:pos + 8])
-        if kind in (b"IDAT", b"IEND"):
-            return  # iCCP and eXIf come before the image data
-        if kind in wanted:
+        if kind == b"IEND" or pos + 12 + length > len(view):
+            break
+        image_data = image_data or kind == b"IDAT"
+        if (kind == b"eXIf" or (kind == b"iCCP" and not image_data)) and kind not in found:
             body = bytes(view[pos + 8:pos + 8 + length])
-            crc = int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big")
-            if len(body) != length or zlib.crc32(kind + body) != crc:
-                raise _Damaged
-            yield kind, body
+            if zlib.crc32(kind + body) == int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big"):
+                found[kind] = body
         pos += 12 + length
+    return found
 
 
-def _webp_chunks(view: memoryview, wanted: tuple[bytes, ...]) -> Iterator[tuple[bytes, bytes]]:
-    """(kind, body) of the wanted top-level chunks of a RIFF WebP file, first of each kind."""
-    pos, seen = 12, set()
-    while pos + 8 <= len(view):
+def _webp_chunks(view: memoryview) -> dict[bytes, bytes]:
+    """The first ICCP and EXIF top-level chunks of a RIFF WebP file, within the RIFF's own size
+    (bytes appended after it are not the file's)."""
+    found: dict[bytes, bytes] = {}
+    end = min(len(view), 8 + int.from_bytes(view[4:8], "little"))
+    pos = 12
+    while pos + 8 <= end:
         kind, length = bytes(view[pos:pos + 4]), int.from_bytes(view[pos + 4:pos + 8], "little")
-        if pos + 8 + length > len(view):
-            raise _Damaged
-        if kind in wanted and kind not in seen:
-            seen.add(kind)
-            yield kind, bytes(view[pos + 8:pos + 8 + length])
+        if pos + 8 + length > end:
+            break
+        if kind in (b"ICCP", b"EXIF") and kind not in found:
+            found[kind] = bytes(view[pos + 8:pos + 8 + length])
         pos += 8 + length + (length & 1)
+    return found
 
 
 def _jpeg_icc(view: memoryview) -> bytes | None:
@@ -210,27 +210,31 @@ def exif_orientation(exif: bytes | None) -> int:
     return 1
 
 
-def upright_exif(exif: bytes) -> bytes:
-    """The EXIF block for pixels already turned upright: orientation 1, the pixel dimensions
-    of the Exif IFD swapped when the turn swapped them, no thumbnail (IFD0's link to IFD1
-    cleared; its bytes stay, unreferenced). Everything else byte for byte."""
+def upright_exif(exif: bytes) -> bytes | None:
+    """The EXIF block for pixels already turned upright: orientation 1, width and height tags
+    swapped when the turn swapped them, no thumbnail (IFD0's link to IFD1 cleared; its bytes
+    stay, unreferenced). Everything else byte for byte, without JPEG's ``Exif\\0\\0``; None for
+    bytes that are no EXIF block."""
+    exif = _checked_exif(exif)
+    if exif is None:
+        return None
     ifd = _first_ifd(exif)
-    if ifd is None:
-        return exif
     order, out = _byte_order(exif), bytearray(exif)
     turned = exif_orientation(exif) >= 5  # 5-8 transpose: width and height trade places
+    ifds = [ifd]
     for tag, kind, at in _entries(exif, ifd):
         if tag == _ORIENTATION:
             out[at + 8:at + 12] = (1).to_bytes(4 if kind == 4 else 2, order).ljust(4, b"\x00")
-        elif tag == _EXIF_IFD and turned:
-            sub = _value(exif, at, 4)
-            if sub + 2 <= len(exif):
-                dims = {t: (k, a) for t, k, a in _entries(exif, sub) if t in (_PIXEL_X, _PIXEL_Y)}
-                if len(dims) == 2:
-                    (kx, ax), (ky, ay) = dims[_PIXEL_X], dims[_PIXEL_Y]
-                    x, y = _value(exif, ax, kx), _value(exif, ay, ky)
-                    out[ax + 8:ax + 12] = y.to_bytes(4 if kx == 4 else 2, order).ljust(4, b"\x00")
-                    out[ay + 8:ay + 12] = x.to_bytes(4 if ky == 4 else 2, order).ljust(4, b"\x00")
+        elif tag == _EXIF_IFD and _value(exif, at, 4) + 2 <= len(exif):
+            ifds.append(_value(exif, at, 4))
+    if turned:
+        for where in ifds:
+            entries = {tag: at for tag, _, at in _entries(exif, where)}
+            for width, height in _WIDTH_HEIGHT:
+                if width in entries and height in entries:
+                    # Type, count and value trade places whole (one may be SHORT, the other LONG).
+                    a, b = entries[width], entries[height]
+                    out[a + 2:a + 12], out[b + 2:b + 12] = exif[b + 2:b + 12], exif[a + 2:a + 12]
     link = ifd + 2 + 12 * int.from_bytes(exif[ifd:ifd + 2], order)
     if link + 4 <= len(exif):
         out[link:link + 4] = bytes(4)

@@ -219,7 +219,7 @@ def test_init_from_grows_a_silent_coarse_branch_that_learns(tmp_path):
     init_generator_from(target, "resnet_generator", path)
     x = torch.rand(2, 3, 48, 40) * 2 - 1
     with torch.no_grad():
-        assert torch.allclose(target(x), source(x), rtol=0, atol=1e-5)  # the shares of 1 round
+        assert torch.equal(target(x), source(x))  # same width: plain copies
     target(x).square().mean().backward()
     assert target.coarse.out.weight.grad.abs().sum() > 0  # silent, not stuck
     # A trained branch comes along whole; it cannot be dropped or widened.

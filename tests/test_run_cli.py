@@ -244,16 +244,26 @@ def test_sixteen_bit_result_refuses_an_eight_bit_format(model, tmp_path):
     assert cv2.imread(str(tmp_path / "out.tif"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
-def test_exif_orientation_of_jpegs_is_applied(model, tmp_path):
+@pytest.mark.parametrize("order, kind", [("II", 3), ("MM", 3), ("MM", 4)])
+def test_exif_orientation_of_jpegs_is_applied(model, tmp_path, order, kind):
     from deblur.runtime import read_image
 
-    # A 40x20 (WxH) JPEG whose EXIF says "rotate 90 degrees": viewers show it 20x40.
+    # A 40x20 (WxH) JPEG whose EXIF says "rotate 90 degrees": viewers show it 20x40, in either
+    # byte order, SHORT as the standard says or LONG (which OpenCV's own reading misses).
     ok, data = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))
-    exif = (b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00")
+    end = "little" if order == "II" else "big"
+    value = (6).to_bytes(2 if kind == 3 else 4, end).ljust(4, b"\x00")
+    entry = (0x0112).to_bytes(2, end) + kind.to_bytes(2, end) + (1).to_bytes(4, end) + value
+    exif = b"Exif\x00\x00" + order.encode() + (42).to_bytes(2, end) + (8).to_bytes(4, end) + (1).to_bytes(2, end) \
+        + entry + bytes(4)
     app1 = b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
     path = tmp_path / "rotated.jpg"
     path.write_bytes(data.tobytes()[:2] + app1 + data.tobytes()[2:])
     assert read_image(path).shape[:2] == (40, 20)
+    run_cli("deblur-run", str(path), "-o", str(tmp_path / "out.jpg"), "-m", model, check=True)
+    Image = pytest.importorskip("PIL.Image")
+    with Image.open(tmp_path / "out.jpg") as written:  # upright pixels, upright tag
+        assert written.size == (20, 40) and written.getexif().get(0x0112) == 1
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
@@ -353,6 +363,8 @@ def test_profile_reading_never_fails_on_damaged_files():
             assert found.icc is None or (isinstance(found.icc, bytes) and found.icc[36:40] == b"acsp")
             if found.exif is not None:
                 assert exif_orientation(upright_exif(found.exif)) == 1
+        # Bytes appended after a file are not part of it: its metadata is still found.
+        assert read_metadata(data + bytes(9)) == read_metadata(data)
         # A JPEG missing one of its profile's segments gives no profile, not a shorter one.
         if fmt == "JPEG":
             first = data.rindex(b"ICC_PROFILE\x00") - 4  # the last segment: only the count tells
@@ -432,13 +444,30 @@ def test_upright_exif_edits_only_orientation_dimensions_and_the_thumbnail_link()
         assert exif_orientation(tiff) == 8 and exif_orientation(fixed) == 1
         assert len(fixed) == len(tiff)
         assert int.from_bytes(fixed[8 + 2 + 24:8 + 2 + 28], order) == 0  # no IFD1: no stale thumbnail
-        pixel_x, pixel_y = fixed[50 + 2 + 8:50 + 2 + 10], fixed[50 + 14 + 8:50 + 14 + 12]
-        assert int.from_bytes(pixel_x, order) == 480 and int.from_bytes(pixel_y, order) == 640
+        def entry(at):  # (tag, type, value) of the 12-byte IFD entry at ``at``
+            kind = int.from_bytes(fixed[at + 2:at + 4], order)
+            return (int.from_bytes(fixed[at:at + 2], order), kind,
+                    int.from_bytes(fixed[at + 8:at + 8 + (2 if kind == 3 else 4)], order))
+
+        # SHORT 640 x LONG 480 becomes LONG 480 x SHORT 640: type, count and value trade places.
+        assert entry(52) == (0xA002, 4, 480) and entry(64) == (0xA003, 3, 640)
         changed = [i for i in range(len(tiff)) if tiff[i] != fixed[i]]
-        assert all(i in range(18, 22) or i in range(34, 38) or i in range(60, 62) or i in range(72, 76)
-                   for i in changed), changed
+        assert all(i in range(18, 22) or i in range(34, 38) or i in range(54, 56) or i in range(60, 64)
+                   or i in range(66, 68) or i in range(72, 76) for i in changed), changed
         assert upright_exif(tiff[:30]) is not None  # truncated: edited where possible, never an exception
     assert read_metadata(b"RIFF\x00\x00\x00\x00WEBPEXIF\xff\xff\x00\x00").exif is None
+    # PNG: eXIf may follow the image data (libpng writes it there), and a damaged iCCP costs only itself.
+    import zlib
+
+    def chunk(kind, body, crc_ok=True):
+        crc = zlib.crc32(kind + body) ^ (0 if crc_ok else 1)
+        return len(body).to_bytes(4, "big") + kind + body + crc.to_bytes(4, "big")
+
+    png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    iend = png.rindex(b"IEND") - 4
+    png = png[:33] + chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(b"x" * 200), crc_ok=False) + png[33:iend] \
+        + chunk(b"eXIf", tiff) + png[iend:]
+    assert read_metadata(png).exif == tiff and read_metadata(png).icc is None
 
 
 def test_float_tiff_keeps_float_pixels(model, tmp_path):

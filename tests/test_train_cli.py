@@ -135,6 +135,9 @@ def test_a_coarse_branch_grown_on_frozen_weights_trains_alone_and_runs(tmp_path,
     refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "c"), "--init-from", str(source),
                       "--train-only", "coarse.", "--steps", "1", env=env)
     assert "--train-only coarse.: no generator parameter is named so" in _error_line(refused)
+    refused = run_cli("deblur-train", *common, "--out", str(tmp_path / "d"), "--init-from", str(source),
+                      "--coarse-blocks", "1", "--val-crop", "60", "--steps", "1", env=env)
+    assert "--val-crop 60: this generator needs sides that are multiples of 8" in _error_line(refused)
 
 
 @pytest.mark.parametrize("case", ["empty", "unreadable", "crop", "vgg"])

@@ -241,8 +241,8 @@ def init_generator_from(generator: nn.Module, arch: str, path: str | os.PathLike
             grow_resnet_generator(source.model, generator, seed=seed)
             return source
         except ValueError as exc:
-            raise CheckpointError(f"{path}: {exc}; leave out --ngf/--n-blocks (NGF/BLOCKS of the recipe "
-                                  "scripts) to train the checkpoint's own size") from None
+            raise CheckpointError(f"{path}: {exc}; leave out --ngf/--n-blocks/--coarse-blocks (NGF/BLOCKS/COARSE "
+                                  "of the recipe scripts) to train the checkpoint's own size") from None
     raise CheckpointError(f"{path}: its {arch}({_fmt_args(source.arch_args)}) does not fit this run's "
                           f"generator ({len(shapes_src)} vs {len(shapes_dst)} tensors or other shapes); "
                           "leave out the width/depth options (--ngf, --n-blocks, --num-downs; NGF/BLOCKS "

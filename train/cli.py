@@ -36,8 +36,9 @@ log = logging.getLogger("deblur.train")
 @click.option("--coarse-blocks", type=int, help="ResNet blocks at 1/8 resolution after the deblurgan generator's "
               "blocks (default 0: DeblurGAN's layout). With --init-from, the branch starts silent.")
 @click.option("--train-only", "train_only", multiple=True, metavar="PREFIX",
-              help="Train only generator parameters whose names start with PREFIX (repeatable), e.g. "
-                   "'coarse.' to train a newly grown coarse branch on frozen trained weights.")
+              help="Train only generator parameters whose names start with PREFIX (repeatable; end it with a dot: "
+                   "model.1 would match model.10 too), e.g. 'coarse.' to train a newly grown coarse branch on "
+                   "frozen trained weights.")
 @click.option("--num-downs", type=int, help="U-Net levels of the pix2pix generator (default 8: unet_256).")
 @click.option("--dropout/--no-dropout", default=None, help="Dropout(0.5) in the generator (the papers' "
               "default). Compact generators fit better without it.")

@@ -118,7 +118,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             init = {"path": str(Path(config.init_from).resolve()), "sha256": source.sha256, "steps": prior,
                     "init": source.meta.get("init"), "arch_args": source.arch_args}
             if master:
-                grown = {k: v for k, v in config.arch_args.items() if k != "dropout" and source.arch_args.get(k) != v}
+                grown = {k: v for k, v in config.arch_args.items() if k != "dropout" and source.arch_args.get(k, 0) != v}
                 log.info("generator initialised from %s (%s steps of training)%s", config.init_from, prior,
                          "; grown from " + ", ".join(f"{k} {source.arch_args.get(k, 0)} -> {v}" for k, v in grown.items())
                          if grown else "")
@@ -128,6 +128,11 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     log.warning("the new ResNet blocks start as the identity through InstanceNorm(0), whose "
                                 "gradient is ~300x: without --warmup the first full-LR steps wreck the "
                                 "grown model; pass --warmup 500 (or grow only --ngf)")
+        multiple = int(getattr(generator, "size_multiple", 1))
+        for name in ("crop", "val_crop"):
+            if getattr(config, name) % multiple:
+                raise TrainError(f"--{name.replace('_', '-')} {getattr(config, name)}: this generator needs sides that "
+                                 f"are multiples of {multiple}")
         if config.train_only:
             freeze_except(generator, config.train_only)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
