@@ -74,6 +74,16 @@ class _Format:
     dtype: np.dtype
     scale: float  # pixel value that maps to the top of the model's range
     alpha: np.ndarray | None
+    grey: bool = False  # grey pixels (HxW, or colour channels all equal): the result is grey too
+
+
+def _equal_channels(image: np.ndarray) -> bool:
+    """All three colour channels equal: a grey picture stored as colour."""
+    b, g, r = (image[:, :, c] for c in range(3))
+    sample = np.s_[::17, ::17]  # most colour pictures differ within this sample: no full pass
+    if not (np.array_equal(b[sample], g[sample]) and np.array_equal(g[sample], r[sample])):
+        return False
+    return np.array_equal(b, g) and np.array_equal(g, r)
 
 
 class Deblurrer:
@@ -82,7 +92,8 @@ class Deblurrer:
     >>> deblur = Deblurrer("model.onnx", provider="auto")
     >>> sharp = deblur(cv2.imread("blurry.jpg"))   # HxWx3 uint8 BGR in, same out
 
-    Inputs as OpenCV gives them: HxWx3 BGR, HxW grey (returned grey), HxWx4 BGRA (alpha
+    Inputs as OpenCV gives them: HxWx3 BGR, HxW grey (returned grey; so is the content of a
+    colour image whose channels are all equal), HxWx4 BGRA (alpha
     passed through untouched); uint8, uint16 (full precision kept, except through a model
     exported with ``--uint8-io``, which sees 8 bits) or float in [0, 1].
     ``tile`` is the model input side in pixels (0: the whole image at once; None: whole up to
@@ -213,9 +224,12 @@ class Deblurrer:
         alpha = None
         if image.ndim == 3 and image.shape[2] == 4:
             alpha, image = image[:, :, 3].copy(), image[:, :, :3]
-        if image.ndim == 2 or image.shape[2] == 1:
+        grey = image.ndim == 2 or image.shape[2] == 1
+        if grey:
             image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
-        return image, _Format(shape, dtype, scale, alpha)
+        else:
+            grey = _equal_channels(image)
+        return image, _Format(shape, dtype, scale, alpha, grey)
 
     def to_model(self, tiles: Sequence[np.ndarray], fmt: _Format) -> np.ndarray:
         """(h, w, 3) BGR pixels of the caller's dtype -> one (N, 3, h, w) model input batch.
@@ -341,7 +355,10 @@ class Deblurrer:
             y = y.astype(np.float32)
         if y.dtype != np.uint8:
             np.clip(y, low, high, out=y)
-        if len(fmt.shape) == 2 or fmt.shape[2] == 1:
+        if fmt.grey:
+            # The model's colour channels differ by a few levels even for grey input: a grey
+            # picture (a scan, a grey+alpha PNG, which OpenCV decodes to BGRA) would come back
+            # with faint false colour.
             y = cv2.cvtColor(y, cv2.COLOR_BGR2GRAY)
         gain = fmt.scale / (high - low)
         if y.dtype == np.uint8:  # the graph already scaled, rounded and saturated
@@ -357,6 +374,8 @@ class Deblurrer:
                 np.rint(y, out=y)
             # A fresh array, not a view of the padded model output or of a reused band.
             y = np.ascontiguousarray(y, dtype=fmt.dtype)
+        if fmt.grey and len(fmt.shape) == 3 and fmt.shape[2] >= 3:
+            y = np.repeat(y[:, :, None], 3, axis=2)
         if fmt.alpha is not None:
             y = np.dstack([y, fmt.alpha[top:top + len(y)]])
         return y.reshape(len(y), *fmt.shape[1:])
