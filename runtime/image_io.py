@@ -10,7 +10,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError
-from .metadata import METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata
+from .metadata import EXIF_SUFFIXES, ICC_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -98,7 +98,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
                 exif: bytes | None = None) -> Path:
     """Encode by the file's suffix and write atomically: a crash never leaves half an image.
     ``icc``, ``exif``: a colour profile and an EXIF block (TIFF structure) to embed, as they
-    are (JPEG, PNG and WebP; other formats are written without)."""
+    are: both into JPEG, PNG and WebP, the profile into TIFF too; BMP gets neither."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
@@ -106,7 +106,9 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
         data = encode_image(image, path.suffix)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-    if (icc or exif) and path.suffix.lower() in METADATA_SUFFIXES:
+    suffix = path.suffix.lower()
+    icc, exif = (icc if suffix in ICC_SUFFIXES else None), (exif if suffix in EXIF_SUFFIXES else None)
+    if icc or exif:
         try:
             data = embed_metadata(data, icc, exif)
         except ValueError as exc:

@@ -1,5 +1,6 @@
 """What OpenCV drops: a file's ICC colour profile and EXIF block, read from JPEG, PNG and WebP
-inputs and embedded into JPEG, PNG and WebP outputs.
+inputs (and the profile of TIFFs) and embedded into JPEG, PNG and WebP outputs (the profile
+into TIFFs too: 16-bit TIFFs from raw converters are often ProPhoto or Adobe RGB).
 
 OpenCV decodes pixel values and writes none of a file's metadata. A phone photo tagged
 Display P3 whose result comes back untagged is shown as sRGB by colour-managed viewers:
@@ -22,14 +23,15 @@ from typing import Iterator
 
 import numpy as np
 
-METADATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the outputs this module can tag
+EXIF_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the outputs this module can give EXIF
+ICC_SUFFIXES = EXIF_SUFFIXES + (".tif", ".tiff")  # ... and a colour profile
 _JPEG_ICC = b"ICC_PROFILE\x00"
 _JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
 MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real profiles: 0.5-600 kB)
 _JPEG_EXIF = b"Exif\x00\x00"
 MAX_JPEG_EXIF_BYTES = 65535 - 2 - len(_JPEG_EXIF)  # one APP1 segment; PNG and WebP have no such limit
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_ORIENTATION, _EXIF_IFD = 0x0112, 0x8769
+_ORIENTATION, _EXIF_IFD, _TIFF_ICC = 0x0112, 0x8769, 34675
 _WIDTH_HEIGHT = ((0x0100, 0x0101), (0xA002, 0xA003))  # ImageWidth/Length (IFD0), PixelX/YDimension (Exif IFD)
 
 
@@ -53,6 +55,10 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
     if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
         chunks = _webp_chunks(view)
         return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))
+    if bytes(view[:4]) in (b"II*\x00", b"MM\x00*"):
+        # A TIFF's EXIF IFD points into the file itself; lifting it out would mean relocating
+        # every offset in it, so only the profile (one tag, one blob) is read.
+        return Metadata(_checked_icc(_tiff_icc(view)))
     return Metadata()
 
 
@@ -151,6 +157,22 @@ def _jpeg_exif(view: memoryview) -> bytes | None:
     # The first APP1 "Exif" segment (XMP also lives in APP1, under another name).
     return next((body for marker, body in _jpeg_segments(view) if marker == 0xE1 and body.startswith(_JPEG_EXIF)),
                 None)
+
+
+def _tiff_icc(view: memoryview) -> bytes | None:
+    # Tag 34675 (InterColorProfile) of the first IFD: UNDEFINED or BYTE, never inline (>= 128 bytes).
+    order = _byte_order(bytes(view[:8]))
+    ifd = int.from_bytes(view[4:8], order) if order else len(view)
+    if ifd + 2 > len(view):
+        return None
+    count = int.from_bytes(view[ifd:ifd + 2], order)
+    entries = bytes(view[ifd:ifd + 2 + 12 * count])
+    for i in range(count):
+        entry = entries[2 + 12 * i:14 + 12 * i]
+        if len(entry) == 12 and int.from_bytes(entry[:2], order) == _TIFF_ICC:
+            size, at = int.from_bytes(entry[4:8], order), int.from_bytes(entry[8:12], order)
+            return bytes(view[at:at + size]) if size <= MAX_ICC_BYTES and at + size <= len(view) else None
+    return None
 
 
 def _png_icc(body: bytes | None) -> bytes | None:
@@ -254,7 +276,9 @@ def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None 
         return _png_with(encoded, icc, exif)
     if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
         return _webp_with(encoded, icc, exif)
-    raise ValueError("embed_metadata takes JPEG, PNG or WebP bytes")
+    if encoded[:4] in (b"II*\x00", b"MM\x00*") and not exif:
+        return _tiff_with(encoded, icc)
+    raise ValueError("embed_metadata takes JPEG, PNG or WebP bytes (TIFF: a profile only)")
 
 
 def _jpeg_segment(marker: int, body: bytes) -> bytes:
@@ -321,3 +345,26 @@ def _webp_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
     chunks = (_riff_chunk(b"VP8X", bytes([flags, 0, 0, 0]) + canvas) + (_riff_chunk(b"ICCP", icc) if icc else b"")
               + image + (_riff_chunk(b"EXIF", exif) if exif else b""))
     return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
+
+
+def _tiff_with(encoded: bytes, icc: bytes) -> bytes:
+    # The first IFD is rewritten at the end of the file with the profile's entry added (entries
+    # stay sorted by tag, as TIFF requires), the profile before it, and the header pointed at
+    # it; the old IFD stays behind unreferenced. Entries point at data by absolute offsets,
+    # which nothing here moves.
+    order = _byte_order(encoded)
+    ifd = int.from_bytes(encoded[4:8], order)
+    count = int.from_bytes(encoded[ifd:ifd + 2], order)
+    entries = [encoded[ifd + 2 + 12 * i:ifd + 14 + 12 * i] for i in range(count)]
+    next_ifd = encoded[ifd + 2 + 12 * count:ifd + 6 + 12 * count]
+    entries = [e for e in entries if int.from_bytes(e[:2], order) != _TIFF_ICC]
+    out = bytearray(encoded) + b"\x00" * (len(encoded) & 1)  # offsets must be even (word-aligned)
+    icc_at = len(out)
+    out += icc + b"\x00" * (len(icc) & 1)
+    entries.append(_TIFF_ICC.to_bytes(2, order) + (7).to_bytes(2, order) + len(icc).to_bytes(4, order)
+                   + icc_at.to_bytes(4, order))
+    entries.sort(key=lambda e: int.from_bytes(e[:2], order))
+    ifd_at = len(out)
+    out += len(entries).to_bytes(2, order) + b"".join(entries) + next_ifd
+    out[4:8] = ifd_at.to_bytes(4, order)
+    return bytes(out)

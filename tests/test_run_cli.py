@@ -311,7 +311,7 @@ def test_exif_orientation_in_either_byte_order_and_type(order, kind, prefix):
     assert exif_orientation(prefix + tiff[:12]) == 1  # truncated: upright, never an exception
 
 
-def test_the_colour_profile_travels_to_jpeg_png_and_webp_outputs(model, tmp_path):
+def test_the_colour_profile_travels_to_jpeg_png_webp_and_tiff_outputs(model, tmp_path):
     Image = pytest.importorskip("PIL.Image")
     ImageCms = pytest.importorskip("PIL.ImageCms")
     # Any profile will do (Pillow can make sRGB); a phone photo would carry Display P3.
@@ -319,7 +319,7 @@ def test_the_colour_profile_travels_to_jpeg_png_and_webp_outputs(model, tmp_path
     src = tmp_path / "p3.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
         src, icc_profile=profile)
-    for out in ("a.jpg", "a.png", "a.webp"):
+    for out in ("a.jpg", "a.png", "a.webp", "a.tif"):
         result = run_cli("deblur-run", str(src), "-o", str(tmp_path / out), "-m", model, "--compare", check=True)
         assert "profile" not in result.stderr
         for path in (tmp_path / out, tmp_path / out.replace("a.", "a_compare.")):
@@ -328,10 +328,19 @@ def test_the_colour_profile_travels_to_jpeg_png_and_webp_outputs(model, tmp_path
             assert cv2.imread(str(path)).shape[0] == 40  # still a plain image to OpenCV
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.bmp"), "-m", model, check=True)
     assert "ICC colour profile is dropped" in result.stderr
-    # And from a tagged WebP (what the PNG/WebP outputs above now are) to a JPEG.
-    result = run_cli("deblur-run", str(tmp_path / "a.webp"), "-o", str(tmp_path / "b.jpg"), "-m", model, check=True)
-    with Image.open(tmp_path / "b.jpg") as written:
-        assert written.info.get("icc_profile") == profile
+    # And from tagged WebP and TIFF files (what the outputs above now are), 16-bit TIFF too.
+    for src, out in (("a.webp", "b.jpg"), ("a.tif", "b.png")):
+        run_cli("deblur-run", str(tmp_path / src), "-o", str(tmp_path / out), "-m", model, check=True)
+        with Image.open(tmp_path / out) as written:
+            assert written.info.get("icc_profile") == profile, src
+    deep = cv2.imread(str(tmp_path / "a.tif"), cv2.IMREAD_UNCHANGED).astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / "deep.tif"), deep)
+    from deblur.runtime.metadata import embed_metadata, read_icc
+
+    (tmp_path / "deep.tif").write_bytes(embed_metadata((tmp_path / "deep.tif").read_bytes(), profile))
+    run_cli("deblur-run", str(tmp_path / "deep.tif"), "-o", str(tmp_path / "deep_out.tif"), "-m", model, check=True)
+    assert read_icc((tmp_path / "deep_out.tif").read_bytes()) == profile
+    assert cv2.imread(str(tmp_path / "deep_out.tif"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
 def test_profile_reading_never_fails_on_damaged_files():
@@ -349,11 +358,12 @@ def test_profile_reading_never_fails_on_damaged_files():
     exif[0x0112], exif[0x010F] = 3, "Deblur Cam"
     exif.get_ifd(0x8769).update({0xA002: 8, 0xA003: 8})
     rng = random.Random(0)
-    for fmt in ("JPEG", "PNG", "WEBP"):
+    for fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         buffer = io.BytesIO()
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, fmt, icc_profile=profile, exif=exif.tobytes())
         data = buffer.getvalue()
-        assert read_icc(data) == profile and exif_orientation(read_metadata(data).exif) == 3
+        assert read_icc(data) == profile
+        assert exif_orientation(read_metadata(data).exif) == (1 if fmt == "TIFF" else 3)  # TIFF: profile only
         for _ in range(2000):
             damaged = bytearray(data[:rng.randrange(len(data))] if rng.random() < 0.5 else data)
             for _ in range(rng.randrange(4)):
