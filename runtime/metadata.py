@@ -6,11 +6,11 @@ OpenCV decodes pixel values and writes none of a file's metadata. A phone photo 
 Display P3 whose result comes back untagged is shown as sRGB by colour-managed viewers:
 duller and shifted; one whose EXIF is lost loses its date, camera and place, and a photo
 library files it under the day it was deblurred. Both are copied byte for byte (the pixels
-keep their colour space and their history; only their sharpness changes), with two edits to
-the EXIF: its orientation says "upright", because the runtime turns the pixels upright when it
-reads them, so the EXIF says "upright", its width and height tags trade places where that
-turn swapped them, and its thumbnail (a small copy of the blurred picture, still in the old
-orientation) is unlinked. Nothing else is interpreted. Nothing here raises on damaged input:
+keep their colour space and their history; only their sharpness changes), with three edits
+to the EXIF, because the runtime turns the pixels upright when it reads them: its orientation
+says "upright", its width and height tags trade places where that turn swapped them, and its
+thumbnail (a small copy of the blurred picture, still in the old orientation) is unlinked.
+Nothing else is interpreted. Nothing here raises on damaged input:
 damaged metadata is no metadata, and a damaged chunk costs only itself where the container
 allows.
 """
@@ -44,8 +44,9 @@ class Metadata:
 
 
 def read_metadata(data: bytes | np.ndarray) -> Metadata:
-    """The ICC profile and EXIF block of JPEG, PNG or WebP bytes; None for each that is absent,
-    damaged or (a profile) not well-formed. Reads only headers and metadata: no copy of the file."""
+    """The ICC profile and EXIF block of JPEG, PNG or WebP bytes (a TIFF's profile only); None for
+    each that is absent, damaged or not well-formed. Reads only headers and metadata: no copy of
+    the file."""
     view = memoryview(data).cast("B")
     if bytes(view[:3]) == b"\xff\xd8\xff":
         return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
@@ -63,7 +64,7 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
 
 
 def read_icc(data: bytes | np.ndarray) -> bytes | None:
-    """The embedded ICC profile of JPEG, PNG or WebP bytes, or None."""
+    """The embedded ICC profile of JPEG, PNG, WebP or TIFF bytes, or None."""
     return read_metadata(data).icc
 
 
