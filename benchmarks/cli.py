@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import signal
 from typing import Any, Callable
 
 import click
@@ -10,8 +12,35 @@ from deblur.runtime.errors import report_errors, setup_logging
 from deblur.runtime.version import __version__
 
 
+def _check_output(out_dir: str | None, json_file: str | None, **_: Any) -> None:
+    """Before minutes of measuring: results that could not be written would be lost."""
+    from pathlib import Path
+
+    from deblur.runtime.atomic import check_can_write
+    from deblur.runtime.errors import InputError
+
+    if out_dir is not None and json_file is not None:
+        raise InputError("--out and --json both say where results go; pass one")
+    if json_file is not None and Path(json_file).suffix.lower() != ".json":
+        raise InputError(f"--json {json_file}: name a .json file (the Markdown and plot go beside it, with their "
+                         "own suffixes)")
+    check_can_write(json_file or Path(out_dir or "bench-results") / "results.json")
+
+
+def _stop_on_sigterm(*_: Any) -> None:
+    # As Ctrl-C: temporary clips and half-written files are cleaned up on the way out.
+    raise KeyboardInterrupt
+
+
 def _common(func: Callable) -> Callable:
-    """Output and logging options every subcommand shares."""
+    """Output and logging options every subcommand shares; the output place is checked first."""
+
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        report_errors(_check_output)(**kwargs)
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        return func(*args, **kwargs)
+
     options = [
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
                      help="Folder for NAME.json / NAME.md (/ NAME.png) [default: ./bench-results]."),
@@ -22,8 +51,8 @@ def _common(func: Callable) -> Callable:
         click.option("--debug", is_flag=True, help="Tracebacks instead of one-line errors."),
     ]
     for option in reversed(options):
-        func = option(func)
-    return func
+        checked = option(checked)
+    return checked
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -71,11 +100,11 @@ def main() -> None:
 @click.option("-s", "--size", "sizes", multiple=True, default=("256,480p,720p,1080p",), show_default=True,
               help="256, 480p, 720p, 1080p, 4k or WxH; comma-separated or repeated.")
 @click.option("--tile", "tiles", multiple=True, default=("0",), show_default=True, help="Tile side(s); 0 = whole image.")
-@click.option("--overlap", type=int, default=None, help="Tile context [default: the model's].")
-@click.option("--tile-batch", default=1, show_default=True)
-@click.option("--warmup", default=2, show_default=True, help="Untimed runs per variant first.")
-@click.option("-n", "--runs", default=10, show_default=True, help="Timed runs per variant.")
-@click.option("--threads", type=int, default=None, help="CPU threads [default: physical cores].")
+@click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile context [default: the model's].")
+@click.option("--tile-batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs per variant first.")
+@click.option("-n", "--runs", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs per variant.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: physical cores].")
 @click.option("--torch", "torch_checkpoint", type=click.Path(readable=False), default=None,
               help="Checkpoint the models were exported from: adds a PyTorch eager baseline row.")
 @click.option("--torch-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
@@ -91,7 +120,6 @@ def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, 
     setup_logging(verbose, quiet)
     from .latency import COLUMNS, LatencySettings, run_latency, short_rows
 
-    _check_counts(warmup, runs)
     settings = LatencySettings(models=list(models), providers=_split(providers), sizes=_split(sizes),
                                tiles=_ints(tiles, "--tile"), overlap=overlap, tile_batch=tile_batch, warmup=warmup,
                                runs=runs, threads=threads, torch_checkpoint=torch_checkpoint,
@@ -109,10 +137,10 @@ def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, 
 @click.option("-m", "--model", required=True, type=click.Path(readable=False))
 @click.option("-p", "--provider", default="cpu", show_default=True)
 @click.option("-s", "--size", default="480p", show_default=True, help="Frame size: named or WxH.")
-@click.option("--frames", default=30, show_default=True, help="Frames in the generated clip.")
-@click.option("--repeats", default=3, show_default=True, help="Pipeline / model-only pass pairs (medians).")
-@click.option("--tile", default=0, show_default=True)
-@click.option("--threads", type=int, default=None)
+@click.option("--frames", type=click.IntRange(min=1), default=30, show_default=True, help="Frames in the generated clip.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Pipeline / model-only pass pairs (medians).")
+@click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @_common
 @report_errors
 def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_file, quiet, verbose, debug) -> None:
@@ -132,10 +160,10 @@ def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_f
 @click.option("-s", "--size", "sizes", multiple=True, default=("1080p,4k",), show_default=True)
 @click.option("--tile", "tiles", multiple=True, default=("512,768,1024",), show_default=True)
 @click.option("--overlap", "overlaps", multiple=True, default=(), help="Overlap(s) [default: the model's tile context].")
-@click.option("--blend", default=32, show_default=True)
-@click.option("--warmup", default=1, show_default=True)
-@click.option("-n", "--runs", default=3, show_default=True)
-@click.option("--threads", type=int, default=None)
+@click.option("--blend", type=click.IntRange(min=0), default=32, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("-n", "--runs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--photo", type=click.Path(readable=False), default=None, help="Photo to scale to each size [default: bundled astronaut].")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per config (one subprocess each).")
 @_common
@@ -146,7 +174,6 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
     setup_logging(verbose, quiet)
     from .tiling_bench import COLUMNS, TilingSettings, run_tiling
 
-    _check_counts(warmup, runs)
     settings = TilingSettings(model=model, provider=provider, sizes=_split(sizes), tiles=_ints(tiles, "--tile"),
                               overlaps=_ints(overlaps, "--overlap") or [None], blend=blend, warmup=warmup, runs=runs,
                               threads=threads, photo=photo, memory=memory)
@@ -162,14 +189,14 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 @click.option("--condition", type=click.Choice(["noise_jpeg", "clean", "both"]), default="noise_jpeg", show_default=True,
               help="Synthetic degradation: blur + noise/JPEG as in training, blur only, or both.")
 @click.option("--seed", default=0, show_default=True, help="Blur seed; each image's generator is (seed, crc32(folder/file)).")
-@click.option("--limit", type=int, default=None, help="First N images of each folder.")
-@click.option("--max-side", type=int, default=None, help="Downscale larger images to this side first.")
-@click.option("--crop-border", default=15, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N images of each folder.")
+@click.option("--max-side", type=click.IntRange(min=64), default=None, help="Downscale larger images to this side first.")
+@click.option("--crop-border", type=click.IntRange(min=0), default=15, show_default=True)
 @click.option("--on", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
 @click.option("--baseline", "baselines", multiple=True, default=("identity,wiener,richardson_lucy",), show_default=True)
-@click.option("--tile", default=0, show_default=True,
+@click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Tile side for the models; 0 = whole image (the quality reference).")
-@click.option("--threads", type=int, default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--self-ensemble", type=int, default=1, show_default=True, metavar="N",
               help="Run the models with deblur-run's --self-ensemble N (1, 2, 4 or 8).")
 @_common
@@ -193,20 +220,20 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
 
 
 @main.command("train-speed")
-@click.option("--ngf", default=32, show_default=True, help="Generator width (ResNet generator).")
-@click.option("--n-blocks", default=6, show_default=True, help="ResNet blocks.")
+@click.option("--ngf", type=click.IntRange(min=1), default=32, show_default=True, help="Generator width (ResNet generator).")
+@click.option("--n-blocks", type=click.IntRange(min=0), default=6, show_default=True, help="ResNet blocks.")
 @click.option("--checkpoint", type=click.Path(readable=False), default=None,
               help="Take the architecture from this checkpoint instead of --ngf/--n-blocks.")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--crop", default=256, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast, as gpu_session.sh trains.")
 @click.option("--content", type=click.Choice(["l1", "l1+fft", "mse"]), default="l1+fft", show_default=True)
 @click.option("--variant", "variants", multiple=True, default=("eager,channels_last",), show_default=True,
               help="eager, channels_last, compile, compile+channels_last (comma list or repeated).")
-@click.option("--warmup", default=3, show_default=True)
-@click.option("-n", "--runs", default=20, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch threads on the CPU [default: torch's].")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("-n", "--runs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads on the CPU [default: torch's].")
 @_common
 @report_errors
 def train_speed(ngf, n_blocks, checkpoint, batch_size, crop, device, amp, content, variants, warmup, runs, threads,
@@ -215,19 +242,11 @@ def train_speed(ngf, n_blocks, checkpoint, batch_size, crop, device, amp, conten
     setup_logging(verbose, quiet)
     from .train_speed import COLUMNS, TrainSpeedSettings, run_train_speed
 
-    _check_counts(warmup, runs)
     settings = TrainSpeedSettings(ngf=ngf, n_blocks=n_blocks, checkpoint=checkpoint, batch_size=batch_size, crop=crop,
                                   device=device, amp=amp, content=content, variants=_split(variants), warmup=warmup,
                                   runs=runs, threads=threads)
     payload = run_train_speed(settings)
     _emit("train_speed", payload, payload["rows"], COLUMNS, out_dir, json_file, quiet=quiet)
-
-
-def _check_counts(warmup: int, runs: int) -> None:
-    from deblur.runtime.errors import InputError
-
-    if warmup < 0 or runs < 1:
-        raise InputError(f"--warmup ({warmup}) must be >= 0 and --runs ({runs}) >= 1")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ args = {"ngf": 64, "n_blocks": 9, "dropout": True}
 save_checkpoint(sys.argv[1], create_generator("resnet_generator", **args), arch="resnet_generator",
                 arch_args=args, step=0, meta={"note": "untrained: latency only"})
 PY
-deblur-export "$WORK/deblurgan_paper_untrained.pt" "$WORK/deblurgan_paper.onnx"
-deblur-export "$CKPT" "$WORK/default.onnx" --fp16-storage
-deblur-export "$CKPT" "$WORK/default_int8.onnx" --int8
+deblur-export "$WORK/deblurgan_paper_untrained.pt" "$WORK/deblurgan_paper.onnx" --overwrite
+deblur-export "$CKPT" "$WORK/default.onnx" --fp16-storage --overwrite
+deblur-export "$CKPT" "$WORK/default_int8.onnx" --int8 --overwrite
 
 deblur-bench quality -d "$DATA/Set5" -d "$DATA/Set14" --condition both \
   -m "$WORK/default.onnx" -m "$WORK/default_int8.onnx" --tile 0 --out "$OUT"

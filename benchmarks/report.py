@@ -225,9 +225,10 @@ def output_paths(name: str, out_dir: str | os.PathLike | None, json_file: str | 
 
 
 def system_markdown(system: dict[str, Any], settings: dict[str, Any]) -> str:
-    keys = ("cpu_model", "physical_cores", "threads", "onnxruntime", "provider", "gpu",
+    keys = ("cpu_model", "physical_cores", "threads", "onnxruntime", "provider", "torch", "gpu",
             "cuda_runtime_loaded", "cudnn_loaded", "date_utc", "load_average")
-    lines = [f"- {k}: {_cell(system.get(k)) if not isinstance(system.get(k), list) else system.get(k)}" for k in keys]
+    lines = [f"- {k}: {_cell(system.get(k)) if not isinstance(system.get(k), list) else system.get(k)}" for k in keys
+             if k in system]
     lines.append(f"- settings: `{json.dumps(_jsonable(settings), sort_keys=True)}`")
     return "\n".join(lines) + "\n"
 

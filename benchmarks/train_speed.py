@@ -142,9 +142,9 @@ def run_train_speed(settings: TrainSpeedSettings) -> dict[str, Any]:
     eager = next((r["p50_ms"] for r in rows if r["variant"] == "eager"), None)
     for row in rows:
         row["speedup_vs_eager"] = eager / row["p50_ms"] if eager else None
-    system = report.system_info()
+    system = report.system_info(threads=torch.get_num_threads())  # torch's threads: what the steps used
     system.update(torch=torch.__version__, torch_cuda=torch.version.cuda or "n/a",
                   gpu=torch.cuda.get_device_name(0) if device.type == "cuda" else "n/a",
                   torch_threads=torch.get_num_threads())
-    return {"system": system, "settings": {**asdict(settings), "arch": arch, "arch_args": arch_args},
-            "rows": rows}
+    return {"benchmark": "train_speed", "system": system,
+            "settings": {**asdict(settings), "arch": arch, "arch_args": arch_args}, "rows": rows}

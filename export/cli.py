@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from deblur.runtime.errors import report_errors, setup_logging
+from deblur.runtime.errors import InputError, report_errors, setup_logging
 from deblur.runtime.version import __version__
 
 
@@ -29,6 +31,7 @@ from deblur.runtime.version import __version__
                    "if plain FP16 fails the parity check.")
 @click.option("--int8", is_flag=True, help="Static INT8 quantisation (QDQ, per-channel), calibrated on "
               "blurred crops of a bundled photo; faster on CPUs with VNNI, must stay >= 30 dB vs FP32.")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (otherwise an error, as deblur-run's).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim graph simplification.")
 @click.option("--no-check", is_flag=True, help="Skip the torch-vs-ONNX parity check on a real photo.")
 @click.option("-v", "--verbose", is_flag=True, help="More logging.")
@@ -36,8 +39,8 @@ from deblur.runtime.version import __version__
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-export")
 @report_errors
 def main(checkpoint: str, output: str, fp16: bool, fp16_storage: bool, fp16_io: bool,
-         fp16_block_ops: tuple[str, ...], int8: bool, uint8_io: bool, no_simplify: bool, no_check: bool,
-         verbose: bool, debug: bool) -> None:
+         fp16_block_ops: tuple[str, ...], int8: bool, uint8_io: bool, overwrite: bool, no_simplify: bool,
+         no_check: bool, verbose: bool, debug: bool) -> None:
     """Export a generator CHECKPOINT (ours, or a DeblurGAN latest_net_G.pth) to OUTPUT.onnx.
 
     The ONNX model has dynamic batch, height and width, is simplified with onnxsim, carries
@@ -52,6 +55,9 @@ def main(checkpoint: str, output: str, fp16: bool, fp16_storage: bool, fp16_io: 
       deblur-export ckpt.pt model_gpu.onnx --uint8-io
     """
     setup_logging(verbose)
+    if not overwrite and Path(output).is_file():
+        # A re-export of the same checkpoint is one flag away; a model someone ships is not lost.
+        raise InputError(f"{output}: exists; pass --overwrite to replace it")
     from deblur.export.exporter import export_checkpoint  # torch import: only when asked to run
 
     report = export_checkpoint(checkpoint, output, fp16=fp16, fp16_io=fp16_io,

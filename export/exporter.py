@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from deblur.runtime.atomic import atomic_path
+from deblur.runtime.atomic import atomic_path, check_can_write
 from deblur.runtime.errors import ExportError, InputError
 from deblur.runtime.model_info import ModelInfo
 from deblur.runtime.tiling import padded_size
@@ -86,6 +86,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         raise InputError(f"{output}: the output file should end in .onnx")
     if output.exists() and output.is_dir():
         raise InputError(f"{output}: is a directory; give a file name such as {output / 'model.onnx'}")
+    check_can_write(output)  # before a minute of export and checks
+    if fp16_block_ops and not fp16:
+        raise InputError("--fp16-block-op keeps ops of an --fp16 export in FP32; this export is not --fp16")
     loaded = load_generator(checkpoint)
     model = loaded.model
     size_multiple = int(getattr(model, "size_multiple", 1))

@@ -18,6 +18,17 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
+def check_can_write(path: str | os.PathLike) -> None:
+    """Fail before the work, not after it: ``path``'s folder must exist or be creatable, and be
+    writable (as far as permissions tell; the write itself stays the final word)."""
+    folder = Path(path).absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot be written: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot be written: no write permission in {existing}; write somewhere else")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.

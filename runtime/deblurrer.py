@@ -146,7 +146,7 @@ class Deblurrer:
         if checked and stride < 1:
             raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: "
                              f"use --tile >= {sensible} ({2 * self.overlap + blend + m} at the very least) "
-                             "or a smaller --overlap")
+                             "or a smaller overlap")
         if checked and checked < sensible:
             log.warning("tile %d adds only %d px per tile after overlap %d x 2 and blend %d: every output pixel "
                         "is computed ~%.0f times; --tile >= %d keeps that under 4", checked, stride, self.overlap,

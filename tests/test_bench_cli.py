@@ -183,19 +183,37 @@ def test_quality_on_set5_baselines_beat_identity(tmp_path):
     (["quality", "-d", "{sharp}", "-m", "{missing}"], "no such model file"),
     (["quality", "-d", "{missing}"], "not a folder"),
     (["latency", "-m", "{model}", "-s", "huge"], "size 'huge'"),
-    (["latency", "-m", "{model}", "-n", "0"], "--runs"),
     (["tiling", "-m", "{model}", "--tile", "abc"], "integers"),
     (["latency", "-m", "{model}", "-p", "nosuch"], "not available"),
     (["train-speed", "--variant", "eager,jit"], "choose from eager"),
     (["train-speed", "--crop", "30"], "multiple of 4"),
+    (["quality", "-d", "{sharp}", "--json", "{out}/q.md"], "name a .json file"),
+    (["quality", "-d", "{sharp}", "--json", "{out}/q.json", "--out", "{out}"], "pass one"),
+    (["quality", "-d", "{sharp}", "--json", "{model}/sub/q.json"], "is a file, not a folder"),
 ])
 def test_bad_inputs_exit_2_with_one_line(args, message, local_model, sharp_folder, tmp_path):
-    fill = {"missing": str(tmp_path / "missing.onnx"), "model": str(local_model), "sharp": str(sharp_folder)}
-    result = run_cli("deblur-bench", *[a.format(**fill) for a in args], "--out", str(tmp_path / "out"), "-q")
+    # Before any measuring: a results place that cannot take the results is refused up front.
+    fill = {"missing": str(tmp_path / "missing.onnx"), "model": str(local_model), "sharp": str(sharp_folder),
+            "out": str(tmp_path / "out")}
+    where = [] if "--json" in args else ["--out", str(tmp_path / "out")]
+    result = run_cli("deblur-bench", *[a.format(**fill) for a in args], *where, "-q")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, option", [
+    (["latency", "-m", "x.onnx", "-n", "0"], "--runs"),
+    (["quality", "-d", ".", "--limit", "0"], "--limit"),
+    (["quality", "-d", ".", "--crop-border", "-3"], "--crop-border"),
+    (["train-speed", "--ngf", "0"], "--ngf"),
+    (["video", "-m", "x.onnx", "--threads", "0"], "--threads"),
+])
+def test_numbers_out_of_range_are_usage_errors(args, option, tmp_path):
+    result = run_cli("deblur-bench", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and option in result.stderr and "not in the range" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
 def test_train_speed_rows_per_variant(tmp_path):
@@ -212,6 +230,8 @@ def test_train_speed_rows_per_variant(tmp_path):
         assert row["mp_per_s"] == pytest.approx(2 * 32 * 32 / 1e6 / (row["p50_ms"] / 1e3))
     assert payload["settings"]["arch_args"] == {"ngf": 4, "n_blocks": 1, "dropout": False}
     assert payload["system"]["torch"] and payload["system"]["gpu"] == "n/a"
+    assert payload["benchmark"] == "train_speed" and payload["system"]["threads"] == 1  # torch's, as used
+    assert "- threads: 1" in (tmp_path / "train_speed.md").read_text()
 
 
 def test_parse_size():

@@ -110,6 +110,13 @@ def test_cli_prints_summary(tiny_checkpoint, tmp_path):
     assert out.exists()
     for needle in ("M parameters", "GFLOPs per megapixel", "MB", "max|diff|", "PSNR"):
         assert needle in result.stdout
+    # An existing model is replaced only when asked, as deblur-run's outputs.
+    before = out.read_bytes()
+    again = run_cli("deblur-export", str(tiny_checkpoint), str(out), "--fp16-storage")
+    assert again.returncode == 2 and "exists; pass --overwrite to replace it" in again.stderr
+    assert out.read_bytes() == before
+    run_cli("deblur-export", str(tiny_checkpoint), str(out), "--fp16-storage", "--overwrite", check=True)
+    assert out.read_bytes() != before
 
 
 def test_cli_help_and_version():
@@ -118,7 +125,7 @@ def test_cli_help_and_version():
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "evil", "fp16io_without_fp16",
-                                  "fp16_storage_with_fp16", "bad_suffix"])
+                                  "fp16_storage_with_fp16", "bad_suffix", "folder_is_a_file", "block_op_without_fp16"])
 def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_path, case):
     src = tmp_path / "in.pt"
     out = tmp_path / "out.onnx"
@@ -139,6 +146,11 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_
         src, extra = tiny_checkpoint, ["--fp16", "--fp16-storage"]
     elif case == "bad_suffix":
         src, out = tiny_checkpoint, tmp_path / "out.txt"
+    elif case == "folder_is_a_file":  # refused before the export, not after it
+        src.write_text("a file where a folder should be")
+        src, out = tiny_checkpoint, src / "sub" / "out.onnx"
+    elif case == "block_op_without_fp16":
+        src, extra = tiny_checkpoint, ["--int8", "--fp16-block-op", "InstanceNormalization"]
     result = run_cli("deblur-export", str(src), str(out), *extra, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

@@ -78,6 +78,6 @@ deblur-train "${args[@]}" \
   --steps "$STEPS" --batch-size 8 --crop 128 --workers 1 \
   --log-every 50 --val-every 500 --checkpoint-every 250 --snapshot-every 100000
 
-deblur-export "$RUN/checkpoints/latest.pt" "$RUN/default.onnx" --fp16-storage
+deblur-export "$RUN/checkpoints/latest.pt" "$RUN/default.onnx" --fp16-storage --overwrite
 echo "exported $RUN/default.onnx (this script's CPU stage; the shipped model is the ngf-32 one grown"
 echo "from it on a GPU, see the header: compare with deblur-bench quality before replacing runtime/models/default.onnx)"
