@@ -55,7 +55,7 @@ class ExportReport:
             f"size multiple {i.size_multiple}; input {i.channel_order} in {list(i.input_range)}",
         ]
         if self.fp16_blocked_ops:
-            lines.append(f"  kept in FP32 for accuracy: {', '.join(self.fp16_blocked_ops)}")
+            lines.append(f"  kept in FP32: {', '.join(self.fp16_blocked_ops)}")
         lines += [f"  parity vs torch FP32 at {r}" for r in self.parity]
         if self.pixel_io is not None:
             levels, differing = self.pixel_io
@@ -118,6 +118,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
     fp32_proto = proto
     parity: list[ParityResult] = []
     blocked: list[str] = []
+    if fp16_block_ops:
+        present = {node.op_type for node in fp32_proto.graph.node}
+        unknown = sorted(set(fp16_block_ops) - present)
+        if unknown:
+            raise InputError(f"--fp16-block-op {', '.join(unknown)}: no such op in this model; its op types: "
+                             f"{', '.join(sorted(present))}")
     if fp16:
         # Try plain FP16 first; keep InstanceNorm in FP32 only if measurement says so.
         # Op types the user names are kept in FP32 from the start.

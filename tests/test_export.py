@@ -125,7 +125,8 @@ def test_cli_help_and_version():
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "text", "directory", "evil", "fp16io_without_fp16",
-                                  "fp16_storage_with_fp16", "bad_suffix", "folder_is_a_file", "block_op_without_fp16"])
+                                  "fp16_storage_with_fp16", "bad_suffix", "folder_is_a_file", "block_op_without_fp16",
+                                  "unknown_block_op"])
 def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_path, case):
     src = tmp_path / "in.pt"
     out = tmp_path / "out.onnx"
@@ -151,6 +152,8 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_no_output(tiny_checkpoint, tmp_
         src, out = tiny_checkpoint, src / "sub" / "out.onnx"
     elif case == "block_op_without_fp16":
         src, extra = tiny_checkpoint, ["--int8", "--fp16-block-op", "InstanceNormalization"]
+    elif case == "unknown_block_op":
+        src, extra = tiny_checkpoint, ["--fp16", "--fp16-block-op", "NotAnOp"]
     result = run_cli("deblur-export", str(src), str(out), *extra, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
