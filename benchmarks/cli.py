@@ -207,6 +207,18 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
     setup_logging(verbose, quiet)
     from .quality import COLUMNS, QualitySettings, run_quality
 
+    from pathlib import Path
+
+    from deblur.runtime.errors import InputError
+
+    if not models and not _split(baselines):
+        raise InputError("nothing to measure: pass -m MODEL and/or --baseline (identity, wiener, richardson_lucy)")
+    names = [Path(folder).absolute().name for folder in data]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        # Images are named (and their blur seeded) by folder/file: two folders of one name would collide.
+        raise InputError(f"-d: two folders named {', '.join(twice)}; their images would share names and blur "
+                         "seeds (rename or link one)")
     conditions = ["noise_jpeg", "clean"] if condition == "both" else [condition]
     settings = QualitySettings(data=list(data), models=list(models), provider=provider, conditions=conditions, seed=seed,
                                limit=limit, max_side=max_side, crop_border=crop_border, on=on,

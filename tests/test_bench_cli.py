@@ -188,13 +188,15 @@ def test_quality_on_set5_baselines_beat_identity(tmp_path):
     (["train-speed", "--variant", "eager,jit"], "choose from eager"),
     (["train-speed", "--crop", "30"], "multiple of 4"),
     (["quality", "-d", "{sharp}", "--json", "{out}/q.md"], "name a .json file"),
+    (["quality", "-d", "{sharp}", "--baseline", ""], "nothing to measure"),
+    (["quality", "-d", "{sharp}", "-d", "{sharp}/../{sharp_name}"], "two folders named"),
     (["quality", "-d", "{sharp}", "--json", "{out}/q.json", "--out", "{out}"], "pass one"),
     (["quality", "-d", "{sharp}", "--json", "{model}/sub/q.json"], "is a file, not a folder"),
 ])
 def test_bad_inputs_exit_2_with_one_line(args, message, local_model, sharp_folder, tmp_path):
     # Before any measuring: a results place that cannot take the results is refused up front.
     fill = {"missing": str(tmp_path / "missing.onnx"), "model": str(local_model), "sharp": str(sharp_folder),
-            "out": str(tmp_path / "out")}
+            "out": str(tmp_path / "out"), "sharp_name": sharp_folder.name}
     where = [] if "--json" in args else ["--out", str(tmp_path / "out")]
     result = run_cli("deblur-bench", *[a.format(**fill) for a in args], *where, "-q")
     assert result.returncode == 2, result.stderr
