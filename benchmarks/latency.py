@@ -241,7 +241,8 @@ def _measure_size(debs: list[Deblurrer], settings: LatencySettings, label: str, 
     ref_p50: dict[tuple, float] = {}
     for i, (deb, tensors, computed_px, torch_key) in enumerate(plans):
         info = deb.info
-        base = {"model": str(deb.model_path), "precision": info.precision, "provider": deb.provider, **shared,
+        base = {"model": str(deb.model_path), "precision": info.precision, "io": info.io_dtype,
+                "provider": deb.provider, **shared,
                 "tile": deb.tile, "overlap": deb.overlap if deb.tile else None, "tile_batch": deb.tile_batch,
                 "session_calls": len(tensors)}
         torch_s = times.get(("torch", torch_key))  # type: ignore[call-overload]
@@ -258,13 +259,13 @@ def _measure_size(debs: list[Deblurrer], settings: LatencySettings, label: str, 
                                                    if torch_p50 and info.source_sha256 else None)})
         if torch_s and torch_key not in torch_done:
             torch_done.add(torch_key)
-            rows.append({**base, "model": str(settings.torch_checkpoint), "precision": "fp32", "provider": f"torch ({torch_base.device.upper()} eager)",  # type: ignore[union-attr]
+            rows.append({**base, "model": str(settings.torch_checkpoint), "precision": "fp32", "io": "float32", "provider": f"torch ({torch_base.device.upper()} eager)",  # type: ignore[union-attr]
                          "variant": "torch", **_stats(torch_s, width * height / 1e6, computed_px / 1e6, info.gflops_per_megapixel),
                          "overhead_vs_session": None, "speedup_vs_ref": None, "speedup_vs_torch": None})
     return rows
 
 
-COLUMNS = ["model", "precision", "provider", "size", "tile", "variant", "p50_ms", "p95_ms", "fps", "mp_per_s",
+COLUMNS = ["model", "precision", "io", "provider", "size", "tile", "variant", "p50_ms", "p95_ms", "fps", "mp_per_s",
            "gflop_per_s", "overhead_vs_session", "speedup_vs_torch", "speedup_vs_ref", "peak_rss_mb", "gpu_mem_mb"]
 
 

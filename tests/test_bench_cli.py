@@ -64,6 +64,7 @@ def test_latency_rows_per_variant_and_tile(local_model, tmp_path):
         assert r["runs"] == 2 and r["p50_ms"] > 0 and r["p95_ms"] >= r["p50_ms"] and r["fps"] > 0
         assert r["peak_rss_mb"] > 0 and r["gpu_mem_mb"] is None
         assert (r["overhead_vs_session"] is not None) == (r["variant"] == "deblurrer")
+        assert r["io"] == "float32"  # a --uint8-io / --fp16-io export says so in its rows
     tiled = [r for r in rows if r["tile"] == 48 and r["size"] == "256"]
     assert all(r["session_calls"] > 1 for r in tiled)
     assert (tmp_path / "latency.md").read_text().startswith("# deblur-bench latency")
