@@ -205,11 +205,11 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
             self_ensemble, out_dir, json_file, quiet, verbose, debug) -> None:
     """PSNR/SSIM per image and mean: models vs identity, Wiener and Richardson-Lucy (true kernel)."""
     setup_logging(verbose, quiet)
-    from .quality import COLUMNS, QualitySettings, run_quality
-
     from pathlib import Path
 
     from deblur.runtime.errors import InputError
+
+    from .quality import COLUMNS, QualitySettings, run_quality
 
     if not models and not _split(baselines):
         raise InputError("nothing to measure: pass -m MODEL and/or --baseline (identity, wiener, richardson_lucy)")
