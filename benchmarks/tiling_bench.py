@@ -103,10 +103,13 @@ def run_tiling(settings: TilingSettings) -> dict[str, Any]:
             reference, whole_ms = outputs["whole"], report.percentile(times["whole"], 50) * 1e3
             for key, deb in configs.items():
                 out, ms = outputs[key], report.percentile(times[key], 50) * 1e3
+                # A tile that covers the image runs it whole: no overlap or blend was used.
+                grid = deb.plan(image.shape)[2] if deb.tile else None
+                tiled = grid is not None
                 rows.append({
                     "size": label, "width": width, "height": height, "tile": deb.tile,
-                    "overlap": deb.overlap if deb.tile else None, "blend": settings.blend if deb.tile else None,
-                    "tiles": len(grid) if (grid := deb.plan(image.shape)[2]) else 1,
+                    "overlap": deb.overlap if tiled else None, "blend": settings.blend if tiled else None,
+                    "tiles": len(grid) if grid is not None else 1,
                     "psnr_vs_whole_db": psnr(out, reference),
                     "max_abs_diff": int(np.abs(out.astype(np.int16) - reference).max()),
                     "p50_ms": ms, "p95_ms": report.percentile(times[key], 95) * 1e3, "time_vs_whole": ms / whole_ms,

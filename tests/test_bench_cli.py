@@ -118,11 +118,13 @@ def test_video_ratio(local_model, tmp_path):
 
 
 def test_tiling_against_whole_image(local_model, tmp_path):
-    _bench("tiling", "-m", str(local_model), "-s", "96x64", "--tile", "48", "--overlap", "4", "-n", "1",
+    _bench("tiling", "-m", str(local_model), "-s", "96x64", "--tile", "48,128", "--overlap", "4", "-n", "1",
            "--warmup", "0", "--out", str(tmp_path))
     payload = _load(tmp_path / "tiling.json")
     _check_system(payload)
-    whole, tiled = payload["rows"]
+    whole, tiled, covering = payload["rows"]
+    # A tile larger than the image runs it whole, and its row says so.
+    assert covering["tile"] == 128 and covering["tiles"] == 1 and covering["overlap"] is None
     assert whole["tile"] == 0 and whole["time_vs_whole"] == 1.0
     assert tiled["tile"] == 48 and tiled["tiles"] > 1 and tiled["overlap"] == 4
     # context 4 covers the local model's 5x5 receptive field: tiling is exact up to rounding
