@@ -162,17 +162,14 @@ def _jpeg_exif(view: memoryview) -> bytes | None:
 
 def _tiff_icc(view: memoryview) -> bytes | None:
     # Tag 34675 (InterColorProfile) of the first IFD: UNDEFINED or BYTE, never inline (>= 128 bytes).
-    order = _byte_order(bytes(view[:8]))
-    ifd = int.from_bytes(view[4:8], order) if order else len(view)
-    if ifd + 2 > len(view):
+    ifd = _first_ifd(view)
+    if ifd is None:
         return None
-    count = int.from_bytes(view[ifd:ifd + 2], order)
-    entries = bytes(view[ifd:ifd + 2 + 12 * count])
-    for i in range(count):
-        entry = entries[2 + 12 * i:14 + 12 * i]
-        if len(entry) == 12 and int.from_bytes(entry[:2], order) == _TIFF_ICC:
-            size, at = int.from_bytes(entry[4:8], order), int.from_bytes(entry[8:12], order)
-            return bytes(view[at:at + size]) if size <= MAX_ICC_BYTES and at + size <= len(view) else None
+    order = _byte_order(view)
+    for tag, _, at in _entries(view, ifd):
+        if tag == _TIFF_ICC:
+            size, where = int.from_bytes(view[at + 4:at + 8], order), int.from_bytes(view[at + 8:at + 12], order)
+            return bytes(view[where:where + size]) if size <= MAX_ICC_BYTES and where + size <= len(view) else None
     return None
 
 
@@ -193,18 +190,19 @@ def _png_icc(body: bytes | None) -> bytes | None:
 # ------------------------------------------------------------------ EXIF (TIFF structure)
 
 
-def _byte_order(tiff: bytes) -> str | None:
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+def _byte_order(tiff: bytes | memoryview) -> str | None:
+    # Also a whole file's memoryview (TIFF inputs): nothing here copies more than an IFD entry.
+    order = {b"II": "little", b"MM": "big"}.get(bytes(tiff[:2]))
     return order if order and len(tiff) >= 8 and int.from_bytes(tiff[2:4], order) == 42 else None
 
 
-def _first_ifd(tiff: bytes) -> int | None:
+def _first_ifd(tiff: bytes | memoryview) -> int | None:
     order = _byte_order(tiff)
     ifd = int.from_bytes(tiff[4:8], order) if order else len(tiff)
     return ifd if ifd + 2 <= len(tiff) else None
 
 
-def _entries(tiff: bytes, ifd: int) -> Iterator[tuple[int, int, int]]:
+def _entries(tiff: bytes | memoryview, ifd: int) -> Iterator[tuple[int, int, int]]:
     """(tag, type, offset of the entry) of each complete entry of the IFD at ``ifd``."""
     order = _byte_order(tiff)
     for i in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
