@@ -222,7 +222,7 @@ def test_bad_models_raise_model_error(tmp_path, case, pattern):
 
 def test_no_default_model_is_a_clear_error(monkeypatch):
     import deblur.runtime.deblurrer as mod
-    monkeypatch.setattr(mod, "default_model_path", lambda: None)
+    monkeypatch.setattr(mod, "default_model_path", lambda provider="CPUExecutionProvider": None)
     with pytest.raises(ModelError, match="deblur-export"):
         Deblurrer()
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the default model shipped in runtime/models/default.onnx.
+# Reproduces the default model shipped in runtime/models/default.onnx (and default_gpu.onnx).
 #
 #   train/recipes/default_model.sh [SHARED_DATA_DIR] [RUN_DIR]
 #
@@ -44,7 +44,10 @@ RUN=${2:-runs/default_model}
 #     train/recipes/gpu_session.sh .gpu/sharp.tar 2 $OUT               (98 s)
 # (the first two took their steps from the calibration). The last generator.pt is
 # train/recipes/default_model.pt now (ngf 32, 6 blocks, train_step 117028), exported to
-# runtime/models/default.onnx with --fp16-storage (FP32 compute, half the file).
+# runtime/models/default.onnx with --fp16-storage (FP32 compute, half the file), and to
+# runtime/models/default_gpu.onnx with --fp16 --uint8-io (what Deblurrer loads on CUDA):
+#   deblur-export train/recipes/default_model.pt runtime/models/default.onnx --fp16-storage --overwrite
+#   deblur-export train/recipes/default_model.pt runtime/models/default_gpu.onnx --fp16 --uint8-io --overwrite
 STEPS=${STEPS:-9000}
 NGF=${NGF:-16}
 BLOCKS=${BLOCKS:-6}
