@@ -25,7 +25,13 @@
 # onto an INIT without one) and TRAIN_ONLY (a parameter-name prefix to train alone, e.g.
 # coarse. to train only that branch on frozen weights).
 # Writes to OUT_DIR:
-# generator.pt (generator-only checkpoint), val.csv, train_tail.log, calibration.txt.
+# generator.pt (generator-only checkpoint; over 15 MiB it comes as generator.pt.part_* plus
+# its sha256, since the device tool returns files of at most 16 MiB), val.csv,
+# train_tail.log, calibration.txt.
+# A call carries at most 64 MiB with the working tree (~17 MB): split the 51-MB DATA_TAR
+# (`split -b 24M .gpu/sharp.tar .gpu/sharp.tar.part_`), carry one part per call to the warm
+# machine (ignored files stay between calls; an INIT over ~15 MB also in a call of its own)
+# and join them in the training call: `cat .gpu/sharp.tar.part_* > /tmp/sharp.tar && ...`.
 set -euo pipefail
 TAR=$1
 MINUTES=$2
@@ -140,5 +146,12 @@ train "$run" "$STEPS" --val-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) >"$work
 tail -n 40 "$work/train.log" >"$OUT/train_tail.log"
 cp "$run/val.csv" "$OUT/" 2>/dev/null || true
 python3 -c "from deblur.train.checkpoint import save_generator_only as s; s('$run/checkpoints/latest.pt', '$OUT/generator.pt')"
-echo "done in $(( $(date +%s) - started )) s: $OUT/generator.pt" | tee -a "$OUT/calibration.txt"
+# The device tool brings back files of at most 16 MiB: ngf 48 (17.7 MB) and up come back in parts.
+if [ "$(stat -c %s "$OUT/generator.pt")" -gt $(( 15 * 1024 * 1024 )) ]; then
+  (cd "$OUT" && sha256sum generator.pt >generator.pt.sha256 && split -b 15M generator.pt generator.pt.part_ \
+    && rm generator.pt)
+  echo "generator.pt split in $OUT: join with cat generator.pt.part_* > generator.pt (sha256sum -c generator.pt.sha256)" \
+    | tee -a "$OUT/calibration.txt"
+fi
+echo "done in $(( $(date +%s) - started )) s: $(ls "$OUT" | grep "^generator" | paste -sd " ") in $OUT" | tee -a "$OUT/calibration.txt"
 exit "${status:-0}"
