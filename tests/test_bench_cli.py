@@ -189,7 +189,7 @@ def test_quality_on_set5_baselines_beat_identity(tmp_path):
     (["tiling", "-m", "{model}", "--tile", "abc"], "integers"),
     (["latency", "-m", "{model}", "-p", "nosuch"], "not available"),
     (["train-speed", "--variant", "eager,jit"], "choose from eager"),
-    (["train-speed", "--crop", "30"], "multiple of 4"),
+    (["train-speed", "--crop", "30"], "multiples of 4; use --crop 28"),
     (["quality", "-d", "{sharp}", "--json", "{out}/q.md"], "name a .json file"),
     (["quality", "-d", "{sharp}", "--baseline", ""], "nothing to measure"),
     (["quality", "-d", "{sharp}", "-d", "{sharp}/../{sharp_name}"], "two folders named"),
@@ -219,6 +219,21 @@ def test_numbers_out_of_range_are_usage_errors(args, option, tmp_path):
     result = run_cli("deblur-bench", *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and option in result.stderr and "not in the range" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_train_speed_asks_the_generator_for_its_size_multiple(tmp_path):
+    # A checkpoint with a coarse branch (1/8 resolution) takes multiples of 8: --crop 36 is
+    # refused with the fix, not with a shape error at the first step.
+    pytest.importorskip("torch")
+    from deblur.train.checkpoint import save_checkpoint
+    from deblur.train.models import ResnetGenerator
+
+    args = {"ngf": 4, "n_blocks": 1, "dropout": False, "coarse_blocks": 1}
+    ckpt = save_checkpoint(tmp_path / "coarse.pt", ResnetGenerator(**args), arch="resnet_generator", arch_args=args)
+    result = run_cli("deblur-bench", "train-speed", "--checkpoint", str(ckpt), "--crop", "36", "--no-amp",
+                     "--device", "cpu", "--out", str(tmp_path / "out"), "-q")
+    assert result.returncode == 2 and "multiples of 8; use --crop 32" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_train_speed_rows_per_variant(tmp_path):
