@@ -25,7 +25,7 @@ def _parse_tile(value: str) -> int | None:
 @click.option("-o", "--output", type=click.Path(readable=False), help="Output file (one input) or folder (several inputs / a folder). "
               "Default: beside each input with a _deblurred suffix; a folder -> FOLDER_deblurred/.")
 @click.option("-m", "--model", type=click.Path(readable=False), help="ONNX model from deblur-export. Default: the model shipped "
-              "with deblur-edge (on cuda/tensorrt its FP16 export with uint8 I/O, 3.5-4.7x faster there).")
+              "with deblur-edge (on cuda, for 8-bit images, its FP16 export with uint8 I/O: 3.5-4.7x faster there).")
 @click.option("-p", "--provider", default="auto", show_default=True,
               help="auto | cpu | cuda | tensorrt | coreml | directml | openvino, or a full ONNX Runtime "
                    "provider name. auto picks CUDA, then CoreML/DirectML/OpenVINO, then CPU. An unavailable "

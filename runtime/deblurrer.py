@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from .errors import InputError, ModelError, first_line
 from .model_info import ModelInfo
-from .providers import GPU_PROVIDERS, create_session, resolve_provider
+from .providers import ALIASES, GPU_PROVIDERS, create_session, resolve_provider
 from .tiling import TileGrid, make_grid, pad_reflect, padded_size, smallest_sensible_tile, tile_stride
 
 log = logging.getLogger(__name__)
@@ -46,18 +47,24 @@ MIN_SIDE = 16  # px; smaller images are mirror-padded up so every conv has room 
 _OOM_PATTERNS = ("out of memory", "failed to allocate", "cudaerrormemoryallocation", "bfcarena")
 
 
-def default_model_path(provider: str = "CPUExecutionProvider") -> Path | None:
-    """The model shipped inside the package for ``provider`` (an ONNX Runtime provider name), if
-    this build ships one.
+def default_model_path(provider: str = "cpu") -> Path | None:
+    """The model shipped inside the package for ``provider`` (``cpu``, ``cuda``, ... or an ONNX
+    Runtime provider name), if this build ships one.
 
     The same weights twice: ``default.onnx`` computes in FP32 with float I/O (exact for 16-bit
-    images; FP16 is no faster on CPUs); on NVIDIA GPUs ``default_gpu.onnx``, FP16 with uint8
-    pixels in and out, converted in the graph, because there the CPU-side conversions were
-    most of the time (H200, 720p: 6.6 ms end to end instead of 31 ms; 1080p 15 vs 52 ms).
+    images; FP16 is no faster on CPUs); on CUDA ``default_gpu.onnx``, FP16 with uint8 pixels in
+    and out, converted in the graph, because there the CPU-side conversions were most of the
+    time (H200, 720p: 6.6 ms end to end instead of 31 ms; 1080p 15 vs 52 ms). ``Deblurrer``
+    still sends 16-bit and float images through ``default.onnx``, which keeps their depth.
     """
-    name = "default_gpu.onnx" if provider in GPU_PROVIDERS else "default.onnx"
-    path = Path(str(resources.files("deblur.runtime") / "models" / name))
-    return path if path.is_file() else None
+    name = ALIASES.get(provider.strip().lower(), provider)
+    models = resources.files("deblur.runtime") / "models"
+    # TensorRT is not timed with it (and older TensorRTs leave uint8 nodes to the CPU).
+    for file in ("default_gpu.onnx", "default.onnx") if name == "CUDAExecutionProvider" else ("default.onnx",):
+        path = Path(str(models / file))
+        if path.is_file():
+            return path
+    return None
 
 
 # (quarter turns, then flipped left-right?) of each input, per self-ensemble size: 2 and 4
@@ -134,6 +141,14 @@ class Deblurrer:
             raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
                              "(make one with: deblur-export CHECKPOINT model.onnx)")
         self.model_path = path
+        # The shipped GPU model sees 8 bits: 16-bit and float images go through the FP32 one
+        # instead, opened on the first such image (most callers never send one).
+        self._deep_args = None if model is not None or path == default_model_path() else dict(
+            model=default_model_path(), provider=self.choice.name, tile=tile, overlap=overlap, blend=blend,
+            tile_batch=tile_batch, max_whole_pixels=max_whole_pixels, device_id=device_id, threads=threads,
+            self_ensemble=self_ensemble)
+        self._deep: Deblurrer | None = None
+        self._deep_lock = threading.Lock()
         self.session = create_session(str(_check_model_file(path)), self.choice, threads=threads)
         self.info = _read_info(self.session, path)
         self.input_name, self.output_name, self.io_dtype = _check_io(self.session, path, self.info)
@@ -171,6 +186,8 @@ class Deblurrer:
         # Padding and tiling work on the caller's pixels (uint8: 3 bytes a pixel); only the
         # part going into the model is converted to float, and tiled results are finished
         # band by band into the output, so a tiled image never exists in float32 whole.
+        if self._deep_args is not None and getattr(image, "dtype", np.uint8) != np.uint8:
+            return self._deep_twin()(image)
         x, fmt = self.prepare(image)
         tile = self.tile_for(x.shape)
         while True:
@@ -190,6 +207,15 @@ class Deblurrer:
                     raise ModelError(f"{self.model_path}: inference failed on a {x.shape[1]}x{x.shape[0]} "
                                      f"image ({first_line(exc)})") from exc
                 raise
+
+    def _deep_twin(self) -> Deblurrer:
+        """The FP32 float-I/O default model, for the 16-bit and float images the GPU one would round."""
+        with self._deep_lock:
+            if self._deep is None:
+                log.info("%s takes 8-bit pixels: deeper images go through %s", self.model_path.name,
+                         self._deep_args["model"].name)
+                self._deep = Deblurrer(**self._deep_args)
+            return self._deep
 
     def tile_for(self, shape: tuple[int, ...]) -> int:
         """The tile side used for an image of this shape (0: whole image)."""
@@ -278,11 +304,9 @@ class Deblurrer:
         # repeat it per file.
         if not self._said_8_bit:
             self._said_8_bit = True
-            fix = "use a float-I/O export of the model to keep their depth"
-            if self.model_path == default_model_path(GPU_PROVIDERS[0]):  # the shipped GPU model
-                fix = f"the shipped FP32 model keeps it (slower on GPUs): -m {default_model_path()}"
             log.warning("%s takes 8-bit pixels (exported with --uint8-io): %s images are deblurred at 8-bit "
-                        "precision; %s", self.model_path.name, fmt.dtype, fix)
+                        "precision; use a float-I/O export of the model to keep their depth", self.model_path.name,
+                        fmt.dtype)
         low, high = self.info.input_range
         x = np.stack([tile[:, :, order] for tile in tiles]).astype(np.float32)
         if fmt.scale == 1.0:

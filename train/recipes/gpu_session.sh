@@ -145,6 +145,7 @@ run=$work/run
 train "$run" "$STEPS" --val-every $(( STEPS / 10 > 0 ? STEPS / 10 : 1 )) >"$work/train.log" 2>&1 || status=$?
 tail -n 40 "$work/train.log" >"$OUT/train_tail.log"
 cp "$run/val.csv" "$OUT/" 2>/dev/null || true
+rm -f "$OUT"/generator.pt.part_* "$OUT/generator.pt.sha256"  # an earlier call's parts would join in
 python3 -c "from deblur.train.checkpoint import save_generator_only as s; s('$run/checkpoints/latest.pt', '$OUT/generator.pt')"
 # The device tool brings back files of at most 16 MiB: ngf 48 (17.7 MB) and up come back in parts.
 if [ "$(stat -c %s "$OUT/generator.pt")" -gt $(( 15 * 1024 * 1024 )) ]; then
