@@ -98,7 +98,8 @@ def cuda_on_cpu(monkeypatch):
                         lambda path, choice, **k: real(path, ProviderChoice("CPUExecutionProvider", {}), **k))
 
 
-def test_on_cuda_the_gpu_export_runs_8_bit_images_and_the_fp32_one_deeper_ones(cuda_on_cpu, deblur, caplog):
+def test_on_cuda_the_gpu_export_runs_8_bit_images_and_the_fp32_one_deeper_ones(cuda_on_cpu, deblur, caplog,
+                                                                               tmp_path):
     gpu = Deblurrer(tile=0)
     assert gpu.choice.name == "CUDAExecutionProvider"
     assert gpu.model_path == default_model_path("cuda") and gpu.io_dtype == np.uint8
@@ -118,6 +119,12 @@ def test_on_cuda_the_gpu_export_runs_8_bit_images_and_the_fp32_one_deeper_ones(c
         chosen(np.full((32, 32, 3), 30000, np.uint16))
     assert chosen._deep_args is None and "deblurred at 8-bit precision" in caplog.text
     assert Deblurrer(default_model_path(), tile=0).io_dtype == np.float32
+    # A user's own float export on a GPU: told the way to the GPU speed.
+    own = tmp_path / "mine.onnx"
+    own.write_bytes(default_model_path().read_bytes())
+    with caplog.at_level("INFO"):
+        Deblurrer(own, tile=0)
+    assert "mine.onnx takes float arrays" in caplog.text and "--uint8-io converts in the graph" in caplog.text
 
 
 def test_the_gpu_export_is_the_same_model_in_fp16_with_uint8_io(deblur):
