@@ -58,7 +58,8 @@ def _parse_tile(value: str) -> int | None:
 def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, self_ensemble,
          compare, overwrite, quiet, verbose, debug) -> None:
     """Deblur images (png, jpg, bmp, tif, webp), folders (recursively) and videos
-    (mp4, mov, mkv, avi, webm; every frame, same size and rate, audio kept).
+    (mp4, mov, mkv, avi, webm; every frame, same size and rate, one audio track kept: others and subtitles are
+    dropped, with a warning).
 
     \b
     Examples:

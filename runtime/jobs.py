@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from .atomic import check_can_write
 from .errors import DeblurError, InputError
 from .metadata import EXIF_SUFFIXES, ICC_SUFFIXES, MAX_JPEG_EXIF_BYTES, colour_space, upright_exif
 from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_metadata,
@@ -53,12 +54,17 @@ def media_kind(path: Path) -> str | None:
     return "image" if suffix in IMAGE_SUFFIXES else "video" if suffix in VIDEO_SUFFIXES else None
 
 
-def _walk(folder: Path) -> list[Path]:
+def _walk(folder: Path, skip: Path | None = None) -> list[Path]:
+    """Media files under ``folder``, but none under ``skip`` (an output folder inside it: a
+    second run would deblur the first run's results again)."""
     found = []
+    skip = skip.resolve() if skip is not None else None
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
             continue  # hidden files and our own in-flight temporary files
+        if skip is not None and path.resolve().is_relative_to(skip):
+            continue
         if path.is_file() and media_kind(path):
             found.append(path)
     return found
@@ -83,7 +89,7 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
                 problems.append((src, f"{src}: no folder beside the root to write into; pass -o OUTPUT_FOLDER"))
                 continue
             base = (out / folder.name if many else out) if out else folder.with_name(folder.name + SUFFIX)
-            files = _walk(src)
+            files = _walk(src, skip=base if out else None)
             if not files:
                 problems.append((src, f"{src}: folder has no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))
             for f in files:
@@ -97,12 +103,16 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
                                   f"videos: {', '.join(VIDEO_SUFFIXES)}"))
         elif out is None:
             jobs.append(Job(src, src.with_name(f"{src.stem}{SUFFIX}{src.suffix}"), kind))
+        elif many and media_kind(out) and not out.is_dir():
+            # Several inputs go into a folder: one named like a file (photo.jpg) is a typo.
+            problems.append((src, f"{out}: several inputs need an output folder, and this names a "
+                                  f"{media_kind(out)} file; pass a folder (e.g. {out.parent / out.stem}/)"))
         elif many or out.is_dir() or str(output).endswith(("/", "\\")):
             jobs.append(Job(src, out / src.name, kind))
         else:
             if media_kind(out) != kind:
                 problems.append((src, f"{out}: output must be {'an image' if kind == 'image' else 'a video'} "
-                                      f"file like the input ({src.suffix}) or a folder"))
+                                      f"file like the input ({src.suffix}), or a folder (end it with /: {out}/)"))
                 continue
             jobs.append(Job(src, out, kind))
     sources = {j.src.resolve() for j in jobs}
@@ -150,6 +160,7 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
             for path in (job.dst, job.compare_path) if compare else (job.dst,):
                 if path.exists() and not overwrite:
                     raise InputError(f"{path}: exists; pass --overwrite to replace it")
+            check_can_write(job.dst)  # before minutes of deblurring, not at the write
             try:
                 job.dst.parent.mkdir(parents=True, exist_ok=True)  # the video muxer will not
             except OSError as exc:

@@ -232,7 +232,7 @@ def test_unwritable_output_folder_is_a_one_line_error(model, tmp_path):
     (tmp_path / "blocker").write_text("a file, not a folder")
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "blocker" / "out.png"), "-m", model)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "cannot create the output folder" in result.stderr
+    assert "blocker is a file, not a folder" in result.stderr
 
 
 def test_sixteen_bit_result_refuses_an_eight_bit_format(model, tmp_path):
@@ -516,3 +516,46 @@ def test_outputs_get_the_usual_file_mode_and_overwrites_keep_theirs(model, tmp_p
     subprocess.run(["bash", "-c", f"umask 077 && exec {exe} {src} -o {out} -m {model} --overwrite"], check=True,
                    capture_output=True)
     assert out.stat().st_mode & 0o777 == 0o604
+
+
+def test_an_output_folder_inside_the_input_folder_is_not_read_again(model, tmp_path):
+    # A second run with -o nest/out would deblur the first run's results (into nest/out/out).
+    from deblur.runtime.jobs import plan_jobs
+
+    _img(tmp_path / "nest" / "a.jpg")
+    run_cli("deblur-run", str(tmp_path / "nest"), "-o", str(tmp_path / "nest" / "out"), "-m", model, check=True)
+    jobs, problems = plan_jobs([tmp_path / "nest"], tmp_path / "nest" / "out")
+    assert [j.src.name for j in jobs] == ["a.jpg"] and not problems
+    again = run_cli("deblur-run", str(tmp_path / "nest"), "-o", str(tmp_path / "nest" / "out"), "-m", model,
+                    "--overwrite", check=True)
+    assert "1 done, 0 failed" in again.stderr and not (tmp_path / "nest" / "out" / "out").exists()
+
+
+def test_several_inputs_and_an_output_named_like_a_file_are_refused(model, tmp_path):
+    a, b = _img(tmp_path / "a.jpg"), _img(tmp_path / "b.png")
+    result = run_cli("deblur-run", str(a), str(b), "-o", str(tmp_path / "single.jpg"), "-m", model)
+    assert result.returncode == 2 and "several inputs need an output folder" in result.stderr
+    assert f"{tmp_path / 'single'}/" in result.stderr and not (tmp_path / "single.jpg").exists()
+    one = run_cli("deblur-run", str(a), "-o", str(tmp_path / "newdir"), "-m", model)
+    assert one.returncode == 2 and f"end it with /: {tmp_path / 'newdir'}/" in one.stderr
+
+
+def test_an_unwritable_output_is_refused_before_the_work_and_the_rest_still_runs(tmp_path):
+    from deblur.runtime.jobs import Job, run_jobs
+
+    (tmp_path / "afile").write_text("a file where a folder should be")
+    calls = []
+    deblur = lambda image: calls.append(image.shape) or image  # noqa: E731
+    src = _img(tmp_path / "a.png")
+    jobs = [Job(src, tmp_path / "afile" / "a.png", "image"), Job(src, tmp_path / "ok" / "a.png", "image")]
+    summary = run_jobs(deblur, jobs)
+    assert len(calls) == 1 and [j.dst for j in summary.done] == [tmp_path / "ok" / "a.png"]
+    assert "afile is a file, not a folder" in summary.failed[0][1]
+
+
+def test_a_video_temporary_file_that_cannot_be_made_is_a_video_error(tmp_path):
+    from deblur.runtime.video.errors import VideoError
+    from deblur.runtime.video.pipeline import _temp_path
+
+    with pytest.raises(VideoError, match=r"out\.mp4: cannot write here .*write somewhere else"):
+        _temp_path(str(tmp_path / "gone" / "out.mp4"))

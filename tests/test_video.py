@@ -139,6 +139,21 @@ def test_pcm_audio_is_transcoded_to_aac_for_mp4(tmp_path):
     assert process_video(src, tmp_path / "out.mkv", identity).audio == "copied"
 
 
+def test_audio_tracks_that_are_not_carried_are_said(tmp_path, caplog):
+    # A second language is dropped (one audio track is written): say so, not silently.
+    src = make_clip(tmp_path / "two.mkv", n=6, extra_audio=1)
+    with caplog.at_level(logging.WARNING):
+        report = process_video(src, tmp_path / "out.mkv", identity)
+    assert report.audio == "copied"
+    assert "two.mkv: 1 audio track dropped: the output holds the video and one audio track" in caplog.text
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert len(c.streams.audio) == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        process_video(make_clip(tmp_path / "one.mkv", n=6), tmp_path / "out1.mkv", identity)
+    assert "dropped" not in caplog.text
+
+
 def test_variable_frame_rate_timestamps_are_kept(tmp_path):
     pts_ms = [0, 40, 80, 200, 240, 400, 420, 440, 700, 720, 760, 1000]
     src = make_clip(tmp_path / "vfr.mkv", n=len(pts_ms), pts_ms=pts_ms, audio=None)

@@ -43,8 +43,10 @@ def make_clip(
     audio: str | None = "aac",
     pts_ms: list[int] | None = None,
     rotation: int = 0,
+    extra_audio: int = 0,
 ) -> Path:
-    """Write a test clip; ``pts_ms`` gives variable-rate timestamps in milliseconds."""
+    """Write a test clip; ``pts_ms`` gives variable-rate timestamps in milliseconds;
+    ``extra_audio`` more audio tracks (a second language) beside the first."""
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=fps)
         vs.width, vs.height = w, h
@@ -54,10 +56,10 @@ def make_clip(
         vs.codec_context.time_base = tb
         if rotation:
             vs.set_display_rotation(rotation)
-        astream = None
-        if audio:
-            astream = c.add_stream(audio, rate=SAMPLE_RATE)
-            astream.layout = "stereo"
+        astreams = []
+        for _ in range(1 + extra_audio if audio else 0):
+            astreams.append(c.add_stream(audio, rate=SAMPLE_RATE))
+            astreams[-1].layout = "stereo"
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="bgr24")
             frame = frame.reformat(format=vs.pix_fmt, interpolation=SWS)
@@ -67,7 +69,7 @@ def make_clip(
                 c.mux(p)
         for p in vs.encode():
             c.mux(p)
-        if astream is not None:
+        for astream in astreams:
             write_sine(c, astream, seconds=n / fps)
     return path
 

@@ -99,6 +99,9 @@ def process_video(
     if source.bits > 8:
         log.warning("%s: %d-bit video (%s) is processed and written with 8 bits per channel",
                     source.path, source.bits, source.pix_fmt)
+    if source.dropped:
+        log.warning("%s: %s dropped: the output holds the video and %s", source.path, " and ".join(source.dropped),
+                    "one audio track" if source.audio_index is not None else "no audio")
     if source.alpha:
         log.warning("%s: the video's alpha plane (%s) is dropped: the output is opaque H.264 or the "
                     "container's usual codec", source.path, source.pix_fmt)
@@ -179,6 +182,9 @@ def _temp_path(dst: str) -> str:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise VideoError(f"{dst}: cannot write here ({exc.strerror or exc}); check the folder's permissions "
+                             "and free space, or write somewhere else") from None
         os.close(fd)
         return tmp
 

@@ -63,6 +63,8 @@ class _Source:
     pix_fmt: str = "yuv420p"  # the decoder's output format, e.g. yuv420p10le
     bits: int = 8  # per channel
     alpha: bool = False  # an alpha plane (e.g. PNG or ProRes 4444 in MOV); the output has none
+    # Streams the output does not carry: other audio tracks, subtitles (as "2 audio tracks").
+    dropped: tuple[str, ...] = ()
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -164,6 +166,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),
+            dropped=_dropped_streams(container, audio),
         )
 
 
@@ -183,6 +186,13 @@ def _video_duration(vs: Any, tb: Fraction, container: Any) -> float | None:
     if len(container.streams) == 1 and container.duration:
         return container.duration / 1_000_000
     return None
+
+
+def _dropped_streams(container: Any, kept_audio: Any) -> tuple[str, ...]:
+    """What a user would miss in the output: audio tracks beside the kept one, subtitles."""
+    counts = {"audio track": sum(s is not kept_audio for s in container.streams.audio),
+              "subtitle stream": len(container.streams.subtitles)}
+    return tuple(f"{n} {what}{'s' if n > 1 else ''}" for what, n in counts.items() if n)
 
 
 def _pick_audio(container: Any) -> Any:
