@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from .atomic import check_can_write
@@ -263,14 +264,16 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         info = probe_video(job.src)
     except VideoError as exc:
         raise InputError(str(exc)) from None
-    snapshot_at = (info.frame_count or 1) // 2
+    # The middle frame; Matroska/WebM give no count, their duration does.
+    frames = info.frame_count or (round(info.duration_s * info.fps) if info.duration_s else 1)
+    snapshot_at = frames // 2
     counter = {"n": 0}
-    snapshot: dict[str, np.ndarray] = {}
+    snapshot: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def frame_fn(frame: np.ndarray) -> np.ndarray:
         result = deblur(frame)
         if compare and counter["n"] == snapshot_at:
-            snapshot["pair"] = side_by_side(frame, result)
+            snapshot["halves"] = (frame.copy(), result.copy())
         counter["n"] += 1
         return result
 
@@ -284,5 +287,9 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         raise _Stopped(exc.frames_done, exc.frames_total) from None
     except VideoError as exc:
         raise InputError(str(exc)) from None
-    if compare and "pair" in snapshot:
-        write_image(job.compare_path, snapshot["pair"])
+    if compare and "halves" in snapshot:
+        # Upright as players show it (images get their EXIF orientation applied likewise).
+        turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(
+            info.rotation % 360)
+        halves = [half if turn is None else cv2.rotate(half, turn) for half in snapshot["halves"]]
+        write_image(job.compare_path, side_by_side(*halves))

@@ -175,6 +175,14 @@ def test_rotation_metadata_is_kept(tmp_path):
         assert (frame.width, frame.height) == (64, 48)
 
 
+
+def test_rotation_that_avi_cannot_store_is_said(tmp_path, caplog):
+    src = make_clip(tmp_path / "rot.mp4", audio=None, n=4, rotation=90)
+    with caplog.at_level(logging.WARNING):
+        process_video(src, tmp_path / "out.avi", identity)
+    assert "90-degree display rotation cannot be stored in AVI" in caplog.text
+
+
 def test_existing_output_is_replaced_and_no_temp_left(clips, tmp_path):
     dst = tmp_path / "out.mp4"
     dst.write_bytes(b"old")
@@ -494,3 +502,25 @@ def test_a_video_with_alpha_says_its_alpha_is_dropped(tmp_path, caplog):
         process_video(p, tmp_path / "out.mov", lambda frame: frame)
     assert "alpha plane (rgba) is dropped" in caplog.text
     assert probe_video(tmp_path / "out.mov").frame_count == 3
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".mp4"])
+def test_video_compare_shows_the_middle_frame_upright(tmp_path, ext):
+    # Matroska gives no frame count (its duration does); a phone's display rotation is applied
+    # as players do, like an image's EXIF orientation.
+    import cv2
+
+    from deblur.runtime.jobs import Job, run_jobs
+
+    src = make_clip(tmp_path / f"clip{ext}", n=20, audio=None)
+    job = Job(src, tmp_path / f"out{ext}", "video")
+    assert run_jobs(identity, [job], compare=True).done == [job]
+    left = cv2.imread(str(job.compare_path))[:, :64]
+    assert abs(ramp([left])[0] - frame_level(10)) < 3
+    rotated = make_clip(tmp_path / f"rot{ext}", n=4, audio=None, rotation=90)
+    job = Job(rotated, tmp_path / f"rout{ext}", "video")
+    run_jobs(identity, [job], compare=True)
+    picture = cv2.imread(str(job.compare_path))
+    assert picture.shape[0] == 64  # 64x48 frames shown turned: 48 wide, 64 tall
+    red = picture[:, :48, 2].astype(int) - picture[:, :48, 0]
+    assert red[40:, :20].mean() > 100 and red[:20, :20].mean() < 30  # turned counterclockwise: red bottom-left

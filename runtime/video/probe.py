@@ -32,6 +32,8 @@ class VideoInfo:
         codec: the source video codec, e.g. ``"h264"``.
         has_audio: whether there is at least one audio track.
         duration_s: length in seconds, ``None`` when unknown.
+        rotation: the display rotation players apply, degrees counterclockwise (a phone
+            held upright records 90 or -90); 0 when none.
     """
 
     width: int
@@ -41,6 +43,7 @@ class VideoInfo:
     codec: str
     has_audio: bool
     duration_s: float | None
+    rotation: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             codec=vs.codec_context.name,
             has_audio=audio is not None,
             duration_s=duration,
+            rotation=_rotation_of(first),
         )
         return _Source(
             path=p,
@@ -160,7 +164,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             color_range=int(first.color_range),
             color_primaries=int(first.color_primaries),
             color_trc=int(first.color_trc),
-            rotation=_rotation_of(first),
+            rotation=info.rotation,
             metadata=dict(container.metadata),
             stream_duration=_video_duration(vs, tb, container),
             pix_fmt=first.format.name,
