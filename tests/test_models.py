@@ -53,8 +53,11 @@ def test_arch_args_inferred_from_state_dict(args):
 def test_unknown_arch_and_bad_args_are_errors():
     with pytest.raises(ValueError, match="unknown generator"):
         create_generator("nope")
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="resnet_generator takes ngf, n_blocks, dropout, coarse_blocks; not ngff"):
         create_generator("resnet_generator", ngff=3)
+    # The deblurgan recipe's flags given to pix2pix (--recipe pix2pix --n-blocks 3): named, not a raw TypeError.
+    with pytest.raises(ValueError, match="unet_generator takes num_downs, ngf, dropout, norm; not n_blocks"):
+        create_generator("unet_generator", n_blocks=3)
 
 
 def test_coarse_branch_keeps_the_deblurgan_keys_and_needs_multiples_of_8():

@@ -257,3 +257,20 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_to_resume(tmp_path, env
     assert f"stopped at step {step}, checkpoint" in stdout and "last validation (step 0): PSNR" in stdout
     resumed = run_cli("deblur-train", "--out", str(run), "--resume", "--steps", str(step + 2), check=True, env=env)
     assert f"step {step + 2}: validation PSNR" in resumed.stdout
+
+
+def test_running_out_of_gpu_memory_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from deblur.train import trainer
+    from deblur.train.cli import main
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "train", out_of_memory)
+    write_photos(tmp_path / "data", 2)
+    result = CliRunner().invoke(main, ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                                       "--batch-size", "64", "--crop", "256"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "out of GPU memory at --batch-size 64, --crop 256: start a run with a smaller batch or crop" in result.output

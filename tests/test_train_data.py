@@ -55,6 +55,9 @@ def test_data_errors_name_the_folder_and_the_fix(tmp_path):
     write_photos(tmp_path / "small", 2, size=(50, 70))
     with pytest.raises(InputError, match="crop 64 px is larger than every image .* pass --crop 50 or less"):
         scan([str(tmp_path / "small")], crop=64)
+    # The hint is a crop the generator takes (multiples of 4 for the ResNet).
+    with pytest.raises(InputError, match="pass --crop 48 or less"):
+        scan([str(tmp_path / "small")], crop=64, multiple=4)
 
 
 def test_small_images_are_skipped_when_others_fit(tmp_path, caplog):
@@ -119,3 +122,20 @@ def test_decoded_photos_are_cached_within_budget_without_changing_samples(tmp_pa
     first = next(iter(cached.cache.images))
     assert cached.cache.read(first) is cached.cache.images[first]  # no second decode
     assert not cached.cache.images[first].flags.writeable
+
+
+def test_training_reads_photos_upright_as_the_runtime_does(tmp_path):
+    # A 40x20 JPEG tagged "rotate 90" (a portrait phone photo): trained as the 20x40 it shows as.
+    ok, data = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00" \
+        + bytes(4)
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes(data.tobytes()[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + data.tobytes()[2:])
+    assert read_rgb(path).shape == (40, 20, 3)
+    item = scan([str(path)], crop=16)[0]
+    assert (item.height, item.width) == (40, 20)
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    assert read_rgb(tmp_path / "bad.jpg") is None
+    # A float32 TIFF (an HDR export) is a photo in [0, 1], not an unreadable file.
+    cv2.imwrite(str(tmp_path / "float.tif"), np.full((8, 10, 3), (0.0, 0.5, 1.0), np.float32))
+    assert read_rgb(tmp_path / "float.tif")[0, 0].tolist() == [255, 128, 0]

@@ -73,6 +73,7 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(photos, t
     run = tmp_path / "interrupted"
     with open(run / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"kind": "train", "step": 9, "loss_g": 1.0}) + "\n")
+        f.write('{"kind": "train", "step": 10, "lr": 0.0')  # torn by the crash (full disk, power loss)
     with open(run / "train.csv", "a") as f:
         f.write("9,0.1,0,1,0,1,0,0,0.1\n")
     train(resumed, tmp_path / "interrupted", resume=True)
@@ -90,6 +91,18 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(photos, t
     assert csv_steps == [5, 7, 10, 12]
 
 
+def test_a_new_run_does_not_append_to_the_logs_of_one_that_died_before_its_checkpoint(photos, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"kind": "val", "step": 0, "psnr": 1.0}) + "\n")
+    (run / "val.csv").write_text("step,psnr,ssim,psnr_identity,ssim_identity\n0,1,0,1,0\n")
+    (run / "train.csv").write_text("step,lr\n1,0.1\n")
+    train(make_config(**tiny_overrides(photos, steps=2, critic_steps=1, val_every=2)), run)
+    assert [r["step"] for r in _rows(run, "val")] == [0, 2] and _rows(run, "val")[0]["psnr"] != 1.0
+    assert [line.split(",")[0] for line in (run / "val.csv").read_text().splitlines()] == ["step", "0", "2"]
+    assert (run / "train.csv").read_text().startswith("step,lr,loss_critic")
+
+
 def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path):
     config = make_config(**tiny_overrides(photos, steps=3, critic_steps=1))
     train(config, tmp_path / "run")
@@ -101,8 +114,10 @@ def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path):
         resume_config(tmp_path / "run", {"arch_args": {"ngf": 16}})
     assert resume_config(tmp_path / "run", {"workers": 2, "val_every": 7, "arch_args": {"ngf": 8}}).workers == 2
     assert resume_config(tmp_path / "run", {"amp": True}).amp  # e.g. continuing on a GPU or a bf16 CPU
-    with pytest.raises(TrainError, match="finished at step 3 of 3; pass a larger --steps"):
+    with pytest.raises(TrainError, match="finished at step 3; pass a larger --steps"):
         train(resume_config(tmp_path / "run", {}), tmp_path / "run", resume=True)
+    with pytest.raises(TrainError, match="is at step 3, past --steps 2; pass a larger --steps"):
+        train(resume_config(tmp_path / "run", {"steps": 2}), tmp_path / "run", resume=True)
     with pytest.raises(TrainError, match="nothing to resume"):
         resume_config(tmp_path / "other", {})
 
@@ -252,3 +267,43 @@ def test_channels_last_with_the_critic_and_its_gradient_penalty(photos, tmp_path
     result = train(config, tmp_path / "run")
     losses = load_checkpoint(result.checkpoint)["meta"]["losses"]
     assert all(np.isfinite(v) for v in losses.values()) and losses["gradient_penalty"] > 0
+
+
+@pytest.mark.parametrize("crop, val_crop, bad", [(4, 32, "--crop 4"), (32, 4, "--val-crop 4"), (30, 32, "--crop 30")])
+def test_crops_the_generator_cannot_take_are_refused_with_the_smallest(photos, tmp_path, crop, val_crop, bad):
+    # 4 px reach InstanceNorm as 1 x 1 (a RuntimeError deep in torch); validation's SSIM needs 7 px.
+    config = make_config(**tiny_overrides(photos, steps=1, crop=crop, val_crop=val_crop))
+    with pytest.raises(TrainError, match=f"^{bad}: this generator needs sides that are multiples of 4, at least 8$"):
+        train(config, tmp_path / "run")
+
+
+def test_a_signal_in_the_last_step_ends_the_run_as_finished(photos, tmp_path, monkeypatch):
+    # Ctrl-C during the last step used to leave a "stopped" run at its final step, which
+    # --resume then refused as finished: nothing could validate it any more.
+    import contextlib
+    from signal import SIGINT
+
+    from deblur.train import trainer
+
+    class Signalled(contextlib.nullcontext):
+        signal = SIGINT  # as if Ctrl-C came during the step
+
+    monkeypatch.setattr(trainer, "StopOnSignal", lambda message: Signalled(Signalled()))
+    last = train(make_config(**tiny_overrides(photos, steps=1, critic_steps=1, val_every=100)), tmp_path / "last")
+    assert last.step == 1 and last.stopped_by is None and last.val["step"] == 1  # validated as finished
+    early = train(make_config(**tiny_overrides(photos, steps=3, critic_steps=1, val_every=100)), tmp_path / "early")
+    assert early.step == 1 and early.stopped_by == SIGINT
+
+
+def test_an_output_that_cannot_hold_the_run_is_refused_before_the_work(photos, tmp_path, monkeypatch):
+    from deblur.train import trainer
+
+    monkeypatch.setattr(trainer, "scan", lambda *a, **k: pytest.fail("scanned before checking --out"))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("a file where the folder goes")
+    config = make_config(**tiny_overrides(photos, steps=1))
+    with pytest.raises(TrainError, match=r"--out .*run: cannot write the run there \(.*checkpoints.*choose another"):
+        train(config, tmp_path / "run")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(TrainError, match=r"afile is a file, not a folder\); choose another --out"):
+        train(config, tmp_path / "afile" / "run")

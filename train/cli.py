@@ -103,7 +103,7 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, qu
     """
     # Under torchrun every rank runs this; only rank 0 reports progress, the others warnings.
     setup_logging(verbose, quiet=quiet or os.environ.get("RANK", "0") != "0")
-    from .config import make_config  # torch-free, but keep `--help` fast and uniform
+    from .config import TrainError, make_config  # torch-free, but keep `--help` fast and uniform
     from .trainer import resume_config, train
 
     overrides = {key: value for key, value in options.items() if value not in (None, ())}
@@ -130,7 +130,13 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, qu
         config = resume_config(run_dir, overrides)
     else:
         config = make_config(recipe or "deblurgan", **overrides)
-    result = train(config, run_dir, resume=resume, stop_at=stop_at)
+    import torch
+
+    try:
+        result = train(config, run_dir, resume=resume, stop_at=stop_at)
+    except torch.OutOfMemoryError:
+        raise TrainError(f"out of GPU memory at --batch-size {config.batch_size}, --crop {config.crop}: start a "
+                         "run with a smaller batch or crop (or --amp)") from None
     if result.val:
         scores = (f"PSNR {result.val['psnr']:.2f} dB, SSIM {result.val['ssim']:.4f} (blurred input: "
                   f"{result.val['psnr_identity']:.2f} dB, {result.val['ssim_identity']:.4f})")

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from deblur.runtime.errors import InputError
+from deblur.runtime.errors import DeblurError, InputError
+from deblur.runtime.image_io import read_image
 
 from .blur import BlurConfig, degrade
 
@@ -39,15 +40,19 @@ class Item:
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
-    """HxWx3 uint8 RGB; greyscale is repeated, alpha dropped, 16 bit scaled. None if unreadable."""
+    """HxWx3 uint8 RGB, upright (EXIF orientation applied, as deblur-run reads it: a portrait
+    phone photo must not train sideways); greyscale is repeated, alpha dropped, 16 bit
+    scaled. None if unreadable."""
     try:
-        image = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_UNCHANGED)
-    except (OSError, cv2.error):
+        image = read_image(path)
+    except (DeblurError, OSError, cv2.error):
         return None
     if image is None or image.size == 0:
         return None
     if image.dtype == np.uint16:
         image = (image // 257).astype(np.uint8)
+    elif image.dtype.kind == "f":  # float TIFFs: [0, 1], as deblur-run takes them
+        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     elif image.dtype != np.uint8:
         return None
     if image.ndim == 2:
@@ -104,9 +109,10 @@ def _probe(pair: tuple[Path, Path | None]) -> tuple[int, int] | str:
     return sharp.shape[0], sharp.shape[1]
 
 
-def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop") -> list[Item]:
+def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop",
+         multiple: int = 1) -> list[Item]:
     """Find, decode once and size-check every image. Unusable ones are skipped with a warning;
-    nothing usable is an error that says why."""
+    nothing usable is an error that says why (a crop that fits: a multiple of ``multiple``)."""
     pairs = _find_files(paths)
     if not pairs:
         raise InputError(f"{', '.join(paths)}: no usable {what} images (sharp/ images without blur/ partners?)")
@@ -128,8 +134,10 @@ def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "
     if unreadable == len(pairs):
         raise InputError(f"{where}: none of the {len(pairs)} {what} images could be read")
     if not items:
+        fits = min(largest) // multiple * multiple
         raise InputError(f"{where}: the {what} crop {crop} px is larger than every image (the largest fits "
-                         f"{min(largest)} px); pass {option} {min(largest)} or less")
+                         f"{min(largest)} px); pass {option} {fits} or less" if fits else
+                         f"{where}: every {what} image is smaller than {multiple} px; use larger photos")
     if small:
         log.warning("%s: %d %s images smaller than the %d px crop skipped", where, small, what, crop)
     log.info("%s data: %d images (%d paired, %d sharp-only)", what, len(items),

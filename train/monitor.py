@@ -31,20 +31,26 @@ class RunLog:
     """metrics.jsonl, train.csv, val.csv and TensorBoard, appended to across resumes.
 
     ``resume_step``: rows logged after the checkpoint being resumed from are dropped first —
-    the resumed run computes those steps again, and the logs must not hold them twice.
+    the resumed run computes those steps again, and the logs must not hold them twice. A new
+    run (None) starts the files afresh: a run that died before its first checkpoint leaves
+    rows that are no part of this one.
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
         self.run_dir = run_dir
         if resume_step is not None:
             _drop_rows_after(run_dir, resume_step)
+        else:
+            for name in ("metrics.jsonl", "train.csv", "val.csv"):
+                (run_dir / name).unlink(missing_ok=True)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self.csv = {kind: self._open_csv(run_dir / f"{kind}.csv", columns)
                     for kind, columns in (("train", TRAIN_COLUMNS), ("val", VAL_COLUMNS))}
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            purge = None if resume_step is None else resume_step + 1
+            # A new run hides any earlier events in the folder from step 0 on.
+            purge = 0 if resume_step is None else resume_step + 1
             self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
         except ImportError:  # tensorboard is optional; the files above hold the same numbers
             self.tensorboard = None
@@ -77,11 +83,19 @@ class RunLog:
             self.tensorboard.close()
 
 
+def _step_of(line: str, parse) -> int | None:
+    """A logged row's step; None for a line a crash or full disk left torn (dropped)."""
+    try:
+        return int(parse(line))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def _drop_rows_after(run_dir: Path, step: int) -> None:
     path = run_dir / "metrics.jsonl"
     if path.exists():
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+                if (s := _step_of(line, lambda text: json.loads(text).get("step", 0))) is not None and s <= step]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     for kind in ("train", "val"):
@@ -89,7 +103,8 @@ def _drop_rows_after(run_dir: Path, step: int) -> None:
         if not path.exists():
             continue
         lines = path.read_text(encoding="utf-8").splitlines()
-        kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) <= step]
+        kept = lines[:1] + [line for line in lines[1:]
+                            if (s := _step_of(line, lambda text: text.split(",", 1)[0])) is not None and s <= step]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 

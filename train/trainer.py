@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from deblur.runtime.atomic import atomic_path
-from deblur.runtime.errors import CheckpointError, first_line
+from deblur.runtime.atomic import atomic_path, check_can_write
+from deblur.runtime.errors import CheckpointError, InputError, first_line
 from deblur.runtime.signals import StopOnSignal
 
 from .checkpoint import init_generator_from, load_checkpoint, save_checkpoint
@@ -91,10 +91,20 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         checkpoint = load_checkpoint(latest) if resume else None
         start_step = int(checkpoint["step"]) if checkpoint else 0
         if start_step >= config.steps:
-            raise TrainError(f"{run_dir} finished at step {start_step} of {config.steps}; pass a larger --steps "
-                             "to train on (the learning-rate schedule stretches accordingly)")
+            done = f"finished at step {start_step}" if start_step == config.steps else \
+                f"is at step {start_step}, past --steps {config.steps}"
+            raise TrainError(f"{run_dir} {done}; pass a larger --steps to train on (the learning-rate schedule "
+                             "stretches accordingly)")
         if stop_at is not None and stop_at <= start_step:
             raise TrainError(f"--stop-at {stop_at} is not after the run's step {start_step}")
+        if master:  # where the run writes, checked before minutes of scanning and training (not created:
+            try:        # a run refused later leaves no folder behind)
+                check_can_write(latest)
+                for folder in (latest.parent, run_dir / "samples"):
+                    if folder.exists() and not folder.is_dir():
+                        raise InputError(f"{folder} is a file, not a folder")
+            except InputError as exc:
+                raise TrainError(f"--out {run_dir}: cannot write the run there ({exc}); choose another --out") from None
         seed_everything(config.seed + rank)  # each rank its own dropout masks and penalty coefficients
         amp_dtype = _amp_dtype(config, device)
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
@@ -106,7 +116,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         try:
             generator = create_generator(config.arch, **config.arch_args)
         except (TypeError, ValueError) as exc:
-            raise TrainError(f"cannot build {config.arch} from {config.arch_args}: {exc}") from None
+            raise TrainError(f"cannot build {config.arch} from {config.arch_args}: {exc} (--ngf, --n-blocks and "
+                             "--coarse-blocks shape the deblurgan recipe's ResNet; --ngf and --num-downs pix2pix's "
+                             "U-Net)") from None
         init_weights(generator)
         # Where the starting weights came from, and how many updates they already had: kept in
         # every checkpoint so exports report the total training (train_step) and its lineage.
@@ -129,10 +141,15 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                                 "gradient is ~300x: without --warmup the first full-LR steps wreck the "
                                 "grown model; pass --warmup 500 (or grow only --ngf)")
         multiple = int(getattr(generator, "size_multiple", 1))
-        for name in ("crop", "val_crop"):
-            if getattr(config, name) % multiple:
-                raise TrainError(f"--{name.replace('_', '-')} {getattr(config, name)}: this generator needs sides that "
-                                 f"are multiples of {multiple}")
+        # Below min_size an InstanceNorm sees one pixel (a RuntimeError deep in torch), and
+        # validation's SSIM needs a 7-px window.
+        smallest = {"crop": int(getattr(generator, "min_size", multiple))}
+        smallest["val_crop"] = max(smallest["crop"], -(-7 // multiple) * multiple)
+        for name, low in smallest.items():
+            value = getattr(config, name)
+            if value % multiple or value < low:
+                raise TrainError(f"--{name.replace('_', '-')} {value}: this generator needs sides that are multiples "
+                                 f"of {multiple}, at least {low}")
         if config.train_only:
             freeze_except(generator, config.train_only)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
@@ -142,12 +159,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         generator, critic = generator.to(memory_format=layout), critic.to(memory_format=layout)
 
         # ------------------------------------------------------------- data
-        train_items = scan(config.data, config.crop, what="training")
+        train_items = scan(config.data, config.crop, what="training", multiple=multiple)
         if master:
             if not config.val:
                 log.warning("no --val folder: validating on crops of the training photos "
                             "(numbers then measure fit, not generalisation)")
-            val_items = scan(config.val or config.data, config.val_crop, what="validation", option="--val-crop")
+            val_items = scan(config.val or config.data, config.val_crop, what="validation", option="--val-crop",
+                             multiple=multiple)
             val_blurred, val_sharp = validation_pairs(val_items, config.val_crop, config.val_count,
                                                       config.val_seed, config.blur)
             identity = image_scores(to_uint8_images(val_blurred), to_uint8_images(val_sharp))
@@ -281,7 +299,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                 losses /= world_size
             *numbers, stop_requested = losses.tolist()
             values = dict(zip(LOSS_NAMES, numbers))
-            stopping = stop_requested > 0
+            # A signal during the last step: the run is done anyway, so it ends as finished (a
+            # "stopped" run at its last step could not be resumed).
+            stopping = stop_requested > 0 and step < end_step
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
                 good = f"{latest} (step {_stored_step(latest)})" if latest.is_file() else "none was written yet"

@@ -7,6 +7,7 @@ command-line flag can never silently change the architecture of a model being lo
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torch import nn
@@ -34,6 +35,10 @@ def create_generator(arch: str, **arch_args) -> nn.Module:
         factory = _GENERATORS[arch]
     except KeyError:
         raise ValueError(f"unknown generator {arch!r}; registered: {', '.join(list_generators())}") from None
+    takes = inspect.signature(factory).parameters
+    foreign = sorted(set(arch_args) - set(takes))
+    if foreign:
+        raise ValueError(f"{arch} takes {', '.join(takes)}; not {', '.join(foreign)}")
     return factory(**arch_args)
 
 

@@ -123,6 +123,11 @@ class ResnetGenerator(nn.Module):
             self.size_multiple = 8
 
     @property
+    def min_size(self) -> int:
+        """Smallest side it trains on: InstanceNorm at the coarsest scale needs 2 x 2 pixels."""
+        return 2 * self.size_multiple
+
+    @property
     def arch_args(self) -> dict:
         args = {"ngf": self.ngf, "n_blocks": self.n_blocks, "dropout": self.dropout}
         if self.coarse_blocks:  # absent otherwise: DeblurGAN-layout checkpoints stay as they were
