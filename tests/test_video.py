@@ -524,3 +524,28 @@ def test_video_compare_shows_the_middle_frame_upright(tmp_path, ext):
     assert picture.shape[0] == 64  # 64x48 frames shown turned: 48 wide, 64 tall
     red = picture[:, :48, 2].astype(int) - picture[:, :48, 0]
     assert red[40:, :20].mean() > 100 and red[:20, :20].mean() < 30  # turned counterclockwise: red bottom-left
+
+
+def test_avi_with_b_frames_is_timed_from_its_rate(tmp_path):
+    # AVI stores decode order only: H.264 with B-frames decodes with best-effort times like
+    # 1, 4, 3, 5, 2; the output must not inherit them (it came out 2.75 s long instead of 2.0).
+    from video_fixtures import frame_image
+
+    src = tmp_path / "bframes.avi"
+    with av.open(str(src), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.codec_context.options = {"bf": "3"}
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(frame_image(i, 64, 48), format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+    with av.open(str(src)) as c:
+        assert [f.pts for f in c.decode(video=0)] != list(range(1, 21))  # the scrambled times, still
+    process_video(src, tmp_path / "out.mp4", identity)
+    frames, times, _ = read_frames(tmp_path / "out.mp4")
+    assert np.allclose(np.diff(times), 0.04) and len(frames) == 20
+    assert np.all(np.diff(ramp(frames)) > 3)  # in display order

@@ -68,6 +68,9 @@ class _Source:
     alpha: bool = False  # an alpha plane (e.g. PNG or ProRes 4444 in MOV); the output has none
     # Streams the output does not carry: other audio tracks, subtitles (as "2 audio tracks").
     dropped: tuple[str, ...] = ()
+    # Frame times to re-derive from the rate: AVI stores none (only decode order), so frames
+    # with B-frames come back with best-effort times out of order.
+    untimed: bool = False
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -171,6 +174,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),
             dropped=_dropped_streams(container, audio),
+            untimed="avi" in container.format.name.split(","),
         )
 
 

@@ -166,7 +166,7 @@ class _Timestamps:
     def __init__(self, source: _Source, plan: _VideoPlan) -> None:
         self._scale = source.time_base / plan.time_base
         self._step = max(1, round(1 / (source.info.fps * plan.time_base)))
-        self._constant = plan.constant_rate
+        self._constant = plan.constant_rate or source.untimed
         self._last: int | None = None
         self.repaired = 0
 
