@@ -125,13 +125,17 @@ class Deblurrer:
                  tile: int | None = None, overlap: int | None = None, blend: int = DEFAULT_BLEND,
                  tile_batch: int = 1, max_whole_pixels: int = AUTO_WHOLE_PIXELS, device_id: int = 0,
                  threads: int | None = None, self_ensemble: int = 1) -> None:
-        bad = [f"{name} {value}" for name, value, low in (("tile", tile, 0), ("overlap", overlap, 0), ("blend", blend, 0),
-                                                          ("tile_batch", tile_batch, 1), ("threads", threads, 1))
-               if value is not None and value < low]
+        numbers = (("tile", tile, 0), ("overlap", overlap, 0), ("blend", blend, 0), ("tile_batch", tile_batch, 1),
+                   ("threads", threads, 1), ("max_whole_pixels", max_whole_pixels, 1), ("device_id", device_id, 0))
+        for name, value, _ in numbers:  # 64.5 or "256" would fail later as a raw TypeError
+            if value is not None and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)):
+                raise InputError(f"{name} must be an integer, got {value!r}")
+        bad = [f"{name} {value}" for name, value, low in numbers if value is not None and value < low]
         if bad:
-            raise InputError(f"{', '.join(bad)}: tile, overlap and blend must be >= 0, tile_batch and threads >= 1")
-        if self_ensemble not in SELF_ENSEMBLE:
-            raise InputError(f"self_ensemble must be one of {', '.join(map(str, SELF_ENSEMBLE))}, got {self_ensemble}")
+            raise InputError(f"{', '.join(bad)}: tile, overlap, blend and device_id must be >= 0, tile_batch, "
+                             "threads and max_whole_pixels >= 1")
+        if self_ensemble not in SELF_ENSEMBLE or isinstance(self_ensemble, bool):
+            raise InputError(f"self_ensemble must be one of {', '.join(map(str, SELF_ENSEMBLE))}, got {self_ensemble!r}")
         self.self_ensemble = self_ensemble
         # Fixed tile shapes make cuDNN's exhaustive algorithm search pay off; whole images of
         # varying sizes would re-tune on every new shape.
@@ -167,9 +171,10 @@ class Deblurrer:
         stride = tile_stride(checked, self.overlap, blend, m)
         sensible = smallest_sensible_tile(self.overlap, blend, m)
         if checked and stride < 1:
-            raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: "
-                             f"use --tile >= {sensible} ({2 * self.overlap + blend + m} at the very least) "
-                             "or a smaller overlap")
+            which = f"tile {checked}" if tile else f"--tile auto's {AUTO_TILE}-px tiles (for images over 1080p)"
+            raise InputError(f"{which} {'is' if tile else 'are'} too small for overlap {self.overlap} and blend {blend}: use --tile >= "
+                             f"{sensible} ({2 * self.overlap + blend + m} at the very least), --tile 0 (whole "
+                             "images), or a smaller overlap or blend")
         if checked and checked < sensible:
             log.warning("tile %d adds only %d px per tile after overlap %d x 2 and blend %d: every output pixel "
                         "is computed ~%.0f times; --tile >= %d keeps that under 4", checked, stride, self.overlap,

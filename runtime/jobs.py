@@ -90,6 +90,9 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
                 problems.append((src, f"{src}: no folder beside the root to write into; pass -o OUTPUT_FOLDER"))
                 continue
             base = (out / folder.name if many else out) if out else folder.with_name(folder.name + SUFFIX)
+            if out is not None and out.exists() and not out.is_dir():
+                problems.append((src, f"{out}: is a file; a folder's results need an output folder"))
+                continue
             files = _walk(src, skip=base if out else None)
             if not files:
                 problems.append((src, f"{src}: folder has no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))

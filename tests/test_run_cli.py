@@ -559,3 +559,12 @@ def test_a_video_temporary_file_that_cannot_be_made_is_a_video_error(tmp_path):
 
     with pytest.raises(VideoError, match=r"out\.mp4: cannot write here .*write somewhere else"):
         _temp_path(str(tmp_path / "gone" / "out.mp4"))
+
+
+def test_a_folder_into_an_existing_file_is_one_planning_error(model, tmp_path):
+    for name in ("a.png", "b.png", "c.jpg"):
+        _img(tmp_path / "shots" / name)
+    _img(tmp_path / "taken.jpg")
+    result = run_cli("deblur-run", str(tmp_path / "shots"), "-o", str(tmp_path / "taken.jpg"), "-m", model)
+    assert result.returncode == 2
+    assert result.stderr.count("is a file; a folder's results need an output folder") == 1, result.stderr

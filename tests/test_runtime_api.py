@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 import types
@@ -232,6 +233,23 @@ def test_tile_too_small_for_overlap_is_an_error(local_model):
     # where a tile keeps half of itself (each output pixel computed under 4 times).
     with pytest.raises(InputError, match=r"too small.*--tile >= 48 \(28 at the very least\)"):
         Deblurrer(local_model, "cpu", tile=16, overlap=8, blend=8)
+    # With --tile auto the tiles the user never named are the ones too small for the overlap.
+    with pytest.raises(InputError, match=r"^--tile auto's 1024-px tiles \(for images over 1080p\) are too small for "
+                                         r"overlap 600 .*--tile 0 \(whole images\), or a smaller overlap or blend$"):
+        Deblurrer(local_model, "cpu", overlap=600)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tile": 64.5}, "tile must be an integer, got 64.5"),
+    ({"tile": "256"}, "tile must be an integer, got '256'"),
+    ({"threads": 1.5}, "threads must be an integer, got 1.5"),
+    ({"overlap": True}, "overlap must be an integer, got True"),
+    ({"self_ensemble": "2"}, "self_ensemble must be one of 1, 2, 4, 8, got '2'"),
+    ({"device_id": -1}, "device_id -1: tile, overlap, blend and device_id must be >= 0"),
+])
+def test_wrong_argument_types_are_input_errors_naming_the_argument(local_model, kwargs, message):
+    with pytest.raises(InputError, match=f"^{re.escape(message)}"):
+        Deblurrer(local_model, "cpu", **kwargs)
 
 
 def test_a_tile_that_keeps_little_of_itself_is_warned_about(local_model, caplog):

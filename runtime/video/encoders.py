@@ -256,8 +256,8 @@ def _choose_video_plan(
                     log.warning(
                         "%s cannot encode %dx%d as yuv420p (odd sizes need 4:4:4 in "
                         "H.264); writing %s to keep the exact size; some hardware players "
-                        "cannot play that: write .webm (VP9 keeps odd sizes in 4:2:0), crop the input "
-                        "to even sizes, or pass codec='mpeg4' to process_video",
+                        "cannot play that: write .webm (VP9 keeps odd sizes in 4:2:0) or crop the input "
+                        "to even sizes",
                         codec_obj.name,
                         info.width,
                         info.height,
