@@ -50,13 +50,15 @@ def _parse_tile(value: str) -> int | None:
 @click.option("--compare", is_flag=True, help="Also write INPUT | OUTPUT side by side (_compare suffix; "
               "for videos a PNG of the middle frame).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
+@click.option("--skip-existing", is_flag=True, help="Leave outputs that exist already as they are (re-running an "
+              "interrupted batch finishes it); without this or --overwrite an existing output is an error.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or info messages.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-run")
 @report_errors
 def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, self_ensemble,
-         compare, overwrite, quiet, verbose, debug) -> None:
+         compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
     """Deblur images (png, jpg, bmp, tif, webp), folders (recursively) and videos
     (mp4, mov, mkv, avi, webm; every frame, same size and rate, one audio track kept: others and subtitles are
     dropped, with a warning).
@@ -73,6 +75,8 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
     an image after the model call in progress (a tile; a whole image up to 1080p: seconds).
     """
     setup_logging(verbose, quiet)
+    if overwrite and skip_existing:
+        raise click.UsageError("--overwrite replaces existing outputs and --skip-existing keeps them: pass one")
     from .deblurrer import Deblurrer
     from .jobs import plan_jobs, run_jobs
     from .progress import Progress
@@ -90,7 +94,8 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
     with StopOnSignal("stopping after the current file") as stop:
         try:
             with Progress(jobs, enabled=not quiet) as progress:
-                summary = run_jobs(deblurrer, jobs, overwrite=overwrite, compare=compare, stop=stop.event,
+                summary = run_jobs(deblurrer, jobs, overwrite=overwrite, skip_existing=skip_existing,
+                                   compare=compare, stop=stop.event,
                                    interruptible=stop.interruptible, file_progress=progress.file_done,
                                    frame_progress=progress.frames)
         except KeyboardInterrupt:
@@ -101,7 +106,8 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
             sys.exit(130)
     failed = len(summary.failed) + len(problems)
     if not quiet:
-        click.echo(f"{len(summary.done)} done, {failed} failed in {summary.seconds:.1f} s "
+        skipped = f", {len(summary.skipped)} skipped (exist)" if summary.skipped else ""
+        click.echo(f"{len(summary.done)} done{skipped}, {failed} failed in {summary.seconds:.1f} s "
                    f"({deblurrer.provider})", err=True)
     if summary.interrupted:
         click.echo(f"interrupted: {summary.interrupted}; no partial output left", err=True)

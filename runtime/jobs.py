@@ -45,6 +45,7 @@ class Job:
 @dataclass
 class Summary:
     done: list[Job] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)  # outputs there already (skip_existing)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     interrupted: str | None = None
     seconds: float = 0.0
@@ -66,6 +67,9 @@ def _walk(folder: Path, skip: Path | None = None) -> list[Path]:
             continue  # hidden files and our own in-flight temporary files
         if skip is not None and path.resolve().is_relative_to(skip):
             continue
+        if path.is_symlink() and path.is_dir():
+            log.warning("%s: a linked folder, not followed (it could lead back into %s); pass it as an input "
+                        "of its own", path, folder)
         if path.is_file() and media_kind(path):
             found.append(path)
     return found
@@ -119,7 +123,14 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
                                       f"file like the input ({src.suffix}), or a folder (end it with /: {out}/)"))
                 continue
             jobs.append(Job(src, out, kind))
-    sources = {j.src.resolve() for j in jobs}
+    unique: dict[Path, Job] = {}
+    for job in jobs:  # `deblur-run a.jpg a.jpg`, or a file given beside its folder: once
+        if job.src.resolve() in unique:
+            log.warning("%s: given twice; deblurred once, into %s", job.src, unique[job.src.resolve()].dst)
+        else:
+            unique[job.src.resolve()] = job
+    jobs = list(unique.values())
+    sources = set(unique)
     targets: dict[Path, Path] = {}
     safe = []
     for job in jobs:
@@ -143,11 +154,14 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
 
 
 def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, overwrite: bool = False,
-             compare: bool = False, stop: threading.Event | None = None,
+             skip_existing: bool = False, compare: bool = False, stop: threading.Event | None = None,
              interruptible: threading.Event | None = None,
              file_progress: Callable[[Job], None] | None = None,
              frame_progress: Callable[[Job, int, int | None], None] | None = None) -> Summary:
     """Process every job; a bad file is recorded and skipped, the rest still run.
+
+    An existing output is an error unless ``overwrite`` (replaced) or ``skip_existing`` (left
+    as it is and counted as skipped: re-running an interrupted batch finishes it).
 
     ``stop`` is polled between files and video frames. ``interruptible`` (set by the caller)
     is cleared while a video runs: interrupting then could close the output under its encoder
@@ -160,11 +174,19 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
         if stop.is_set():
             summary.interrupted = f"stopped after {index} of {len(jobs)} files"
             break
+        made: list[Path] = []  # output folders this job created: removed again if it fails
         try:
-            for path in (job.dst, job.compare_path) if compare else (job.dst,):
+            outputs = (job.dst, job.compare_path) if compare else (job.dst,)
+            if skip_existing and all(path.exists() for path in outputs):
+                summary.skipped.append(job)
+                if file_progress:
+                    file_progress(job)
+                continue
+            for path in outputs:
                 if path.exists() and not overwrite:
-                    raise InputError(f"{path}: exists; pass --overwrite to replace it")
+                    raise InputError(f"{path}: exists; pass --overwrite to replace it (or --skip-existing)")
             check_can_write(job.dst)  # before minutes of deblurring, not at the write
+            made = [p for p in (job.dst.parent, *job.dst.parent.parents) if not p.exists()]
             try:
                 job.dst.parent.mkdir(parents=True, exist_ok=True)  # the video muxer will not
             except OSError as exc:
@@ -183,7 +205,9 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
         except DeblurError as exc:
             log.error("error: %s", exc)
             summary.failed.append((job.src, str(exc)))
+            _remove_empty(made)
         except _Stopped as exc:
+            _remove_empty(made)
             of = f" of {exc.total}" if exc.total else ""
             summary.interrupted = (f"stopped during {job.src} after {exc.frames}{of} frames; "
                                    f"{index} of {len(jobs)} files done")
@@ -222,6 +246,16 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     write_image(job.dst, result, icc=icc, exif=exif)
     if compare:  # a picture of two photos, no longer the one the EXIF describes
         write_image(job.compare_path, side_by_side(image, result), icc=icc)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders a failed job created (deepest first) while they are still empty: a failed
+    or interrupted run leaves no empty mirror of the input tree behind."""
+    for folder in folders:  # deepest first, as (parent, *parents) lists them
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another job wrote there) or gone
+            return
 
 
 def _carried_profile(job: Job, image: np.ndarray, icc: bytes | None) -> bytes | None:

@@ -568,3 +568,39 @@ def test_a_folder_into_an_existing_file_is_one_planning_error(model, tmp_path):
     result = run_cli("deblur-run", str(tmp_path / "shots"), "-o", str(tmp_path / "taken.jpg"), "-m", model)
     assert result.returncode == 2
     assert result.stderr.count("is a file; a folder's results need an output folder") == 1, result.stderr
+
+
+def test_skip_existing_finishes_an_interrupted_batch(model, tmp_path):
+    for name in ("a.png", "b.png"):
+        _img(tmp_path / "shots" / name)
+    out = tmp_path / "shots_deblurred"
+    _img(out / "a.png")  # as if an earlier run had finished it
+    before = (out / "a.png").read_bytes()
+    result = run_cli("deblur-run", str(tmp_path / "shots"), "-m", model, "--skip-existing", check=True)
+    assert "1 done, 1 skipped (exist), 0 failed" in result.stderr
+    assert (out / "a.png").read_bytes() == before and (out / "b.png").exists()
+    again = run_cli("deblur-run", str(tmp_path / "shots"), "-m", model)
+    assert again.returncode == 2 and "exists; pass --overwrite to replace it (or --skip-existing)" in again.stderr
+    both = run_cli("deblur-run", str(tmp_path / "shots"), "-m", model, "--skip-existing", "--overwrite")
+    assert both.returncode == 2 and "pass one" in both.stderr
+
+
+def test_a_failed_file_leaves_no_empty_output_folders_and_a_repeated_input_runs_once(model, tmp_path):
+    root = tmp_path / "in"
+    (root / "deep" / "er").mkdir(parents=True)
+    (root / "deep" / "er" / "broken.jpg").write_text("not a jpeg")
+    _img(root / "ok.png")
+    result = run_cli("deblur-run", str(root), "-m", model)
+    assert result.returncode == 2 and "1 done, 1 failed" in result.stderr
+    assert not (tmp_path / "in_deblurred" / "deep").exists() and (tmp_path / "in_deblurred" / "ok.png").exists()
+    twice = run_cli("deblur-run", str(root / "ok.png"), str(root / "ok.png"), "-o", str(tmp_path / "o") + "/",
+                    "-m", model, check=True)
+    assert "given twice; deblurred once" in twice.stderr and "1 done, 0 failed" in twice.stderr
+
+
+def test_a_linked_folder_inside_an_input_folder_is_said_not_followed(model, tmp_path):
+    _img(tmp_path / "other" / "x.png")
+    _img(tmp_path / "in" / "a.png")
+    (tmp_path / "in" / "link").symlink_to(tmp_path / "other", target_is_directory=True)
+    result = run_cli("deblur-run", str(tmp_path / "in"), "-m", model, check=True)
+    assert "link: a linked folder, not followed" in result.stderr and "1 done" in result.stderr
