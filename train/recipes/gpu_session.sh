@@ -31,7 +31,7 @@
 # A call carries at most 64 MiB with the working tree (~17 MB): split the 51-MB DATA_TAR
 # (`split -b 24M .gpu/sharp.tar .gpu/sharp.tar.part_`), carry one part per call to the warm
 # machine (ignored files stay between calls; an INIT over ~15 MB also in a call of its own)
-# and join them in the training call: `cat .gpu/sharp.tar.part_* > /tmp/sharp.tar && ...`.
+# and name the tar as usual: DATA_TAR .gpu/sharp.tar, absent there, is read from its parts.
 set -euo pipefail
 TAR=$1
 MINUTES=$2
@@ -65,7 +65,11 @@ if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
 started=$(date +%s)
 work=$(mktemp -d /tmp/deblur_gpu.XXXX)
 mkdir -p "$OUT"
-tar xf "$TAR" -C "$work"
+if [ ! -e "$TAR" ] && compgen -G "$TAR.part_*" >/dev/null; then  # carried in parts (see above)
+  cat "$TAR".part_* | tar xf - -C "$work"
+else
+  tar xf "$TAR" -C "$work"
+fi
 DATA=$work/sharp
 # The machine has torch, numpy, OpenCV and click; the package itself goes in without deps.
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$work/pip.log" 2>&1 || { cat "$work/pip.log"; exit 1; }
