@@ -147,7 +147,7 @@ class Deblurrer:
         self.model_path = path
         # The shipped GPU model sees 8 bits: 16-bit and float images go through the FP32 one
         # instead, opened on the first such image (most callers never send one).
-        self._deep_args = None if model is not None or path == default_model_path() else dict(
+        self._deep_args = None if model is not None or default_model_path() in (None, path) else dict(
             model=default_model_path(), provider=self.choice.name, tile=tile, overlap=overlap, blend=blend,
             tile_batch=tile_batch, max_whole_pixels=max_whole_pixels, device_id=device_id, threads=threads,
             self_ensemble=self_ensemble)
@@ -194,7 +194,8 @@ class Deblurrer:
         # Padding and tiling work on the caller's pixels (uint8: 3 bytes a pixel); only the
         # part going into the model is converted to float, and tiled results are finished
         # band by band into the output, so a tiled image never exists in float32 whole.
-        if self._deep_args is not None and getattr(image, "dtype", np.uint8) != np.uint8:
+        if self._deep_args is not None and getattr(image, "dtype", None) in (np.uint16, np.float16, np.float32,
+                                                                             np.float64):
             return self._deep_twin()(image)
         x, fmt = self.prepare(image)
         tile = self.tile_for(x.shape)

@@ -97,7 +97,7 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
             if out is not None and out.exists() and not out.is_dir():
                 problems.append((src, f"{out}: is a file; a folder's results need an output folder"))
                 continue
-            files = _walk(src, skip=base if out else None)
+            files = _walk(src, skip=out)  # results written into the input folder are no input
             if not files:
                 problems.append((src, f"{src}: folder has no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))
             for f in files:
@@ -123,14 +123,15 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
                                       f"file like the input ({src.suffix}), or a folder (end it with /: {out}/)"))
                 continue
             jobs.append(Job(src, out, kind))
-    unique: dict[Path, Job] = {}
-    for job in jobs:  # `deblur-run a.jpg a.jpg`, or a file given beside its folder: once
-        if job.src.resolve() in unique:
-            log.warning("%s: given twice; deblurred once, into %s", job.src, unique[job.src.resolve()].dst)
+    unique: dict[tuple[Path, Path], Job] = {}
+    for job in jobs:  # `deblur-run a.jpg a.jpg`: once (a linked copy inside a tree has its own output)
+        key = (job.src.resolve(), job.dst.resolve())
+        if key in unique:
+            log.warning("%s: given twice (the same file as %s); deblurred once", job.src, unique[key].src)
         else:
-            unique[job.src.resolve()] = job
+            unique[key] = job
     jobs = list(unique.values())
-    sources = set(unique)
+    sources = {src for src, _ in unique}
     targets: dict[Path, Path] = {}
     safe = []
     for job in jobs:
@@ -177,7 +178,9 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
         made: list[Path] = []  # output folders this job created: removed again if it fails
         try:
             outputs = (job.dst, job.compare_path) if compare else (job.dst,)
-            if skip_existing and all(path.exists() for path in outputs):
+            if skip_existing and job.dst.exists():
+                if not all(path.exists() for path in outputs):  # the output came first, then the stop
+                    log.warning("%s: exists without its compare picture; pass --overwrite to make both", job.dst)
                 summary.skipped.append(job)
                 if file_progress:
                     file_progress(job)
@@ -301,15 +304,16 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         info = probe_video(job.src)
     except VideoError as exc:
         raise InputError(str(exc)) from None
-    # The middle frame; Matroska/WebM give no count, their duration does.
-    frames = info.frame_count or (round(info.duration_s * info.fps) if info.duration_s else 1)
+    # The middle frame; Matroska/WebM give no count, the video stream's duration does (frame 0
+    # stays as the fallback should the estimate overshoot).
+    frames = info.frame_count or (round(info.video_duration_s * info.fps) if info.video_duration_s else 1)
     snapshot_at = frames // 2
     counter = {"n": 0}
     snapshot: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def frame_fn(frame: np.ndarray) -> np.ndarray:
         result = deblur(frame)
-        if compare and counter["n"] == snapshot_at:
+        if compare and counter["n"] in (0, snapshot_at):
             snapshot["halves"] = (frame.copy(), result.copy())
         counter["n"] += 1
         return result

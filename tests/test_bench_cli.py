@@ -189,7 +189,7 @@ def test_quality_on_set5_baselines_beat_identity(tmp_path):
     (["tiling", "-m", "{model}", "--tile", "abc"], "integers"),
     (["latency", "-m", "{model}", "-p", "nosuch"], "not available"),
     (["train-speed", "--variant", "eager,jit"], "choose from eager"),
-    (["train-speed", "--crop", "30"], "multiples of 4; use --crop 28"),
+    (["train-speed", "--crop", "30"], "--crop 30: this generator needs sides that are multiples of 4, at least 8"),
     (["quality", "-d", "{sharp}", "--json", "{out}/q.md"], "name a .json file"),
     (["quality", "-d", "{sharp}", "--baseline", ""], "nothing to measure"),
     (["quality", "-d", "{sharp}", "-d", "{sharp}/../{sharp_name}"], "two folders named"),
@@ -232,7 +232,8 @@ def test_train_speed_asks_the_generator_for_its_size_multiple(tmp_path):
     ckpt = save_checkpoint(tmp_path / "coarse.pt", ResnetGenerator(**args), arch="resnet_generator", arch_args=args)
     result = run_cli("deblur-bench", "train-speed", "--checkpoint", str(ckpt), "--crop", "36", "--no-amp",
                      "--device", "cpu", "--out", str(tmp_path / "out"), "-q")
-    assert result.returncode == 2 and "multiples of 8; use --crop 32" in result.stderr, result.stderr
+    assert result.returncode == 2 and "--crop 36: this generator needs sides that are multiples of 8, at least 16" \
+        in result.stderr, result.stderr
     assert not (tmp_path / "out").exists()
 
 

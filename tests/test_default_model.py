@@ -107,6 +107,11 @@ def test_on_cuda_the_gpu_export_runs_8_bit_images_and_the_fp32_one_deeper_ones(c
     image8 = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
     assert np.array_equal(gpu(image8), Deblurrer(default_model_path("cuda"), "cpu", tile=0)(image8))
     assert gpu._deep is None  # opened only for a deeper image
+    from deblur.runtime import InputError
+
+    with pytest.raises(InputError, match="int32 images are not supported"):
+        gpu(np.zeros((8, 8, 3), np.int32))
+    assert gpu._deep is None  # not for a dtype nothing takes
     for deep in (rng.integers(0, 65536, (40, 48, 3), dtype=np.uint16), rng.random((40, 48), dtype=np.float32)):
         with caplog.at_level("WARNING"):
             got = gpu(deep)

@@ -60,6 +60,19 @@ def test_unknown_arch_and_bad_args_are_errors():
         create_generator("unet_generator", n_blocks=3)
 
 
+def test_a_registered_factory_taking_keyword_arguments_gets_them_all():
+    from deblur.train.models import _GENERATORS, register_generator
+
+    @register_generator("test_kwargs_generator")
+    def build(**kwargs):
+        return torch.nn.Identity() if kwargs == {"width": 3} else None
+
+    try:
+        assert isinstance(create_generator("test_kwargs_generator", width=3), torch.nn.Identity)
+    finally:
+        del _GENERATORS["test_kwargs_generator"]
+
+
 def test_coarse_branch_keeps_the_deblurgan_keys_and_needs_multiples_of_8():
     plain, coarse = ResnetGenerator(ngf=8, n_blocks=2), ResnetGenerator(ngf=8, n_blocks=2, coarse_blocks=2)
     assert plain.arch_args == {"ngf": 8, "n_blocks": 2, "dropout": True}  # old checkpoints' args unchanged

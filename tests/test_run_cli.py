@@ -595,7 +595,7 @@ def test_a_failed_file_leaves_no_empty_output_folders_and_a_repeated_input_runs_
     assert not (tmp_path / "in_deblurred" / "deep").exists() and (tmp_path / "in_deblurred" / "ok.png").exists()
     twice = run_cli("deblur-run", str(root / "ok.png"), str(root / "ok.png"), "-o", str(tmp_path / "o") + "/",
                     "-m", model, check=True)
-    assert "given twice; deblurred once" in twice.stderr and "1 done, 0 failed" in twice.stderr
+    assert "ok.png: given twice (the same file as " in twice.stderr and "1 done, 0 failed" in twice.stderr
 
 
 def test_a_linked_folder_inside_an_input_folder_is_said_not_followed(model, tmp_path):
@@ -604,3 +604,29 @@ def test_a_linked_folder_inside_an_input_folder_is_said_not_followed(model, tmp_
     (tmp_path / "in" / "link").symlink_to(tmp_path / "other", target_is_directory=True)
     result = run_cli("deblur-run", str(tmp_path / "in"), "-m", model, check=True)
     assert "link: a linked folder, not followed" in result.stderr and "1 done" in result.stderr
+
+
+def test_planning_keeps_linked_copies_and_skips_every_output_inside_an_input(tmp_path):
+    from deblur.runtime.jobs import plan_jobs
+
+    _img(tmp_path / "s" / "x.png")
+    (tmp_path / "s" / "sub").mkdir()
+    (tmp_path / "s" / "sub" / "x.png").symlink_to(tmp_path / "s" / "x.png")
+    jobs, problems = plan_jobs([tmp_path / "s"], tmp_path / "out")
+    assert sorted(str(j.dst.relative_to(tmp_path / "out")) for j in jobs) == ["sub/x.png", "x.png"] and not problems
+    # Two inputs into a folder inside the first: the second's results are no input next time.
+    _img(tmp_path / "more" / "b.png")
+    _img(tmp_path / "s" / "res" / "more" / "b.png")  # what the first run wrote
+    jobs, _ = plan_jobs([tmp_path / "s", tmp_path / "more"], tmp_path / "s" / "res")
+    assert not any("res" in j.src.parts for j in jobs) and len(jobs) == 3
+
+
+def test_skip_existing_with_compare_keeps_an_output_whose_picture_is_missing(tmp_path, caplog):
+    from deblur.runtime.jobs import Job, run_jobs
+
+    src = _img(tmp_path / "a.png")
+    job = Job(src, _img(tmp_path / "out" / "a.png"), "image")  # the stop came before the picture
+    with caplog.at_level("WARNING"):
+        summary = run_jobs(lambda image: image, [job], skip_existing=True, compare=True)
+    assert summary.skipped == [job] and not summary.failed
+    assert "exists without its compare picture; pass --overwrite to make both" in caplog.text

@@ -266,11 +266,12 @@ def test_running_out_of_gpu_memory_is_one_line_naming_the_fix(tmp_path, monkeypa
     from deblur.train.cli import main
 
     def out_of_memory(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(trainer, "train", out_of_memory)
     write_photos(tmp_path / "data", 2)
     result = CliRunner().invoke(main, ["--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
                                        "--batch-size", "64", "--crop", "256"])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert "out of GPU memory at --batch-size 64, --crop 256: start a run with a smaller batch or crop" in result.output
+    assert "out of GPU memory at --batch-size 64, --crop 256, --val-crop 256: start a run with smaller ones" \
+        in result.output

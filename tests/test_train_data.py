@@ -58,6 +58,10 @@ def test_data_errors_name_the_folder_and_the_fix(tmp_path):
     # The hint is a crop the generator takes (multiples of 4 for the ResNet).
     with pytest.raises(InputError, match="pass --crop 48 or less"):
         scan([str(tmp_path / "small")], crop=64, multiple=4)
+    # ... and one at least its minimum (a coarse branch: multiples of 8, at least 16).
+    write_photos(tmp_path / "tiny", 1, size=(12, 20))
+    with pytest.raises(InputError, match="every training image is smaller than the 16 px this generator needs"):
+        scan([str(tmp_path / "tiny")], crop=16, multiple=8, smallest=16)
 
 
 def test_small_images_are_skipped_when_others_fit(tmp_path, caplog):

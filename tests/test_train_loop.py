@@ -76,6 +76,7 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(photos, t
         f.write('{"kind": "train", "step": 10, "lr": 0.0')  # torn by the crash (full disk, power loss)
     with open(run / "train.csv", "a") as f:
         f.write("9,0.1,0,1,0,1,0,0,0.1\n")
+        f.write("1")  # the start of "12,..." torn off: a whole step field, a ragged row
     train(resumed, tmp_path / "interrupted", resume=True)
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "latest.pt")
     b = load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "latest.pt")

@@ -512,11 +512,13 @@ def test_video_compare_shows_the_middle_frame_upright(tmp_path, ext):
 
     from deblur.runtime.jobs import Job, run_jobs
 
-    src = make_clip(tmp_path / f"clip{ext}", n=20, audio=None)
-    job = Job(src, tmp_path / f"out{ext}", "video")
-    assert run_jobs(identity, [job], compare=True).done == [job]
-    left = cv2.imread(str(job.compare_path))[:, :64]
-    assert abs(ramp([left])[0] - frame_level(10)) < 3
+    for audio_seconds in (None, 3.0):  # an audio track longer than the video must not move the middle
+        src = make_clip(tmp_path / f"clip{ext}", n=20, audio="aac" if audio_seconds else None,
+                        audio_seconds=audio_seconds)
+        job = Job(src, tmp_path / f"out{ext}", "video")
+        assert run_jobs(identity, [job], compare=True, overwrite=True).done == [job]
+        left = cv2.imread(str(job.compare_path))[:, :64]
+        assert abs(ramp([left])[0] - frame_level(10)) < 3, audio_seconds
     rotated = make_clip(tmp_path / f"rot{ext}", n=4, audio=None, rotation=90)
     job = Job(rotated, tmp_path / f"rout{ext}", "video")
     run_jobs(identity, [job], compare=True)

@@ -44,6 +44,7 @@ def make_clip(
     pts_ms: list[int] | None = None,
     rotation: int = 0,
     extra_audio: int = 0,
+    audio_seconds: float | None = None,
 ) -> Path:
     """Write a test clip; ``pts_ms`` gives variable-rate timestamps in milliseconds;
     ``extra_audio`` more audio tracks (a second language) beside the first."""
@@ -70,7 +71,7 @@ def make_clip(
         for p in vs.encode():
             c.mux(p)
         for astream in astreams:
-            write_sine(c, astream, seconds=n / fps)
+            write_sine(c, astream, seconds=audio_seconds or n / fps)
     return path
 
 

@@ -134,9 +134,9 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, qu
 
     try:
         result = train(config, run_dir, resume=resume, stop_at=stop_at)
-    except torch.OutOfMemoryError:
-        raise TrainError(f"out of GPU memory at --batch-size {config.batch_size}, --crop {config.crop}: start a "
-                         "run with a smaller batch or crop (or --amp)") from None
+    except torch.cuda.OutOfMemoryError:  # (torch.OutOfMemoryError only from torch 2.5)
+        raise TrainError(f"out of GPU memory at --batch-size {config.batch_size}, --crop {config.crop}, "
+                         f"--val-crop {config.val_crop}: start a run with smaller ones (or --amp)") from None
     if result.val:
         scores = (f"PSNR {result.val['psnr']:.2f} dB, SSIM {result.val['ssim']:.4f} (blurred input: "
                   f"{result.val['psnr_identity']:.2f} dB, {result.val['ssim_identity']:.4f})")

@@ -110,9 +110,10 @@ def _probe(pair: tuple[Path, Path | None]) -> tuple[int, int] | str:
 
 
 def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop",
-         multiple: int = 1) -> list[Item]:
+         multiple: int = 1, smallest: int = 1) -> list[Item]:
     """Find, decode once and size-check every image. Unusable ones are skipped with a warning;
-    nothing usable is an error that says why (a crop that fits: a multiple of ``multiple``)."""
+    nothing usable is an error that says why (the crop it suggests is one the generator takes:
+    a multiple of ``multiple``, at least ``smallest``)."""
     pairs = _find_files(paths)
     if not pairs:
         raise InputError(f"{', '.join(paths)}: no usable {what} images (sharp/ images without blur/ partners?)")
@@ -136,8 +137,9 @@ def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "
     if not items:
         fits = min(largest) // multiple * multiple
         raise InputError(f"{where}: the {what} crop {crop} px is larger than every image (the largest fits "
-                         f"{min(largest)} px); pass {option} {fits} or less" if fits else
-                         f"{where}: every {what} image is smaller than {multiple} px; use larger photos")
+                         f"{min(largest)} px); pass {option} {fits} or less" if fits >= smallest else
+                         f"{where}: every {what} image is smaller than the {max(smallest, multiple)} px this "
+                         "generator needs; use larger photos")
     if small:
         log.warning("%s: %d %s images smaller than the %d px crop skipped", where, small, what, crop)
     log.info("%s data: %d images (%d paired, %d sharp-only)", what, len(items),

@@ -103,8 +103,9 @@ def _drop_rows_after(run_dir: Path, step: int) -> None:
         if not path.exists():
             continue
         lines = path.read_text(encoding="utf-8").splitlines()
-        kept = lines[:1] + [line for line in lines[1:]
-                            if (s := _step_of(line, lambda text: text.split(",", 1)[0])) is not None and s <= step]
+        width = lines[0].count(",") if lines else 0  # a torn row has fewer fields
+        kept = lines[:1] + [line for line in lines[1:] if line.count(",") == width
+                            and (s := _step_of(line, lambda text: text.split(",", 1)[0])) is not None and s <= step]
         with atomic_path(path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 

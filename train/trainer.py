@@ -44,7 +44,7 @@ from .config import TrainConfig, TrainError, lr_at, validate
 from .data import StepSampler, TrainPairs, scan, validation_pairs, worker_init
 from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
 from .losses import CriticTerms, build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
-from .models import create_generator
+from .models import check_crop, create_generator, crop_limits
 from .models.discriminator import NLayerDiscriminator, init_weights
 from .monitor import RunLog, image_scores, restore, save_grid, to_uint8_images
 
@@ -140,16 +140,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     log.warning("the new ResNet blocks start as the identity through InstanceNorm(0), whose "
                                 "gradient is ~300x: without --warmup the first full-LR steps wreck the "
                                 "grown model; pass --warmup 500 (or grow only --ngf)")
-        multiple = int(getattr(generator, "size_multiple", 1))
-        # Below min_size an InstanceNorm sees one pixel (a RuntimeError deep in torch), and
-        # validation's SSIM needs a 7-px window.
-        smallest = {"crop": int(getattr(generator, "min_size", multiple))}
-        smallest["val_crop"] = max(smallest["crop"], -(-7 // multiple) * multiple)
-        for name, low in smallest.items():
-            value = getattr(config, name)
-            if value % multiple or value < low:
-                raise TrainError(f"--{name.replace('_', '-')} {value}: this generator needs sides that are multiples "
-                                 f"of {multiple}, at least {low}")
+        # (Below its minimum an InstanceNorm sees one pixel: a RuntimeError deep in torch.)
+        try:
+            check_crop(generator, config.crop)
+            check_crop(generator, config.val_crop, "--val-crop", ssim=True)
+        except ValueError as exc:
+            raise TrainError(str(exc)) from None
+        multiple, smallest = crop_limits(generator)
         if config.train_only:
             freeze_except(generator, config.train_only)
         critic = NLayerDiscriminator(6 if config.conditional_critic else 3, config.ndf, config.critic_layers)
@@ -159,13 +156,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         generator, critic = generator.to(memory_format=layout), critic.to(memory_format=layout)
 
         # ------------------------------------------------------------- data
-        train_items = scan(config.data, config.crop, what="training", multiple=multiple)
+        train_items = scan(config.data, config.crop, what="training", multiple=multiple, smallest=smallest)
         if master:
             if not config.val:
                 log.warning("no --val folder: validating on crops of the training photos "
                             "(numbers then measure fit, not generalisation)")
             val_items = scan(config.val or config.data, config.val_crop, what="validation", option="--val-crop",
-                             multiple=multiple)
+                             multiple=multiple, smallest=smallest)
             val_blurred, val_sharp = validation_pairs(val_items, config.val_crop, config.val_count,
                                                       config.val_seed, config.blur)
             identity = image_scores(to_uint8_images(val_blurred), to_uint8_images(val_sharp))

@@ -34,6 +34,8 @@ class VideoInfo:
         duration_s: length in seconds, ``None`` when unknown.
         rotation: the display rotation players apply, degrees counterclockwise (a phone
             held upright records 90 or -90); 0 when none.
+        video_duration_s: the video stream's own length (``duration_s`` may be the
+            container's, which a longer audio track extends); ``None`` when unknown.
     """
 
     width: int
@@ -44,6 +46,7 @@ class VideoInfo:
     has_audio: bool
     duration_s: float | None
     rotation: int = 0
+    video_duration_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             has_audio=audio is not None,
             duration_s=duration,
             rotation=_rotation_of(first),
+            video_duration_s=_video_duration(vs, tb, container),
         )
         return _Source(
             path=p,
@@ -169,7 +173,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             color_trc=int(first.color_trc),
             rotation=info.rotation,
             metadata=dict(container.metadata),
-            stream_duration=_video_duration(vs, tb, container),
+            stream_duration=info.video_duration_s,
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),

@@ -37,9 +37,27 @@ def create_generator(arch: str, **arch_args) -> nn.Module:
         raise ValueError(f"unknown generator {arch!r}; registered: {', '.join(list_generators())}") from None
     takes = inspect.signature(factory).parameters
     foreign = sorted(set(arch_args) - set(takes))
-    if foreign:
+    if foreign and not any(p.kind is p.VAR_KEYWORD for p in takes.values()):
         raise ValueError(f"{arch} takes {', '.join(takes)}; not {', '.join(foreign)}")
     return factory(**arch_args)
+
+
+def crop_limits(generator: nn.Module) -> tuple[int, int]:
+    """(multiple, smallest side) of the training crops a generator takes: its size multiple, and
+    a minimum below which an InstanceNorm at its coarsest scale would see one pixel."""
+    multiple = int(getattr(generator, "size_multiple", 1))
+    return multiple, int(getattr(generator, "min_size", multiple))
+
+
+def check_crop(generator: nn.Module, crop: int, option: str = "--crop", *, ssim: bool = False) -> None:
+    """ValueError naming the fix when ``crop`` does not fit ``generator`` (``ssim``: it is also
+    scored with SSIM, whose window is 7 px)."""
+    multiple, smallest = crop_limits(generator)
+    if ssim:
+        smallest = max(smallest, -(-7 // multiple) * multiple)
+    if crop % multiple or crop < smallest:
+        raise ValueError(f"{option} {crop}: this generator needs sides that are multiples of {multiple}, at least "
+                         f"{smallest}")
 
 
 def infer_arch(state_dict: dict) -> tuple[str, dict] | None:
@@ -55,5 +73,6 @@ def infer_arch(state_dict: dict) -> tuple[str, dict] | None:
 # Registration happens on import; keep these imports below the registry.
 from .resnet_generator import ResnetGenerator  # noqa: E402
 
-__all__ = ["ResnetGenerator", "create_generator", "infer_arch", "list_generators", "register_generator"]
+__all__ = ["ResnetGenerator", "check_crop", "create_generator", "crop_limits", "infer_arch", "list_generators",
+           "register_generator"]
 from .unet_generator import UnetGenerator  # noqa: E402
