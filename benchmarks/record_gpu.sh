@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check, for a session lent a CUDA machine (`run` tool): checks the CUDA provider
-# path of the runtime (IOBinding, FP16 I/O, cuDNN search) against the CPU and records CUDA
+# path of the runtime (FP16 and uint8 I/O, cuDNN search) against the CPU and records CUDA
 # latency, with a same-weights PyTorch CUDA baseline and the video pipeline on the GPU.
 #
 #   benchmarks/record_gpu.sh OUT_DIR MODEL.onnx [MODEL.onnx ...]

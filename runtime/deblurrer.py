@@ -457,28 +457,19 @@ class Deblurrer:
         return total
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
-        """One batch through the session: the model's raw output."""
-        if self.provider in GPU_PROVIDERS:
-            try:
-                out = self._run_on_device(batch)
-            except Exception as exc:
-                if any(p in str(exc).lower() for p in _OOM_PATTERNS):
-                    raise _DeviceOutOfMemory(first_line(exc)) from exc
-                raise
-        else:
-            out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return out
+        """One batch through the session: the model's raw output. A GPU allocation failure is
+        told apart (the image is retried with smaller tiles)."""
+        try:
+            return self._session_run(batch)
+        except Exception as exc:
+            if self.provider in GPU_PROVIDERS and any(p in str(exc).lower() for p in _OOM_PATTERNS):
+                raise _DeviceOutOfMemory(first_line(exc)) from exc
+            raise
 
-    def _run_on_device(self, batch: np.ndarray) -> np.ndarray:
-        # IOBinding: one host->device copy in, output allocated on the device and copied
-        # back once, instead of ORT staging both through pageable host buffers per run.
-        import onnxruntime as ort
-
-        binding = self.session.io_binding()  # per call: bindings are not thread-safe
-        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(batch, "cuda", self.device_id))
-        binding.bind_output(self.output_name, "cuda", self.device_id)
-        self.session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0]
+    def _session_run(self, batch: np.ndarray) -> np.ndarray:
+        # Plain run on GPUs too: binding the input and output on the device (IOBinding) was
+        # measured no faster on an H200 (8.8 vs 8.5 ms at 720p, interleaved): the copies are the same.
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
 
 
 def _check_model_file(path: Path) -> Path:

@@ -298,7 +298,7 @@ def test_gpu_out_of_memory_retries_with_smaller_tiles(local_model, caplog):
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : CUDA failure 2: out of memory")
         return d.session.run([d.output_name], {d.input_name: nchw})[0]
 
-    d.provider, d._run_on_device = "CUDAExecutionProvider", fake_gpu_run
+    d.provider, d._session_run = "CUDAExecutionProvider", fake_gpu_run
     with caplog.at_level("WARNING"):
         out = d(image)
     assert max(seen[-1]) <= 64 and "retrying this image with tile" in caplog.text
@@ -310,9 +310,9 @@ def test_other_errors_are_not_retried(local_model, monkeypatch, where):
     d = Deblurrer(local_model, "cpu", tile=0)
     d.provider = "CUDAExecutionProvider"
     if where == "model call":
-        d._run_on_device = lambda nchw: (_ for _ in ()).throw(RuntimeError("some other failure"))
+        d._session_run = lambda nchw: (_ for _ in ()).throw(RuntimeError("some other failure"))
     else:  # a host allocation failure worded like a GPU one is not the GPU's
-        d._run_on_device = lambda nchw: d.session.run([d.output_name], {d.input_name: nchw})[0]
+        d._session_run = lambda nchw: d.session.run([d.output_name], {d.input_name: nchw})[0]
         monkeypatch.setattr(d, "post_process", lambda *a, **k: (_ for _ in ()).throw(
             MemoryError("some other failure: failed to allocate 1 GB")))
     with pytest.raises((RuntimeError, MemoryError), match="some other failure"):
