@@ -128,13 +128,19 @@ def test_decoded_photos_are_cached_within_budget_without_changing_samples(tmp_pa
     assert not cached.cache.images[first].flags.writeable
 
 
+def _jpeg_tagged(path, image, orientation: int):
+    """A JPEG whose EXIF Orientation tag is ``orientation`` (little-endian IFD, SHORT)."""
+    ok, data = cv2.imencode(".jpg", image)
+    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00" \
+        + orientation.to_bytes(2, "little") + bytes(6)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.tobytes()[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + data.tobytes()[2:])
+    return path
+
+
 def test_training_reads_photos_upright_as_the_runtime_does(tmp_path):
     # A 40x20 JPEG tagged "rotate 90" (a portrait phone photo): trained as the 20x40 it shows as.
-    ok, data = cv2.imencode(".jpg", np.zeros((20, 40, 3), np.uint8))
-    exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x01\x00" + b"\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00" \
-        + bytes(4)
-    path = tmp_path / "portrait.jpg"
-    path.write_bytes(data.tobytes()[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + data.tobytes()[2:])
+    path = _jpeg_tagged(tmp_path / "portrait.jpg", np.zeros((20, 40, 3), np.uint8), 6)
     assert read_rgb(path).shape == (40, 20, 3)
     item = scan([str(path)], crop=16)[0]
     assert (item.height, item.width) == (40, 20)
@@ -143,3 +149,16 @@ def test_training_reads_photos_upright_as_the_runtime_does(tmp_path):
     # A float32 TIFF (an HDR export) is a photo in [0, 1], not an unreadable file.
     cv2.imwrite(str(tmp_path / "float.tif"), np.full((8, 10, 3), (0.0, 0.5, 1.0), np.float32))
     assert read_rgb(tmp_path / "float.tif")[0, 0].tolist() == [255, 128, 0]
+
+
+def test_a_pair_whose_orientation_tags_disagree_is_skipped_not_trained_turned(tmp_path, caplog):
+    # Square, so the sizes agree: only the tags tell that one would be turned against the other.
+    photo = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    _jpeg_tagged(tmp_path / "s1" / "sharp" / "a.jpg", photo, 6)
+    _jpeg_tagged(tmp_path / "s1" / "blur" / "a.jpg", photo, 1)
+    _jpeg_tagged(tmp_path / "s1" / "sharp" / "b.jpg", photo, 6)
+    _jpeg_tagged(tmp_path / "s1" / "blur" / "b.jpg", photo, 6)
+    with caplog.at_level(logging.WARNING):
+        items = scan([str(tmp_path)], crop=32)
+    assert [i.sharp.name for i in items] == ["b.jpg"]
+    assert "blur/a.jpg: EXIF orientation 1, its sharp image's 6: the pair would train misaligned" in caplog.text

@@ -22,7 +22,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deblur.runtime.errors import DeblurError, InputError
-from deblur.runtime.image_io import read_image
+from deblur.runtime.image_io import read_image_and_metadata
+from deblur.runtime.metadata import exif_orientation
 
 from .blur import BlurConfig, degrade
 
@@ -43,12 +44,22 @@ def read_rgb(path: Path) -> np.ndarray | None:
     """HxWx3 uint8 RGB, upright (EXIF orientation applied, as deblur-run reads it: a portrait
     phone photo must not train sideways); greyscale is repeated, alpha dropped, 16 bit
     scaled. None if unreadable."""
+    read = _read_upright(path)
+    return None if read is None else read[0]
+
+
+def _read_upright(path: Path) -> tuple[np.ndarray, int] | None:
+    """``read_rgb``, and the EXIF orientation (1-8) that was applied."""
     try:
-        image = read_image(path)
+        image, metadata = read_image_and_metadata(path)
     except (DeblurError, OSError, cv2.error):
         return None
-    if image is None or image.size == 0:
-        return None
+    rgb = None if image is None or image.size == 0 else _to_rgb(image)
+    return None if rgb is None else (rgb, exif_orientation(metadata.exif))
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray | None:
+    """A decoded image (OpenCV's layouts and dtypes) as HxWx3 uint8 RGB; None for other dtypes."""
     if image.dtype == np.uint16:
         image = (image // 257).astype(np.uint8)
     elif image.dtype.kind == "f":  # float TIFFs: [0, 1], as deblur-run takes them
@@ -97,16 +108,19 @@ def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
 
 def _probe(pair: tuple[Path, Path | None]) -> tuple[int, int] | str:
     sharp_path, blurred_path = pair
-    sharp = read_rgb(sharp_path)
+    sharp = _read_upright(sharp_path)
     if sharp is None:
         return f"{sharp_path}: unreadable image"
     if blurred_path is not None:
-        blurred = read_rgb(blurred_path)
+        blurred = _read_upright(blurred_path)
         if blurred is None:
             return f"{blurred_path}: unreadable image"
-        if blurred.shape != sharp.shape:
-            return f"{blurred_path}: size {blurred.shape[1]}x{blurred.shape[0]} differs from its sharp image"
-    return sharp.shape[0], sharp.shape[1]
+        if blurred[1] != sharp[1]:  # a tool that dropped the tag: turned against each other
+            return (f"{blurred_path}: EXIF orientation {blurred[1]}, its sharp image's {sharp[1]}: the pair would "
+                    "train misaligned; save both with the same orientation")
+        if blurred[0].shape != sharp[0].shape:
+            return f"{blurred_path}: size {blurred[0].shape[1]}x{blurred[0].shape[0]} differs from its sharp image"
+    return sharp[0].shape[0], sharp[0].shape[1]
 
 
 def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop",
