@@ -107,6 +107,8 @@ class Deblurrer:
     >>> deblur = Deblurrer("model.onnx", provider="auto")
     >>> sharp = deblur(cv2.imread("blurry.jpg"))   # HxWx3 uint8 BGR in, same out
 
+    Without ``model``, the shipped one (:func:`default_model_path`): on CUDA its FP16 twin
+    with uint8 I/O for 8-bit images, the FP32 one for deeper images and on other providers.
     Inputs as OpenCV gives them: HxWx3 BGR, HxW grey (returned grey; so is the content of a
     colour image whose channels are all equal), HxWx4 BGRA (alpha
     passed through untouched); uint8, uint16 (full precision kept, except through a model
