@@ -162,3 +162,16 @@ def test_a_pair_whose_orientation_tags_disagree_is_skipped_not_trained_turned(tm
         items = scan([str(tmp_path)], crop=32)
     assert [i.sharp.name for i in items] == ["b.jpg"]
     assert "blur/a.jpg: EXIF orientation 1, its sharp image's 6: the pair would train misaligned" in caplog.text
+
+
+def test_a_blur_folder_given_alone_is_warned_about(tmp_path, caplog):
+    # --data GOPR0001/blur would train the blurred images as sharp targets.
+    write_photos(tmp_path / "GOPR0001" / "blur", 2)
+    with caplog.at_level(logging.WARNING):
+        scan([str(tmp_path / "GOPR0001" / "blur")], crop=32)
+    assert "its name says blurred images" in caplog.text
+    caplog.clear()
+    write_photos(tmp_path / "GOPR0001" / "sharp", 2)
+    with caplog.at_level(logging.WARNING):
+        items = scan([str(tmp_path / "GOPR0001")], crop=32)
+    assert all(i.blurred is not None for i in items) and "its name says" not in caplog.text

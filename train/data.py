@@ -88,7 +88,7 @@ def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
             raise InputError(f"{root}: no images found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
         paired_dirs = {p.parent for p in files if p.parent.name == "sharp" and (p.parent.parent / "blur").is_dir()}
         paired_scenes = {d.parent for d in paired_dirs}
-        ignored = 0
+        ignored, start = 0, len(found)
         for path in files:
             if path.parent in paired_dirs:
                 blurred = path.parent.parent / "blur" / path.name
@@ -103,6 +103,11 @@ def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
                 found.append((path, None))
         if ignored:
             log.info("%s: ignored %d images in folders beside paired sharp/ + blur/ (e.g. blur_gamma/)", root, ignored)
+        blurry = sorted({path.parent for path, partner in found[start:] if partner is None
+                         and path.parent.name.lower() in ("blur", "blurred", "blurry", "input")})
+        for folder in blurry:  # e.g. --data GOPR0001/blur: trained on as the sharp targets
+            log.warning("%s: its name says blurred images, but with no sharp/ beside it they are taken as sharp "
+                        "targets; pass the folder above it (sharp/ + blur/ pairs) or sharp photos", folder)
     return found
 
 
@@ -156,7 +161,7 @@ def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "
                          "generator needs; use larger photos")
     if small:
         log.warning("%s: %d %s images smaller than the %d px crop skipped", where, small, what, crop)
-    log.info("%s data: %d images (%d paired, %d sharp-only)", what, len(items),
+    log.info("%s data: %d image%s (%d paired, %d sharp-only)", what, len(items), "" if len(items) == 1 else "s",
              sum(i.blurred is not None for i in items), sum(i.blurred is None for i in items))
     return items
 
