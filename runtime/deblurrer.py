@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, ModelError, first_line
+from .image_io import equal_channels
 from .model_info import ModelInfo
 from .providers import ALIASES, GPU_PROVIDERS, create_session, resolve_provider
 from .tiling import TileGrid, make_grid, pad_reflect, padded_size, smallest_sensible_tile, tile_stride
@@ -90,15 +91,6 @@ class _Format:
     scale: float  # pixel value that maps to the top of the model's range
     alpha: np.ndarray | None
     grey: bool = False  # grey pixels (HxW, or colour channels all equal): the result is grey too
-
-
-def _equal_channels(image: np.ndarray) -> bool:
-    """All three colour channels equal: a grey picture stored as colour."""
-    b, g, r = (image[:, :, c] for c in range(3))
-    sample = np.s_[::17, ::17]  # most colour pictures differ within this sample: no full pass
-    if not (np.array_equal(b[sample], g[sample]) and np.array_equal(g[sample], r[sample])):
-        return False
-    return np.array_equal(b, g) and np.array_equal(g, r)
 
 
 class Deblurrer:
@@ -273,7 +265,7 @@ class Deblurrer:
         if grey:
             image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
         else:
-            grey = _equal_channels(image)
+            grey = equal_channels(image)
         return image, _Format(shape, dtype, scale, alpha, grey)
 
     def to_model(self, tiles: Sequence[np.ndarray], fmt: _Format) -> np.ndarray:

@@ -630,3 +630,32 @@ def test_skip_existing_with_compare_keeps_an_output_whose_picture_is_missing(tmp
         summary = run_jobs(lambda image: image, [job], skip_existing=True, compare=True)
     assert summary.skipped == [job] and not summary.failed
     assert "exists without its compare picture; pass --overwrite to make both" in caplog.text
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_grey_alpha_png_comes_back_grey_alpha(model, tmp_path, dtype):
+    # OpenCV decodes grey+alpha to BGRA and cannot write it back: the runtime writes PNG colour
+    # type 4 itself (not RGBA: 2.6x the file on camera.png), EXIF embedded as usual.
+    from deblur.runtime.image_io import encode_image
+    from deblur.runtime.metadata import read_metadata
+
+    rng = np.random.default_rng(3)
+    top = np.iinfo(dtype).max
+    grey = rng.integers(0, top + 1, (40, 56), dtype=dtype)
+    alpha = np.where(np.arange(56) < 20, 0, top).astype(dtype)[None].repeat(40, axis=0)
+    pixels = np.dstack([grey, grey, grey, alpha])
+    data = encode_image(pixels, ".png")
+    assert data[25] == 4 and np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), pixels)
+    src = tmp_path / "ga.png"
+    src.write_bytes(data)
+    run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.png"), "-m", model, "--compare", check=True)
+    for written in (tmp_path / "out.png", tmp_path / "out_compare.png"):
+        raw = written.read_bytes()
+        assert raw[25] == 4 and raw[24] == 8 * np.dtype(dtype).itemsize, written  # grey + alpha, same depth
+        back = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == dtype and np.array_equal(back[:, :56, 3], alpha)  # alpha passed through
+    from deblur.runtime.image_io import write_image
+
+    exif = b"II*\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # an empty IFD0
+    write_image(tmp_path / "tagged.png", pixels, exif=exif)
+    assert read_metadata((tmp_path / "tagged.png").read_bytes()).exif == exif
