@@ -72,7 +72,7 @@ def infer_arch(state_dict: dict) -> tuple[str, dict] | None:
 
 # Registration happens on import; keep these imports below the registry.
 from .resnet_generator import ResnetGenerator  # noqa: E402
-
-__all__ = ["ResnetGenerator", "check_crop", "create_generator", "crop_limits", "infer_arch", "list_generators",
-           "register_generator"]
 from .unet_generator import UnetGenerator  # noqa: E402
+
+__all__ = ["ResnetGenerator", "UnetGenerator", "check_crop", "create_generator", "crop_limits", "infer_arch",
+           "list_generators", "register_generator"]
