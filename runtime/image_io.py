@@ -105,22 +105,26 @@ def _png_grey_alpha(grey: np.ndarray, alpha: np.ndarray) -> bytes:
     rows[:, 0] = 2  # Up: each byte minus the one above it
     rows[0, 1:] = raw[0]
     np.subtract(raw[1:], raw[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps, as PNG's does
+    del pixels, raw
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+        return b"".join((len(body).to_bytes(4, "big"), kind, body, zlib.crc32(body, zlib.crc32(kind)).to_bytes(4, "big")))
 
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([depth, 4, 0, 0, 0])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-            + chunk(b"IEND", b""))
+    # Level 1: a 12-MP picture in 0.2 s instead of 2 s, for a 15 % larger file.
+    return b"".join((b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header), chunk(b"IDAT", zlib.compress(rows, 1)),
+                     chunk(b"IEND", b"")))
 
 
-def encode_image(image: np.ndarray, suffix: str) -> bytes:
+def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> bytes:
+    """``image`` as a ``suffix`` file's bytes. ``grey_alpha``: a BGRA picture whose colour channels
+    are equal goes into a PNG as grey + alpha (as it came: ``Metadata.grey_alpha``), not RGBA."""
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
     check_format(suffix, image.dtype)
-    if (suffix.lower() == ".png" and image.ndim == 3 and image.shape[2] == 4 and image.dtype != np.float32
-            and image.dtype != np.float64 and equal_channels(image)):
+    if (grey_alpha and suffix.lower() == ".png" and image.ndim == 3 and image.shape[2] == 4 and image.size
+            and equal_channels(image)):
         return _png_grey_alpha(image[:, :, 0], image[:, :, 3])
     ok, buffer = cv2.imencode(suffix.lower(), image, params)
     if not ok:
@@ -129,15 +133,16 @@ def encode_image(image: np.ndarray, suffix: str) -> bytes:
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = None,
-                exif: bytes | None = None) -> Path:
+                exif: bytes | None = None, grey_alpha: bool = False) -> Path:
     """Encode by the file's suffix and write atomically: a crash never leaves half an image.
     ``icc``, ``exif``: a colour profile and an EXIF block (TIFF structure) to embed, as they
-    are: both into JPEG, PNG and WebP, the profile into TIFF too; BMP gets neither."""
+    are: both into JPEG, PNG and WebP, the profile into TIFF too; BMP gets neither.
+    ``grey_alpha``: see :func:`encode_image`."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
-        data = encode_image(image, path.suffix)
+        data = encode_image(image, path.suffix, grey_alpha)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     suffix = path.suffix.lower()

@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import check_can_write
 from .errors import DeblurError, InputError
-from .metadata import EXIF_SUFFIXES, ICC_SUFFIXES, MAX_JPEG_EXIF_BYTES, colour_space, upright_exif
+from .metadata import EXIF_SUFFIXES, ICC_SUFFIXES, MAX_JPEG_EXIF_BYTES, Metadata, colour_space, upright_exif
 from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_metadata,
                        side_by_side, write_image)
 
@@ -229,7 +229,7 @@ class _Stopped(Exception):
 
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image, metadata = read_image_and_metadata(job.src)
-    icc, exif = _carried_profile(job, image, metadata.icc), _carried_exif(job, metadata.exif)
+    icc, exif = _carried_profile(job, image, metadata), _carried_exif(job, metadata.exif)
     try:
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
     except InputError as exc:
@@ -246,9 +246,9 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         if low < 0.0 or high > 1.0:
             log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
                         job.src, low, high)
-    write_image(job.dst, result, icc=icc, exif=exif)
+    write_image(job.dst, result, icc=icc, exif=exif, grey_alpha=metadata.grey_alpha)
     if compare:  # a picture of two photos, no longer the one the EXIF describes
-        write_image(job.compare_path, side_by_side(image, result), icc=icc)
+        write_image(job.compare_path, side_by_side(image, result), icc=icc, grey_alpha=metadata.grey_alpha)
 
 
 def _remove_empty(folders: list[Path]) -> None:
@@ -261,17 +261,20 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _carried_profile(job: Job, image: np.ndarray, icc: bytes | None) -> bytes | None:
+def _carried_profile(job: Job, image: np.ndarray, metadata: Metadata) -> bytes | None:
     """The input's ICC profile if the output can carry it and it still describes the pixels
     (deblurring keeps their colour space); else None, said once."""
+    icc = metadata.icc
     if icc is None:
         return None
     # OpenCV decodes CMYK to BGR: a CMYK profile no longer describes the pixels (nor an RGB
     # one a grey image), and a mismatched tag is worse than none.
     space = colour_space(icc)
-    if space != ("GRAY" if image.ndim == 2 else "RGB"):
+    # Grey + alpha goes back into a PNG as such; other formats get it as colour.
+    grey = image.ndim == 2 or (metadata.grey_alpha and job.dst.suffix.lower() == ".png")
+    if space != ("GRAY" if grey else "RGB"):
         log.warning("%s: its %s ICC profile does not describe the decoded %s pixels; the result is "
-                    "written untagged", job.src, space, "grey" if image.ndim == 2 else "colour")
+                    "written untagged", job.src, space, "grey" if grey else "colour")
         return None
     if job.dst.suffix.lower() not in ICC_SUFFIXES:
         log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "

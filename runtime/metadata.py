@@ -37,10 +37,12 @@ _WIDTH_HEIGHT = ((0x0100, 0x0101), (0xA002, 0xA003))  # ImageWidth/Length (IFD0)
 
 @dataclass(frozen=True)
 class Metadata:
-    """A file's ICC profile and EXIF block (TIFF structure, without JPEG's ``Exif\\0\\0``)."""
+    """A file's ICC profile and EXIF block (TIFF structure, without JPEG's ``Exif\\0\\0``), and
+    whether it stores grey + alpha (a PNG of colour type 4, which OpenCV decodes to BGRA)."""
 
     icc: bytes | None = None
     exif: bytes | None = None
+    grey_alpha: bool = False
 
 
 def read_metadata(data: bytes | np.ndarray) -> Metadata:
@@ -52,7 +54,8 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
         return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
     if bytes(view[:8]) == _PNG_SIGNATURE:
         chunks = _png_chunks(view)
-        return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")))
+        return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")),
+                        grey_alpha=len(view) > 25 and bytes(view[12:16]) == b"IHDR" and view[25] == 4)
     if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
         chunks = _webp_chunks(view)
         return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))

@@ -632,6 +632,11 @@ def test_skip_existing_with_compare_keeps_an_output_whose_picture_is_missing(tmp
     assert "exists without its compare picture; pass --overwrite to make both" in caplog.text
 
 
+def _srgb_profile() -> bytes:
+    ImageCms = pytest.importorskip("PIL.ImageCms")
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_a_grey_alpha_png_comes_back_grey_alpha(model, tmp_path, dtype):
     # OpenCV decodes grey+alpha to BGRA and cannot write it back: the runtime writes PNG colour
@@ -644,16 +649,27 @@ def test_a_grey_alpha_png_comes_back_grey_alpha(model, tmp_path, dtype):
     grey = rng.integers(0, top + 1, (40, 56), dtype=dtype)
     alpha = np.where(np.arange(56) < 20, 0, top).astype(dtype)[None].repeat(40, axis=0)
     pixels = np.dstack([grey, grey, grey, alpha])
-    data = encode_image(pixels, ".png")
+    data = encode_image(pixels, ".png", grey_alpha=True)
     assert data[25] == 4 and np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), pixels)
+    assert encode_image(pixels, ".png")[25] == 6  # asked for nothing: RGBA, as OpenCV writes it
+    # A grey profile (an sRGB header relabelled: the runtime reads only the colour space) travels
+    # with the grey + alpha PNG it describes, and is dropped, said, from a colour TIFF.
+    from deblur.runtime.metadata import embed_metadata, read_icc
+
+    grey_icc = bytearray(_srgb_profile())
+    grey_icc[16:20] = b"GRAY"
     src = tmp_path / "ga.png"
-    src.write_bytes(data)
+    src.write_bytes(embed_metadata(data, icc=bytes(grey_icc)))
     run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.png"), "-m", model, "--compare", check=True)
     for written in (tmp_path / "out.png", tmp_path / "out_compare.png"):
         raw = written.read_bytes()
         assert raw[25] == 4 and raw[24] == 8 * np.dtype(dtype).itemsize, written  # grey + alpha, same depth
         back = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
         assert back.dtype == dtype and np.array_equal(back[:, :56, 3], alpha)  # alpha passed through
+        assert read_icc(raw) == bytes(grey_icc)
+    tif = run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.tif"), "-m", model, check=True)
+    assert "GRAY ICC profile does not describe the decoded colour pixels" in tif.stderr
+    assert read_icc((tmp_path / "out.tif").read_bytes()) is None
     from deblur.runtime.image_io import write_image
 
     exif = b"II*\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # an empty IFD0

@@ -151,17 +151,27 @@ def test_training_reads_photos_upright_as_the_runtime_does(tmp_path):
     assert read_rgb(tmp_path / "float.tif")[0, 0].tolist() == [255, 128, 0]
 
 
-def test_a_pair_whose_orientation_tags_disagree_is_skipped_not_trained_turned(tmp_path, caplog):
-    # Square, so the sizes agree: only the tags tell that one would be turned against the other.
-    photo = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
-    _jpeg_tagged(tmp_path / "s1" / "sharp" / "a.jpg", photo, 6)
-    _jpeg_tagged(tmp_path / "s1" / "blur" / "a.jpg", photo, 1)
-    _jpeg_tagged(tmp_path / "s1" / "sharp" / "b.jpg", photo, 6)
-    _jpeg_tagged(tmp_path / "s1" / "blur" / "b.jpg", photo, 6)
+def test_a_pair_turned_against_itself_is_skipped_but_one_turned_upright_is_kept(tmp_path, caplog):
+    # Square, so the sizes agree. a: the blurred copy lost its tag but not its sideways pixels
+    # (misaligned); b: a tool turned the pixels upright and dropped the tag (aligned); c: same tags.
+    photo = _gradient_photo()
+    upright = np.ascontiguousarray(np.rot90(photo, -1))  # what orientation 6 shows
+    for name, blurred, tag in (("a", photo, 1), ("b", upright, 1), ("c", photo, 6)):
+        _jpeg_tagged(tmp_path / "s1" / "sharp" / f"{name}.jpg", photo, 6)
+        _jpeg_tagged(tmp_path / "s1" / "blur" / f"{name}.jpg", cv2.GaussianBlur(blurred, (5, 5), 0), tag)
     with caplog.at_level(logging.WARNING):
         items = scan([str(tmp_path)], crop=32)
-    assert [i.sharp.name for i in items] == ["b.jpg"]
-    assert "blur/a.jpg: EXIF orientation 1, its sharp image's 6: the pair would train misaligned" in caplog.text
+    assert [i.sharp.name for i in items] == ["b.jpg", "c.jpg"]
+    assert "blur/a.jpg: turned against its sharp image (EXIF orientation 1, its sharp image's 6)" in caplog.text
+
+
+def _gradient_photo() -> np.ndarray:
+    """No symmetry a turn could map onto itself: a bright corner, a bar, a ramp."""
+    y, x = np.mgrid[0:48, 0:48]
+    image = (x * 2 + y * 3).astype(np.uint8)
+    image[5:15, 30:44] = 255
+    image[30:34, 4:40] = 0
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
 
 
 def test_a_blur_folder_given_alone_is_warned_about(tmp_path, caplog):

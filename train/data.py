@@ -104,10 +104,10 @@ def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
         if ignored:
             log.info("%s: ignored %d images in folders beside paired sharp/ + blur/ (e.g. blur_gamma/)", root, ignored)
         blurry = sorted({path.parent for path, partner in found[start:] if partner is None
-                         and path.parent.name.lower() in ("blur", "blurred", "blurry", "input")})
+                         and path.parent.name.lower() in ("blur", "blurred", "blurry")})
         for folder in blurry:  # e.g. --data GOPR0001/blur: trained on as the sharp targets
-            log.warning("%s: its name says blurred images, but with no sharp/ beside it they are taken as sharp "
-                        "targets; pass the folder above it (sharp/ + blur/ pairs) or sharp photos", folder)
+            log.warning("%s: its name says blurred images, but unpaired they are taken as sharp targets; pass "
+                        "the folder above it (pairs are sharp/ + blur/, lower-case) or sharp photos", folder)
     return found
 
 
@@ -120,12 +120,29 @@ def _probe(pair: tuple[Path, Path | None]) -> tuple[int, int] | str:
         blurred = _read_upright(blurred_path)
         if blurred is None:
             return f"{blurred_path}: unreadable image"
-        if blurred[1] != sharp[1]:  # a tool that dropped the tag: turned against each other
-            return (f"{blurred_path}: EXIF orientation {blurred[1]}, its sharp image's {sharp[1]}: the pair would "
-                    "train misaligned; save both with the same orientation")
+        tags = f" (EXIF orientation {blurred[1]}, its sharp image's {sharp[1]})" if blurred[1] != sharp[1] else ""
         if blurred[0].shape != sharp[0].shape:
-            return f"{blurred_path}: size {blurred[0].shape[1]}x{blurred[0].shape[0]} differs from its sharp image"
+            return f"{blurred_path}: size {blurred[0].shape[1]}x{blurred[0].shape[0]} differs from its sharp image{tags}"
+        # Tags that differ are fine when a tool turned the pixels and dropped the tag; when it
+        # dropped the tag alone, the pair would train turned against itself.
+        if tags and not _upright_alike(sharp[0], blurred[0]):
+            return f"{blurred_path}: turned against its sharp image{tags}; save both the same way up"
     return sharp[0].shape[0], sharp[0].shape[1]
+
+
+def _upright_alike(sharp: np.ndarray, blurred: np.ndarray) -> bool:
+    """Whether ``blurred`` matches ``sharp`` better as it is than flipped or turned (small grey
+    thumbnails: blur changes detail, not where things are)."""
+    def thumb(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 32), interpolation=cv2.INTER_AREA).astype(float)
+
+    target = thumb(sharp)
+    turns = [lambda a: a[::-1], lambda a: a[:, ::-1], lambda a: a[::-1, ::-1]]
+    if sharp.shape[0] == sharp.shape[1]:
+        turns += [lambda a: a.swapaxes(0, 1), lambda a: np.rot90(a), lambda a: np.rot90(a, -1),
+                  lambda a: np.rot90(a.swapaxes(0, 1), 2)]
+    error = np.mean((thumb(blurred) - target) ** 2)
+    return all(error <= np.mean((thumb(np.ascontiguousarray(turn(blurred))) - target) ** 2) for turn in turns)
 
 
 def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop",
