@@ -34,3 +34,20 @@ def test_runtime_sources_never_import_torch():
     for path in (ROOT / "runtime").rglob("*.py"):
         text = path.read_text()
         assert not re.search(r"^\s*(import torch|from torch)", text, re.M), path
+
+
+def test_the_wheel_ships_both_default_models_and_the_examples(tmp_path):
+    # What `pip install deblur-edge` gets: Deblurrer() must find its models there, not in a checkout.
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("deblur_edge-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        for model in ("default.onnx", "default_gpu.onnx"):
+            assert zf.read(f"deblur/runtime/models/{model}") == (ROOT / "runtime" / "models" / model).read_bytes()
+    assert {"deblur/runtime/assets/astronaut.jpg", "deblur/runtime/assets/clock_motion.png"} <= names
+    assert not any(name.endswith(".pt") for name in names)  # training weights stay in the repository
