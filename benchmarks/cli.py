@@ -197,8 +197,8 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 @click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Tile side for the models; 0 = whole image (the quality reference).")
 @click.option("--threads", type=click.IntRange(min=1), default=None)
-@click.option("--self-ensemble", type=int, default=1, show_default=True, metavar="N",
-              help="Run the models with deblur-run's --self-ensemble N (1, 2, 4 or 8).")
+@click.option("--self-ensemble", type=click.Choice(["1", "2", "4", "8"]), default="1", show_default=True,
+              callback=lambda ctx, p, v: int(v), help="Run the models with deblur-run's --self-ensemble N.")
 @_common
 @report_errors
 def quality(data, models, provider, condition, seed, limit, max_side, crop_border, on, baselines, tile, threads,

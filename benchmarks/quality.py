@@ -95,6 +95,10 @@ def load_samples(folder: str | Path, *, limit: int | None, max_side: int | None)
                 sharp_path = blur_dir.parent / "sharp" / path.name
                 if sharp_path.exists():
                     blurred, sharp = _as_bgr8(read_image(path)), _as_bgr8(read_image(sharp_path))
+                    if blurred.shape != sharp.shape:  # a pair scores pixel by pixel
+                        raise InputError(f"{path}: {blurred.shape[1]}x{blurred.shape[0]}, its sharp partner "
+                                         f"{sharp_path} {sharp.shape[1]}x{sharp.shape[0]}: pairs must match; "
+                                         "fix or remove the pair")
                     name = str(path.relative_to(folder))
                     samples.append(Sample(name, _shrink(sharp, max_side), _shrink(blurred, max_side)))
                 if limit and len(samples) >= limit:

@@ -88,20 +88,28 @@ def run_tiling(settings: TilingSettings) -> dict[str, Any]:
         for label, width, height in sizes:
             image = photo(width, height, settings.photo)
             image_path = write_image(Path(tmp) / f"{label}.png", image)
+            # A tile that covers the image runs it whole, whatever the overlap: measured once.
+            active, covering = {}, set()
+            for key, deb in configs.items():
+                if deb.tile and deb.plan(image.shape)[2] is None:
+                    if deb.tile in covering:
+                        continue
+                    covering.add(deb.tile)
+                active[key] = deb
             # Memory first: the children then never share the machine with this process's
             # arenas grown by whole-image runs (gigabytes at 4K).
             memory = {key: _child_peak_rss(image_path, settings.model, settings.provider, d.tile,
                                             d.overlap if d.tile else None, settings.blend, settings.threads)
-                      for key, d in configs.items()} if settings.memory else {}
+                      for key, d in active.items()} if settings.memory else {}
             outputs: dict[str, np.ndarray] = {}  # the last timed run's result: no extra pass for PSNR
 
             def run(key: str, deb: Deblurrer) -> None:
                 outputs[key] = deb(image)
 
-            times = time_interleaved({key: (lambda k=key, d=d: run(k, d)) for key, d in configs.items()},
+            times = time_interleaved({key: (lambda k=key, d=d: run(k, d)) for key, d in active.items()},
                                      warmup=settings.warmup, runs=settings.runs)
             reference, whole_ms = outputs["whole"], report.percentile(times["whole"], 50) * 1e3
-            for key, deb in configs.items():
+            for key, deb in active.items():
                 out, ms = outputs[key], report.percentile(times[key], 50) * 1e3
                 # A tile that covers the image runs it whole: no overlap or blend was used.
                 grid = deb.plan(image.shape)[2] if deb.tile else None

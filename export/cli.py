@@ -41,9 +41,11 @@ from deblur.runtime.version import __version__
 def main(checkpoint: str, output: str, fp16: bool, fp16_storage: bool, fp16_io: bool,
          fp16_block_ops: tuple[str, ...], int8: bool, uint8_io: bool, overwrite: bool, no_simplify: bool,
          no_check: bool, verbose: bool, debug: bool) -> None:
-    """Export a generator CHECKPOINT (ours, or a DeblurGAN latest_net_G.pth) to OUTPUT.onnx.
+    """Export a generator CHECKPOINT (ours, or a DeblurGAN latest_net_G.pth, or a pix2pix
+    U-Net) to OUTPUT.onnx.
 
-    The ONNX model has dynamic batch, height and width, is simplified with onnxsim, carries
+    The ONNX model has dynamic batch, height and width (multiples of its size multiple,
+    deblur.size_multiple in its metadata; the runtime pads other sizes), is simplified with onnxsim, carries
     the runtime's preprocessing contract in its metadata, and is checked against PyTorch on
     a real photo at two sizes: FP32 must agree to 1e-4, FP16 storage to 70 dB PSNR, FP16 to
     45 dB, INT8 to 30 dB, else exit 1 and nothing is written. Bad inputs exit 2.

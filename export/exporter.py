@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 
 from deblur.runtime.atomic import atomic_path, check_can_write
-from deblur.runtime.errors import ExportError, InputError
+from deblur.runtime.errors import ExportError, InputError, first_line
 from deblur.runtime.model_info import ModelInfo
 from deblur.runtime.tiling import padded_size
 from deblur.runtime.version import __version__
@@ -133,30 +133,34 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
             if not check:
                 break
             parity = _parity(model, proto, info)
-            if min(r.psnr_db for r in parity) >= FP16_MIN_PSNR:
+            if not _below(parity, FP16_MIN_PSNR):
                 break
         else:
             raise ExportError(f"FP16 model is below {FP16_MIN_PSNR} dB PSNR against FP32 torch even with "
                               f"{', '.join(blocked)} in FP32: " + "; ".join(map(str, parity)) +
                               ". Export FP32 instead or pass --fp16-block-op for other op types")
     elif int8:
-        proto = to_int8(fp32_proto, calibration_batches(info.input_range, info.channel_order))
+        try:
+            proto = to_int8(fp32_proto, calibration_batches(info.input_range, info.channel_order))
+        except (AssertionError, ValueError, RuntimeError) as exc:  # the quantiser's own checks
+            raise ExportError(f"INT8 quantisation failed ({first_line(exc) or type(exc).__name__}); export FP32 "
+                              "(or FP16 for GPUs) instead") from exc
         if check:
             parity = _parity(model, proto, info)
-            if min(r.psnr_db for r in parity) < INT8_MIN_PSNR:
+            if _below(parity, INT8_MIN_PSNR):
                 raise ExportError(f"INT8 model is below {INT8_MIN_PSNR} dB PSNR against FP32 torch: "
                                   + "; ".join(map(str, parity)) + ". Use FP32 (or FP16 on GPU) for this model")
     elif check:
         parity = _parity(model, proto, info)
         worst = max(r.max_abs for r in parity)
-        if worst > FP32_MAX_ABS:
+        if any(not r.max_abs <= FP32_MAX_ABS for r in parity):  # NaN-safe: a NaN difference fails
             raise ExportError(f"ONNX output differs from torch by {worst:.2e} > {FP32_MAX_ABS:.0e}: "
                               + "; ".join(map(str, parity)) + ". Try --no-simplify; report the checkpoint")
     if fp16_storage:
         proto = to_fp16_storage(proto)
         if check:
             parity = _parity(model, proto, info)
-            if min(r.psnr_db for r in parity) < FP16_STORAGE_MIN_PSNR:
+            if _below(parity, FP16_STORAGE_MIN_PSNR):
                 raise ExportError(f"with FP16 weight storage the model is below {FP16_STORAGE_MIN_PSNR} dB PSNR "
                                   "against FP32 torch: " + "; ".join(map(str, parity))
                                   + ". Export without --fp16-storage")
@@ -180,6 +184,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         onnx.save(proto, tmp)
     return ExportReport(output, info, count_parameters(model), output.stat().st_size, parity, blocked,
                         pixel_io)
+
+
+def _below(parity: list, floor: float) -> bool:
+    """Any size under ``floor`` dB, NaN included (it compares false with everything: min() and
+    ``<`` would let a NaN model through)."""
+    return any(not r.psnr_db >= floor for r in parity)
 
 
 def _parity(model, proto: onnx.ModelProto, info: ModelInfo) -> list[ParityResult]:

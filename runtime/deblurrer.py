@@ -159,14 +159,15 @@ class Deblurrer:
         self._said_8_bit = False  # the one piece of call-time state: a warning given once
         self.overlap = self.info.tile_context if overlap is None else overlap
         m = self.info.size_multiple
-        checked = AUTO_TILE if tile is None else tile
         # A tile adds `stride` new output pixels per axis: at the bare minimum (stride m) it
         # computes each output pixel hundreds of times (208 s instead of 0.7 s for a 384-px photo).
-        stride = tile_stride(checked, self.overlap, blend, m)
         sensible = smallest_sensible_tile(self.overlap, blend, m)
+        # Auto tiles grow for models whose context needs it (a pix2pix U-Net: 1022-px receptive field).
+        self._auto_tile = max(AUTO_TILE, sensible)
+        checked = self._auto_tile if tile is None else tile
+        stride = tile_stride(checked, self.overlap, blend, m)
         if checked and stride < 1:
-            which = f"tile {checked}" if tile else f"--tile auto's {AUTO_TILE}-px tiles (for images over 1080p)"
-            raise InputError(f"{which} {'is' if tile else 'are'} too small for overlap {self.overlap} and blend {blend}: use --tile >= "
+            raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: use --tile >= "
                              f"{sensible} ({2 * self.overlap + blend + m} at the very least), --tile 0 (whole "
                              "images), or a smaller overlap or blend")
         if checked and checked < sensible:
@@ -223,7 +224,7 @@ class Deblurrer:
     def tile_for(self, shape: tuple[int, ...]) -> int:
         """The tile side used for an image of this shape (0: whole image)."""
         if self.tile is None:
-            return 0 if shape[0] * shape[1] <= self.max_whole_pixels else AUTO_TILE
+            return 0 if shape[0] * shape[1] <= self.max_whole_pixels else self._auto_tile
         return self.tile
 
     def deblur_many(self, images: Iterable[np.ndarray]) -> list[np.ndarray]:

@@ -118,12 +118,13 @@ def test_video_ratio(local_model, tmp_path):
 
 
 def test_tiling_against_whole_image(local_model, tmp_path):
-    _bench("tiling", "-m", str(local_model), "-s", "96x64", "--tile", "48,128", "--overlap", "4", "-n", "1",
+    _bench("tiling", "-m", str(local_model), "-s", "96x64", "--tile", "48,128", "--overlap", "4,6", "-n", "1",
            "--warmup", "0", "--out", str(tmp_path))
     payload = _load(tmp_path / "tiling.json")
     _check_system(payload)
-    whole, tiled, covering = payload["rows"]
-    # A tile larger than the image runs it whole, and its row says so.
+    whole, tiled, tiled6, covering = payload["rows"]
+    assert tiled6["tile"] == 48 and tiled6["overlap"] == 6
+    # A tile larger than the image runs it whole, and its row says so: once, not once per overlap.
     assert covering["tile"] == 128 and covering["tiles"] == 1 and covering["overlap"] is None
     assert whole["tile"] == 0 and whole["time_vs_whole"] == 1.0
     assert tiled["tile"] == 48 and tiled["tiles"] > 1 and tiled["overlap"] == 4
@@ -167,6 +168,14 @@ def test_quality_gopro_pairs_skip_kernel_baselines(local_model, sharp_folder, tm
     _bench("quality", "-d", str(tmp_path / "GOPRO"), "-m", str(local_model), "--out", str(tmp_path / "out"))
     summary = _load(tmp_path / "out" / "quality.json")["summary"]
     assert [r["method"] for r in summary] == ["identity", "local"]
+    # A pair of two sizes is one line naming both files, not a shape-mismatch traceback.
+    cv2 = pytest.importorskip("cv2")
+    sharp = cv2.imread(str(tmp_path / "GOPRO" / "scene" / "sharp" / "img1.png"))
+    cv2.imwrite(str(tmp_path / "GOPRO" / "scene" / "sharp" / "img1.png"), sharp[:, 2:])
+    result = run_cli("deblur-bench", "quality", "-d", str(tmp_path / "GOPRO"), "-m", str(local_model),
+                     "--out", str(tmp_path / "out2"), "-q")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "blur/img1.png" in result.stderr and "pairs must match" in result.stderr
 
 
 @pytest.mark.skipif(not SET5.is_dir(), reason=f"{SET5} not present (shared sharp-photo data)")

@@ -231,3 +231,15 @@ def test_init_from_grows_a_silent_coarse_branch_that_learns(tmp_path):
     for other in (dict(ngf=8, n_blocks=2), dict(ngf=16, n_blocks=2, coarse_blocks=2)):
         with pytest.raises(CheckpointError, match="a coarse branch cannot grow or go"):
             init_generator_from(ResnetGenerator(dropout=False, **other), "resnet_generator", trained)
+
+
+def test_a_diverged_checkpoint_is_refused_not_exported_black(tmp_path):
+    # NaN compares false with everything: every parity check downstream would have passed it
+    # (exit 0, "PSNR nan dB"), and the model would turn every image black.
+    model = ResnetGenerator(ngf=4, n_blocks=1, dropout=False)
+    state = model.state_dict()
+    state["model.1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "latest_net_G.pth")
+    with pytest.raises(CheckpointError, match=r"latest_net_G.pth: 1 weight tensors hold NaN or Inf \(model.1.weight\): "
+                                              r"the run diverged"):
+        load_generator(tmp_path / "latest_net_G.pth")

@@ -238,3 +238,22 @@ def test_receptive_field_does_not_depend_on_saturated_weights():
         model.model[-2].bias.fill_(50.0)  # tanh saturates: zero gradient through the network
     assert measure_receptive_field(model) == fresh
     assert 40 <= fresh <= 90  # conv7 + 2 strided + 4 convs at stride 4 + 2 up + conv7
+
+
+def test_parity_checks_fail_a_nan_result_and_a_failing_quantiser_is_one_error(tiny_checkpoint, tmp_path, monkeypatch):
+    import types
+
+    import deblur.export.exporter as exporter
+    from deblur.runtime.errors import ExportError
+
+    nan = types.SimpleNamespace(psnr_db=float("nan"), max_abs=float("nan"))
+    fine = types.SimpleNamespace(psnr_db=90.0, max_abs=1e-6)
+    assert exporter._below([fine, nan], 30) and exporter._below([nan, fine], 30) and not exporter._below([fine], 30)
+
+    def broken_quantiser(*args, **kwargs):
+        raise AssertionError("scale issue")
+
+    monkeypatch.setattr(exporter, "to_int8", broken_quantiser)
+    with pytest.raises(ExportError, match=r"INT8 quantisation failed \(scale issue\); export FP32"):
+        export_checkpoint(tiny_checkpoint, tmp_path / "m8.onnx", int8=True)
+    assert not (tmp_path / "m8.onnx").exists()

@@ -233,10 +233,10 @@ def test_tile_too_small_for_overlap_is_an_error(local_model):
     # where a tile keeps half of itself (each output pixel computed under 4 times).
     with pytest.raises(InputError, match=r"too small.*--tile >= 48 \(28 at the very least\)"):
         Deblurrer(local_model, "cpu", tile=16, overlap=8, blend=8)
-    # With --tile auto the tiles the user never named are the ones too small for the overlap.
-    with pytest.raises(InputError, match=r"^--tile auto's 1024-px tiles \(for images over 1080p\) are too small for "
-                                         r"overlap 600 .*--tile 0 \(whole images\), or a smaller overlap or blend$"):
-        Deblurrer(local_model, "cpu", overlap=600)
+    # --tile auto's tiles grow to what the context needs (a pix2pix U-Net's is 512 px a side).
+    wide = Deblurrer(local_model, "cpu", overlap=600, max_whole_pixels=100)
+    assert wide.tile_for((2000, 3000)) >= 2 * (2 * 600 + 32) and wide.tile_for((8, 8)) == 0
+    assert wide(np.zeros((10, 30, 3), np.uint8)).shape == (10, 30, 3)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -189,6 +189,11 @@ def load_generator(path: str | os.PathLike) -> LoadedGenerator:
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot build {arch!r} from {arch_args}: {exc}") from None
     state_dict = _drop_stale_norm_stats(state_dict, model, path)
+    broken = [k for k, t in state_dict.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
+    if broken:  # NaN compares false with everything: every later check would pass it
+        raise CheckpointError(f"{path}: {len(broken)} weight tensors hold NaN or Inf ({_preview(broken, 2)}): the run "
+                              "diverged before this was saved; use an earlier checkpoint (checkpoints/step_*.pt) or "
+                              "retrain with a lower --lr")
     try:
         result = model.load_state_dict(state_dict, strict=False)
     except RuntimeError as exc:  # shape mismatches raise even with strict=False
