@@ -54,6 +54,23 @@ def test_unet_forward_backward_and_args_from_state_dict(args):
     assert model.eval()(torch.zeros(1, 3, 40, 72)).shape == (1, 3, 40, 72)
 
 
+def test_an_old_instance_norm_unet_with_saved_running_stats_loads_as_instance_norm(tmp_path):
+    # PyTorch < 0.4 saved running statistics for InstanceNorm: they made the U-Net look like a
+    # BatchNorm one ("does not fit ... norm=batch"). The convolutions' biases tell the truth.
+    from deblur.train.checkpoint import load_generator
+
+    args = {"num_downs": 5, "ngf": 4, "dropout": True, "norm": "instance"}
+    source = create_generator("unet_generator", **args).eval()
+    state = dict(source.state_dict())
+    state["model.model.1.model.2.running_mean"] = torch.zeros(8)  # what an old save adds per norm
+    state["model.model.1.model.2.running_var"] = torch.ones(8)
+    torch.save(state, tmp_path / "latest_net_G.pth")
+    loaded = load_generator(tmp_path / "latest_net_G.pth")
+    assert loaded.arch_args == args
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(loaded.model(x), source(x))
+
+
 def test_unet_rejects_bad_arguments():
     with pytest.raises(ValueError, match="num_downs >= 5"):
         UnetGenerator(num_downs=3)

@@ -103,5 +103,7 @@ class UnetGenerator(nn.Module):
         depth = max(key.count("model.") - 1 for key in state_dict if re.fullmatch(r"model(\.model\.\d+)+\.weight", key))
         # Dropout has no weights, so it cannot be seen in a state dict: assume pix2pix's default.
         dropout = True
-        norm = "batch" if any(k.endswith("running_mean") for k in state_dict) else "instance"
+        # pix2pix gives its convolutions a bias only with InstanceNorm (BatchNorm has its own
+        # shift); running statistics tell nothing: PyTorch < 0.4 saved them for InstanceNorm too.
+        norm = "instance" if "model.model.0.bias" in state_dict else "batch"
         return {"num_downs": depth, "ngf": int(first.shape[0]), "dropout": dropout, "norm": norm}
