@@ -147,6 +147,9 @@ def run_quality(settings: QualitySettings) -> tuple[dict[str, Any], np.ndarray]:
             blurred, kernel = sample.blurred, sample.kernel
             if blurred is None:
                 blurred, kernel = degrade(sample.sharp, image_rng(settings.seed, sample.name), CONDITIONS[condition])
+            elif condition != settings.conditions[0]:
+                continue  # a real pair is what it is: scored once, under "real", whatever the conditions
+            label = condition if sample.blurred is None else "real"
             outputs = {}
             for name, fn in methods.items():
                 if kernel is None and name in ("wiener", "richardson_lucy"):
@@ -156,19 +159,23 @@ def run_quality(settings: QualitySettings) -> tuple[dict[str, Any], np.ndarray]:
                 outputs[name] = blurred.copy() if kernel is None and name == "identity" else fn(blurred, kernel)
                 seconds = time.perf_counter() - start
                 m = measure(outputs[name], sample.sharp, crop_border=settings.crop_border, on=settings.on)  # type: ignore[arg-type]
-                per_image.append({"condition": condition, "image": sample.name, "method": name, "psnr": m.psnr,
+                per_image.append({"condition": label, "image": sample.name, "method": name, "psnr": m.psnr,
                                   "ssim": m.ssim, "seconds": seconds, "width": blurred.shape[1], "height": blurred.shape[0]})
             if condition == settings.conditions[0] and len(sheet_rows) < settings.sheet_images:
                 sheet_rows.append((sample.name, {"blurred": blurred, **{k: v for k, v in outputs.items() if k != "identity"},
                                                  "sharp": sample.sharp}))
-            log.info("%s %s done", condition, sample.name)
+            log.info("%s %s done", label, sample.name)
+    if not per_image:
+        raise InputError("nothing to measure: real blur/sharp pairs have no true kernel for wiener or "
+                         "richardson_lucy; add --baseline identity or a model (-m)")
     summary = summarise(per_image)
     payload = {"benchmark": "quality", "system": report.system_info(_provider_name(settings), settings.threads or report.physical_cores()),
                "settings": asdict(settings), "metric": {"on": settings.on, "data_range": 255, "crop_border": settings.crop_border,
                                                         "psnr": "skimage peak_signal_noise_ratio; mean caps each image at 100 dB",
                                                         "ssim": "skimage structural_similarity, gaussian sigma 1.5, population covariance, mean over channels"},
                "images": len(samples), "summary": summary, "per_image": per_image}
-    return payload, contact_sheet(sheet_rows, per_image, settings.conditions[0])
+    columns = ["blurred", *(name for name in methods if name != "identity"), "sharp"]
+    return payload, contact_sheet(sheet_rows, per_image, settings.conditions[0], columns)
 
 
 def _provider_name(settings: QualitySettings) -> str | None:
@@ -208,13 +215,20 @@ def _cell(image: np.ndarray, label: str) -> np.ndarray:
     return np.vstack([bar, top, zoom])
 
 
-def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], per_image: list[dict[str, Any]], condition: str) -> np.ndarray:
-    """blurred | each method | sharp per image (with centre zooms), labelled with PSNR/SSIM."""
-    scores = {(r["image"], r["method"]): r for r in per_image if r["condition"] == condition}
+def contact_sheet(rows: list[tuple[str, dict[str, np.ndarray]]], per_image: list[dict[str, Any]], condition: str,
+                  columns: list[str] | None = None) -> np.ndarray:
+    """blurred | each method | sharp per image (with centre zooms), labelled with PSNR/SSIM; a
+    method that did not run on an image (no kernel for a real pair) keeps its column, empty."""
+    scores = {(r["image"], r["method"]): r for r in per_image if r["condition"] in (condition, "real")}
     lines = []
     for name, images in rows:
         cells = []
-        for method, image in images.items():
+        for method in columns or list(images):
+            image = images.get(method)
+            if image is None:
+                blank = np.full((CELL, CELL, 3), 40, np.uint8)
+                cells.append(_cell(blank, f"{method}: n/a (no kernel)"))
+                continue
             score = scores.get((name, "identity" if method == "blurred" else method))
             label = f"{method} {score['psnr']:.2f}dB {score['ssim']:.3f}" if score else f"{method} ({name})"
             cells.append(_cell(image, label))

@@ -165,9 +165,18 @@ def test_quality_gopro_pairs_skip_kernel_baselines(local_model, sharp_folder, tm
     for name in ("img0.png", "img1.png"):
         shutil.copy(sharp_folder / name, tmp_path / "GOPRO" / "scene" / "sharp" / name)
         shutil.copy(sharp_folder / "img2.png", tmp_path / "GOPRO" / "scene" / "blur" / name)
-    _bench("quality", "-d", str(tmp_path / "GOPRO"), "-m", str(local_model), "--out", str(tmp_path / "out"))
+    _bench("quality", "-d", str(tmp_path / "GOPRO"), "-d", str(sharp_folder), "--limit", "1", "-m", str(local_model),
+           "--condition", "both", "--out", str(tmp_path / "out"))
     summary = _load(tmp_path / "out" / "quality.json")["summary"]
-    assert [r["method"] for r in summary] == ["identity", "local"]
+    # Real pairs are their own condition, scored once; the kernel baselines run on synthetic blur only.
+    real = [r for r in summary if r["condition"] == "real"]
+    assert [r["method"] for r in real] == ["identity", "local"] and all(r["images"] == 1 for r in real)
+    assert {r["condition"] for r in summary} == {"real", "noise_jpeg", "clean"}
+    assert {r["method"] for r in summary if r["condition"] == "clean"} == {"identity", "wiener", "richardson_lucy",
+                                                                          "local"}
+    nothing = run_cli("deblur-bench", "quality", "-d", str(tmp_path / "GOPRO"), "--baseline", "wiener",
+                      "--out", str(tmp_path / "out3"), "-q")
+    assert nothing.returncode == 2 and "nothing to measure: real blur/sharp pairs have no true kernel" in nothing.stderr
     # A pair of two sizes is one line naming both files, not a shape-mismatch traceback.
     cv2 = pytest.importorskip("cv2")
     sharp = cv2.imread(str(tmp_path / "GOPRO" / "scene" / "sharp" / "img1.png"))
