@@ -30,7 +30,11 @@ from deblur.runtime.version import __version__
               help="Keep this ONNX op type in FP32 (repeatable). Default: InstanceNormalization only "
                    "if plain FP16 fails the parity check.")
 @click.option("--int8", is_flag=True, help="Static INT8 quantisation (QDQ, per-channel), calibrated on "
-              "blurred crops of a bundled photo; faster on CPUs with VNNI, must stay >= 30 dB vs FP32.")
+              "blurred crops of a bundled photo (or --calibration); faster on CPUs with VNNI, must stay >= 30 dB "
+              "vs FP32.")
+@click.option("--calibration", type=click.Path(readable=False), default=None, metavar="DIR",
+              help="With --int8: calibrate on blurred crops of these photos (up to 32; the kind the model will "
+                   "see) instead of the bundled one; the 30 dB check then runs on the first of them.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists (otherwise an error, as deblur-run's).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim graph simplification.")
 @click.option("--no-check", is_flag=True, help="Skip the torch-vs-ONNX parity check on a real photo.")
@@ -39,8 +43,8 @@ from deblur.runtime.version import __version__
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-export")
 @report_errors
 def main(checkpoint: str, output: str, fp16: bool, fp16_storage: bool, fp16_io: bool,
-         fp16_block_ops: tuple[str, ...], int8: bool, uint8_io: bool, overwrite: bool, no_simplify: bool,
-         no_check: bool, verbose: bool, debug: bool) -> None:
+         fp16_block_ops: tuple[str, ...], int8: bool, calibration: str | None, uint8_io: bool, overwrite: bool,
+         no_simplify: bool, no_check: bool, verbose: bool, debug: bool) -> None:
     """Export a generator CHECKPOINT (ours, or a DeblurGAN latest_net_G.pth, or a pix2pix
     U-Net) to OUTPUT.onnx.
 
@@ -65,5 +69,5 @@ def main(checkpoint: str, output: str, fp16: bool, fp16_storage: bool, fp16_io: 
     report = export_checkpoint(checkpoint, output, fp16=fp16, fp16_io=fp16_io,
                                fp16_block_ops=list(fp16_block_ops) or None, int8=int8,
                                fp16_storage=fp16_storage, uint8_io=uint8_io,
-                               simplify_graph=not no_simplify, check=not no_check)
+                               simplify_graph=not no_simplify, check=not no_check, calibration=calibration)
     click.echo(report.summary())

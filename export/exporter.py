@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
+import numpy as np
 import onnx
 
 from deblur.runtime.atomic import atomic_path, check_can_write
@@ -69,11 +71,16 @@ class ExportReport:
 def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
                       fp16_io: bool = False, fp16_block_ops: list[str] | None = None, int8: bool = False,
                       fp16_storage: bool = False, uint8_io: bool = False, simplify_graph: bool = True,
-                      check: bool = True) -> ExportReport:
-    """Export a generator checkpoint to ONNX; nothing is written unless every check passes."""
+                      check: bool = True, calibration: str | os.PathLike | None = None) -> ExportReport:
+    """Export a generator checkpoint to ONNX; nothing is written unless every check passes.
+    ``calibration``: a folder of photos like the ones the INT8 model will see (default: the
+    bundled photo)."""
     output = Path(output)
     if fp16 and int8:
         raise InputError("choose one of --fp16 and --int8")
+    if calibration is not None and not int8:
+        raise InputError("--calibration photos calibrate an --int8 export; this export is not --int8")
+    photos = _calibration_photos(Path(calibration)) if calibration is not None else None
     if fp16_storage and (fp16 or int8):
         raise InputError("--fp16-storage is for FP32 models (FP16 weights in the file, FP32 compute); "
                          "--fp16 and --int8 models store their weights in their own precision already")
@@ -141,12 +148,14 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
                               ". Export FP32 instead or pass --fp16-block-op for other op types")
     elif int8:
         try:
-            proto = to_int8(fp32_proto, calibration_batches(info.input_range, info.channel_order))
+            proto = to_int8(fp32_proto, calibration_batches(info.input_range, info.channel_order,
+                                                            count=max(8, min(64, 2 * len(photos or []))),
+                                                            photos=photos))
         except (AssertionError, ValueError, RuntimeError) as exc:  # the quantiser's own checks
             raise ExportError(f"INT8 quantisation failed ({first_line(exc) or type(exc).__name__}); export FP32 "
                               "(or FP16 for GPUs) instead") from exc
-        if check:
-            parity = _parity(model, proto, info)
+        if check:  # on the kind of photo it was calibrated for
+            parity = _parity(model, proto, info, photos[0] if photos else None)
             if _below(parity, INT8_MIN_PSNR):
                 raise ExportError(f"INT8 model is below {INT8_MIN_PSNR} dB PSNR against FP32 torch: "
                                   + "; ".join(map(str, parity)) + ". Use FP32 (or FP16 on GPU) for this model")
@@ -186,12 +195,33 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
                         pixel_io)
 
 
+def _calibration_photos(folder: Path, most: int = 32) -> list:
+    """Up to ``most`` photos of ``folder`` (recursively, sorted), as BGR uint8."""
+    from deblur.runtime.image_io import IMAGE_SUFFIXES, read_image
+
+    if not folder.is_dir():
+        raise InputError(f"{folder}: --calibration needs a folder of photos")
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:most]
+    photos = []
+    for path in paths:
+        image = read_image(path)
+        if image.dtype != np.uint8:
+            image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else \
+                (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
+        if image.ndim == 2:
+            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        photos.append(image[:, :, :3])
+    if not photos:
+        raise InputError(f"{folder}: no photos for --calibration ({', '.join(IMAGE_SUFFIXES)})")
+    return photos
+
+
 def _below(parity: list, floor: float) -> bool:
     """Any size under ``floor`` dB, NaN included (it compares false with everything: min() and
     ``<`` would let a NaN model through)."""
     return any(not r.psnr_db >= floor for r in parity)
 
 
-def _parity(model, proto: onnx.ModelProto, info: ModelInfo) -> list[ParityResult]:
+def _parity(model, proto: onnx.ModelProto, info: ModelInfo, photo=None) -> list[ParityResult]:
     return check_parity(model, proto, input_range=info.input_range, channel_order=info.channel_order,
-                        size_multiple=info.size_multiple)
+                        size_multiple=info.size_multiple, photo=photo)

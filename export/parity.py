@@ -35,9 +35,11 @@ def reference_photo() -> np.ndarray:
     return image
 
 
-def photo_batch(size: tuple[int, int], input_range: tuple[float, float], channel_order: str) -> np.ndarray:
-    """(1, 3, H, W) float32 crop of the reference photo in the model's range and order."""
-    image = reference_photo()
+def photo_batch(size: tuple[int, int], input_range: tuple[float, float], channel_order: str,
+                photo: np.ndarray | None = None) -> np.ndarray:
+    """(1, 3, H, W) float32 centre crop of ``photo`` (BGR uint8; default: the reference photo)
+    in the model's range and order."""
+    image = reference_photo() if photo is None else photo
     h, w = size
     scale = max(h / image.shape[0], w / image.shape[1], 1.0)
     if scale > 1.0:
@@ -52,15 +54,21 @@ def photo_batch(size: tuple[int, int], input_range: tuple[float, float], channel
 
 
 def calibration_batches(input_range: tuple[float, float], channel_order: str, count: int = 8,
-                        size: tuple[int, int] = (128, 128), seed: int = 0) -> list[np.ndarray]:
-    """Crops of the reference photo with synthetic camera shake: activations like real inputs."""
+                        size: tuple[int, int] = (128, 128), seed: int = 0,
+                        photos: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Crops of photos (default: the bundled reference photo) with synthetic camera shake:
+    activations like real inputs. ``photos``: the user's own (BGR uint8), taken in turn."""
     from deblur.train.blur import BlurConfig, degrade
 
     rng = np.random.default_rng(seed)
-    photo = reference_photo()
+    photos = photos or [reference_photo()]
     low, high = input_range
     batches = []
-    for _ in range(count):
+    for index in range(count):
+        photo = photos[index % len(photos)]
+        scale = max(size[0] / photo.shape[0], size[1] / photo.shape[1], 1.0)
+        if scale > 1.0:  # a small photo is enlarged to the crop, not skipped
+            photo = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         top = int(rng.integers(0, photo.shape[0] - size[0] + 1))
         left = int(rng.integers(0, photo.shape[1] - size[1] + 1))
         crop, _ = degrade(photo[top:top + size[0], left:left + size[1]], rng, BlurConfig())
@@ -78,8 +86,10 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
 
 def check_parity(model: nn.Module, proto: onnx.ModelProto, *, input_range: tuple[float, float],
                  channel_order: str, size_multiple: int = 1,
-                 sizes: tuple[tuple[int, int], ...] = PARITY_SIZES) -> list[ParityResult]:
-    """Run torch (FP32, eval) and ONNX Runtime (CPU) on the same photo crops.
+                 sizes: tuple[tuple[int, int], ...] = PARITY_SIZES,
+                 photo: np.ndarray | None = None) -> list[ParityResult]:
+    """Run torch (FP32, eval) and ONNX Runtime (CPU) on the same photo crops (of ``photo``,
+    default the bundled one).
 
     Sizes are rounded up to ``size_multiple`` (a U-Net needs 2**levels) and stay different
     in aspect ratio.
@@ -91,7 +101,7 @@ def check_parity(model: nn.Module, proto: onnx.ModelProto, *, input_range: tuple
     data_range = input_range[1] - input_range[0]
     results = []
     for size in sizes:
-        x = photo_batch(size, input_range, channel_order)
+        x = photo_batch(size, input_range, channel_order, photo)
         with torch.no_grad():
             expected = model.eval()(torch.from_numpy(x)).numpy()
         got = session.run(None, {feed.name: x.astype(feed_dtype)})[0].astype(np.float32)

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -201,6 +202,33 @@ def test_int8_export_is_quantised_and_close(tiny_checkpoint, tmp_path):
     assert transposed and not any(i in dequantized for n in transposed for i in n.input)
     assert report.info.precision == "int8"
     assert min(r.psnr_db for r in report.parity) >= 30
+
+
+def test_int8_calibrates_on_the_users_photos_when_given(tiny_checkpoint, tmp_path):
+    import cv2
+
+    from deblur.runtime.errors import InputError
+
+    skimage = pytest.importorskip("skimage")
+    (tmp_path / "night").mkdir()
+    for name in ("coffee.png", "chelsea.png"):  # other photos, darker, than the bundled astronaut
+        photo = cv2.imread(str(Path(skimage.__file__).parent / "data" / name))
+        cv2.imwrite(str(tmp_path / "night" / name), (photo * 0.4).astype(np.uint8)[:160, :200])
+    export_checkpoint(tiny_checkpoint, tmp_path / "day.onnx", int8=True)
+    export_checkpoint(tiny_checkpoint, tmp_path / "night.onnx", int8=True, calibration=tmp_path / "night")
+
+    def scales(path):
+        model = onnx.load(path)
+        return {i.name: onnx.numpy_helper.to_array(i).tolist() for i in model.graph.initializer if "scale" in i.name}
+
+    day, night = scales(tmp_path / "day.onnx"), scales(tmp_path / "night.onnx")
+    assert day.keys() == night.keys() and day != night  # the activation ranges came from the photos given
+    for kwargs, message in (({"calibration": tmp_path / "night"}, "calibrate an --int8 export"),
+                            ({"int8": True, "calibration": tmp_path / "none"}, "needs a folder of photos"),
+                            ({"int8": True, "calibration": tmp_path / "empty"}, "no photos for --calibration")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with pytest.raises(InputError, match=message):
+            export_checkpoint(tiny_checkpoint, tmp_path / "x.onnx", **kwargs)
 
 
 def test_unet_checkpoint_exports_with_parity_at_its_size_multiple(tmp_path):
