@@ -200,8 +200,9 @@ CELL = 256  # px, side of one contact-sheet cell
 
 
 def _cell(image: np.ndarray, label: str) -> np.ndarray:
-    # The whole image fitted into a square cell, and under it a 4x nearest-neighbour zoom of
-    # the centre, where blur and ringing are easiest to judge.
+    # The whole image fitted into a square cell, and under it a nearest-neighbour zoom of the
+    # centre (a quarter of the short side, filling the cell), where blur and ringing are
+    # easiest to judge.
     h, w = image.shape[:2]
     scale = CELL / max(h, w)
     small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
