@@ -119,9 +119,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
         weight_storage="fp16" if fp16_storage else None,
         has_metadata=True,
     )
-    proto = torch_to_onnx(model)
+    # Traced and simplified at multiples of the size multiple: a U-Net traced at 64 px (not a
+    # multiple of its 256) baked its eager-mode padding into the graph, one of 32 did not.
+    trace, test = (padded_size(side, size_multiple) for side in (64, 256))
+    proto = torch_to_onnx(model, sample_size=(trace, trace))
     if simplify_graph:
-        proto = simplify(proto)
+        proto = simplify(proto, test_size=(test, test))
     fp32_proto = proto
     parity: list[ParityResult] = []
     blocked: list[str] = []

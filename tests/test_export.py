@@ -242,6 +242,14 @@ def test_unet_checkpoint_exports_with_parity_at_its_size_multiple(tmp_path):
     assert report.info.size_multiple == 32
     assert all(r.size[0] % 32 == 0 and r.size[1] % 32 == 0 for r in report.parity)
     assert max(r.max_abs for r in report.parity) <= 1e-4
+    # Traced at a multiple (128 for 7 levels, not 64): no eager-mode padding baked into the graph,
+    # as with 5 levels; the runtime pads every size the same way.
+    args = {"num_downs": 7, "ngf": 4}
+    ckpt = save_checkpoint(tmp_path / "u7.pt", create_generator("unet_generator", **args), arch="unet_generator",
+                           arch_args=args)
+    export_checkpoint(ckpt, tmp_path / "u7.onnx")
+    ops = {n.op_type for name in ("u.onnx", "u7.onnx") for n in onnx.load(tmp_path / name).graph.node}
+    assert "Pad" not in ops
 
 
 def test_runtime_feeds_fp16_io_models_half_and_warns_on_cpu(tiny_checkpoint, tiny_onnx, tmp_path, caplog):

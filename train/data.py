@@ -300,9 +300,16 @@ def validation_pairs(items: list[Item], crop: int, count: int, seed: int,
     return torch.stack(blurred), torch.stack(sharp)
 
 
-def worker_init(_: int) -> None:
-    # Each worker is one process; OpenCV's own thread pool inside it only oversubscribes.
+def single_threaded_opencv() -> None:
+    """Call in the main process before data workers fork: each worker is one process (OpenCV's
+    own pool inside it only oversubscribes), and OpenCV's pool is not fork-safe. Torn down in
+    a child, the pool inherited from a parent that had used it hung for good in
+    pthread_cond_destroy (a worker stuck in cv2.setNumThreads, seen in CI); torn down here,
+    the workers inherit one thread and no pool."""
     cv2.setNumThreads(1)
+
+
+def worker_init(_: int) -> None:
     # Ctrl-C and `timeout` signal the whole process group: the main process turns them into a
     # checkpointed stop after the current step, which needs the workers alive until then (they
     # exit with the loader, or by themselves when the main process is gone).

@@ -41,7 +41,7 @@ from deblur.runtime.signals import StopOnSignal
 
 from .checkpoint import init_generator_from, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainError, lr_at, validate
-from .data import StepSampler, TrainPairs, scan, validation_pairs, worker_init
+from .data import StepSampler, TrainPairs, scan, single_threaded_opencv, validation_pairs, worker_init
 from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
 from .losses import CriticTerms, build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
 from .models import check_crop, create_generator, crop_limits
@@ -209,6 +209,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         # The data position is the step: the sampler starts where the last run stopped.
         sampler = StepSampler(len(train_items), config.batch_size, seed=config.seed, rank=rank,
                               world_size=world_size, start_step=start_step)
+        if _usable_workers(config.workers):
+            single_threaded_opencv()  # before the workers fork (data.py says why)
         loader = DataLoader(TrainPairs(train_items, config.crop, config.seed, config.blur),
                             batch_size=config.batch_size, sampler=sampler, num_workers=_usable_workers(config.workers),
                             pin_memory=device.type == "cuda", worker_init_fn=worker_init,
