@@ -139,10 +139,11 @@ class Deblurrer:
             raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
                              "(make one with: deblur-export CHECKPOINT model.onnx)")
         self.model_path = path
+        shipped = default_model_path()  # the FP32 one
         # The shipped GPU model sees 8 bits: 16-bit and float images go through the FP32 one
         # instead, opened on the first such image (most callers never send one).
-        self._deep_args = None if model is not None or default_model_path() in (None, path) else dict(
-            model=default_model_path(), provider=self.choice.name, tile=tile, overlap=overlap, blend=blend,
+        self._deep_args = None if model is not None or shipped in (None, path) else dict(
+            model=shipped, provider=self.choice.name, tile=tile, overlap=overlap, blend=blend,
             tile_batch=tile_batch, max_whole_pixels=max_whole_pixels, device_id=device_id, threads=threads,
             self_ensemble=self_ensemble)
         self._deep: Deblurrer | None = None
@@ -178,7 +179,7 @@ class Deblurrer:
             log.warning("%s is an FP16 model: on CPUs it is no faster than FP32 (ONNX Runtime computes most "
                         "ops in float32 and casts around them) and less exact; export without --fp16 for CPU use",
                         path)
-        if self.choice.name in GPU_PROVIDERS and self.io_dtype != np.uint8 and path != default_model_path():
+        if self.choice.name in GPU_PROVIDERS and self.io_dtype != np.uint8 and path != shipped:
             log.info("%s takes float arrays: on GPUs converting them in NumPy costs more than the model (H200: "
                      "2.7-3.4x its session time); an export with --uint8-io converts in the graph", path.name)
         log.info("deblurring with %s on %s (tile %s, overlap %d)", path.name, self.provider,

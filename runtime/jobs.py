@@ -61,6 +61,8 @@ def _walk(folder: Path, skip: Path | None = None) -> list[Path]:
     second run would deblur the first run's results again)."""
     found = []
     skip = skip.resolve() if skip is not None else None
+    if skip is not None and not skip.is_relative_to(folder.resolve()):
+        skip = None  # outside the tree: nothing to leave out, no path to resolve per file
     for path in sorted(folder.rglob("*")):
         rel = path.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts):
