@@ -45,14 +45,16 @@ NAMED_SIZES = {  # name -> (width, height)
 
 
 def parse_size(text: str) -> tuple[str, int, int]:
-    """``"720p"``, ``"4K"``, ``"256"`` or ``"640x480"`` -> (label, width, height)."""
+    """``"720p"``, ``"4K"``, ``"256"`` (any N: N x N) or ``"640x480"`` -> (label, width, height)."""
     key = text.strip().lower().replace("²", "")
     if key in NAMED_SIZES:
         return key, *NAMED_SIZES[key]
+    if key.isdigit() and int(key) > 0:
+        return key, int(key), int(key)
     match = re.fullmatch(r"(\d+)\s*[x×]\s*(\d+)", key)
     if match and int(match.group(1)) > 0 and int(match.group(2)) > 0:
         return key, int(match.group(1)), int(match.group(2))
-    raise InputError(f"size {text!r} is not one of {', '.join(NAMED_SIZES)} or WxH (e.g. 640x480)")
+    raise InputError(f"size {text!r} is not one of {', '.join(NAMED_SIZES)}, N (a square) or WxH (e.g. 640x480)")
 
 
 def photo(width: int, height: int, path: str | None = None) -> np.ndarray:

@@ -279,3 +279,4 @@ def test_parse_size():
     assert parse_size("4K") == ("4k", 3840, 2160)
     assert parse_size("640x480") == ("640x480", 640, 480)
     assert parse_size("256²") == ("256", 256, 256)
+    assert parse_size("64") == ("64", 64, 64)  # any side, not only the named 256
