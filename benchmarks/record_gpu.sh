@@ -6,7 +6,9 @@
 #   benchmarks/record_gpu.sh OUT_DIR MODEL.onnx [MODEL.onnx ...]
 #
 # Give it the FP32 model first (the CPU reference of the check), then variants exported here
-# (the GPU machine lacks onnxsim): --fp16, --fp16 --fp16-io, --uint8-io, --fp16 --uint8-io.
+# (the GPU machine lacks onnxsim): --fp16, --fp16 --fp16-io, --uint8-io, --fp16 --uint8-io
+# (that last one ships: runtime/models/default_gpu.onnx). The video benchmark runs the first
+# and the last model given.
 # Needs onnxruntime-gpu (>= 1.27 for CUDA 13) importable as `onnxruntime`. Env: TORCH_CKPT
 # (the checkpoint the models came from; default train/recipes/default_model.pt; empty: no
 # PyTorch rows), PROVIDER (cuda; cpu dry-runs this script on a machine without a GPU).
