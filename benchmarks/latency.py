@@ -28,7 +28,7 @@ import numpy as np
 
 from deblur.runtime.deblurrer import Deblurrer
 from deblur.runtime.errors import InputError
-from deblur.runtime.image_io import read_image
+from deblur.runtime.image_io import as_bgr8, read_image
 from deblur.runtime.tiling import pad_reflect
 
 from . import report
@@ -64,12 +64,7 @@ def photo(width: int, height: int, path: str | None = None) -> np.ndarray:
     differences and codec behaviour in the video benchmark do.
     """
     src = path or str(resources.files("deblur.runtime") / "assets" / "astronaut.jpg")
-    image = read_image(src)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    image = image[:, :, :3]
-    if image.dtype != np.uint8:
-        image = (image // 257).astype(np.uint8)
+    image = as_bgr8(read_image(src))
     scale = max(width / image.shape[1], height / image.shape[0])
     resized = cv2.resize(image, (max(width, math.ceil(image.shape[1] * scale)), max(height, math.ceil(image.shape[0] * scale))),
                          interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)

@@ -23,7 +23,7 @@ import numpy as np
 
 from deblur.runtime.deblurrer import Deblurrer
 from deblur.runtime.errors import InputError
-from deblur.runtime.image_io import IMAGE_SUFFIXES, read_image
+from deblur.runtime.image_io import IMAGE_SUFFIXES, as_bgr8, read_image
 from deblur.train.blur import BlurConfig, degrade
 
 from . import report
@@ -61,14 +61,6 @@ class Sample:
     kernel: np.ndarray | None = None
 
 
-def _as_bgr8(image: np.ndarray) -> np.ndarray:
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(image[:, :, :3])
-
-
 def _shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
     if not max_side or max(image.shape[:2]) <= max_side:
         return image
@@ -94,7 +86,7 @@ def load_samples(folder: str | Path, *, limit: int | None, max_side: int | None)
             for path in _images(blur_dir):
                 sharp_path = blur_dir.parent / "sharp" / path.name
                 if sharp_path.exists():
-                    blurred, sharp = _as_bgr8(read_image(path)), _as_bgr8(read_image(sharp_path))
+                    blurred, sharp = as_bgr8(read_image(path)), as_bgr8(read_image(sharp_path))
                     if blurred.shape != sharp.shape:  # a pair scores pixel by pixel
                         raise InputError(f"{path}: {blurred.shape[1]}x{blurred.shape[0]}, its sharp partner "
                                          f"{sharp_path} {sharp.shape[1]}x{sharp.shape[0]}: pairs must match; "
@@ -105,7 +97,7 @@ def load_samples(folder: str | Path, *, limit: int | None, max_side: int | None)
                     return samples
     else:
         paths = _images(folder)[:limit] if limit else _images(folder)
-        samples = [Sample(f"{folder.name}/{p.name}", _shrink(_as_bgr8(read_image(p)), max_side)) for p in paths]
+        samples = [Sample(f"{folder.name}/{p.name}", _shrink(as_bgr8(read_image(p)), max_side)) for p in paths]
     if not samples:
         raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) or GoPro blur/sharp pairs found")
     return samples

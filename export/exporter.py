@@ -7,8 +7,6 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
-import numpy as np
 import onnx
 
 from deblur.runtime.atomic import atomic_path, check_can_write
@@ -200,20 +198,12 @@ def export_checkpoint(checkpoint: str | os.PathLike, output: str | os.PathLike, 
 
 def _calibration_photos(folder: Path, most: int = 32) -> list:
     """Up to ``most`` photos of ``folder`` (recursively, sorted), as BGR uint8."""
-    from deblur.runtime.image_io import IMAGE_SUFFIXES, read_image
+    from deblur.runtime.image_io import IMAGE_SUFFIXES, as_bgr8, read_image
 
     if not folder.is_dir():
         raise InputError(f"{folder}: --calibration needs a folder of photos")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:most]
-    photos = []
-    for path in paths:
-        image = read_image(path)
-        if image.dtype != np.uint8:
-            image = (image / 257).astype(np.uint8) if image.dtype == np.uint16 else \
-                (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        photos.append(image[:, :, :3])
+    photos = [as_bgr8(read_image(path)) for path in paths]
     if not photos:
         raise InputError(f"{folder}: no photos for --calibration ({', '.join(IMAGE_SUFFIXES)})")
     return photos

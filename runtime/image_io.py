@@ -64,6 +64,19 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
     return image, metadata
 
 
+def as_bgr8(image: np.ndarray) -> np.ndarray:
+    """Any image :func:`read_image` returns as contiguous HxWx3 uint8 BGR: 16 bits scaled down,
+    float [0, 1] scaled up (NaN as 0), grey widened, alpha dropped. For the tools that work on
+    8-bit colour (training crops, calibration, benchmark photos), not for results."""
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype.kind == "f":
+        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     """Turn stored pixels upright for an EXIF orientation (1-8), any channels and depth."""
     turned = {

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deblur.runtime.errors import DeblurError, InputError
-from deblur.runtime.image_io import read_image_and_metadata
+from deblur.runtime.image_io import as_bgr8, read_image_and_metadata
 from deblur.runtime.metadata import exif_orientation
 
 from .blur import BlurConfig, degrade
@@ -54,23 +54,9 @@ def _read_upright(path: Path) -> tuple[np.ndarray, int] | None:
         image, metadata = read_image_and_metadata(path)
     except (DeblurError, OSError, cv2.error):
         return None
-    rgb = None if image is None or image.size == 0 else _to_rgb(image)
-    return None if rgb is None else (rgb, exif_orientation(metadata.exif))
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray | None:
-    """A decoded image (OpenCV's layouts and dtypes) as HxWx3 uint8 RGB; None for other dtypes."""
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    elif image.dtype.kind == "f":  # float TIFFs: [0, 1], as deblur-run takes them
-        image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    elif image.dtype != np.uint8:
+    if image is None or image.size == 0:
         return None
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] == 1:
-        return np.repeat(image, 3, axis=2)
-    return np.ascontiguousarray(image[:, :, 2::-1])  # BGR(A) -> RGB
+    return np.ascontiguousarray(as_bgr8(image)[:, :, ::-1]), exif_orientation(metadata.exif)
 
 
 def _images_in(folder: Path) -> list[Path]:
