@@ -89,9 +89,10 @@ def run_tiling(settings: TilingSettings) -> dict[str, Any]:
             image = photo(width, height, settings.photo)
             image_path = write_image(Path(tmp) / f"{label}.png", image)
             # A tile that covers the image runs it whole, whatever the overlap: measured once.
+            grids = {key: deb.plan(image.shape)[2] if deb.tile else None for key, deb in configs.items()}
             active, covering = {}, set()
             for key, deb in configs.items():
-                if deb.tile and deb.plan(image.shape)[2] is None:
+                if deb.tile and grids[key] is None:
                     if deb.tile in covering:
                         continue
                     covering.add(deb.tile)
@@ -111,8 +112,7 @@ def run_tiling(settings: TilingSettings) -> dict[str, Any]:
             reference, whole_ms = outputs["whole"], report.percentile(times["whole"], 50) * 1e3
             for key, deb in active.items():
                 out, ms = outputs[key], report.percentile(times[key], 50) * 1e3
-                # A tile that covers the image runs it whole: no overlap or blend was used.
-                grid = deb.plan(image.shape)[2] if deb.tile else None
+                grid = grids[key]  # None: the image ran whole, with no overlap or blend
                 tiled = grid is not None
                 rows.append({
                     "size": label, "width": width, "height": height, "tile": deb.tile,

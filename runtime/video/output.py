@@ -54,11 +54,11 @@ class _Output:
             self.stream.time_base = self.plan.time_base
             # For FFmpeg-threaded encoders (mpeg4); x264/vpx run their own threads.
             self.stream.codec_context.thread_type = "AUTO"
-            if source.rotation:
-                self.stream.set_display_rotation(source.rotation)
+            if source.info.rotation:
+                self.stream.set_display_rotation(source.info.rotation)
                 if muxer.name == "avi":  # no display matrix in AVI: the tag is lost
                     log.warning("%s: its %d-degree display rotation cannot be stored in AVI: the output plays "
-                                "turned; write .mp4, .mov or .mkv to keep it", source.path, source.rotation)
+                                "turned; write .mp4, .mov or .mkv to keep it", source.path, source.info.rotation)
             self._copy_metadata(source.metadata)
             if source.audio_index is not None:
                 # Strict query: some muxers "accept" any codec, then fail or write junk.

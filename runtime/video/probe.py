@@ -63,9 +63,7 @@ class _Source:
     color_range: int
     color_primaries: int
     color_trc: int
-    rotation: int
     metadata: dict[str, str]
-    stream_duration: float | None = None  # the video stream's own, never the container's
     pix_fmt: str = "yuv420p"  # the decoder's output format, e.g. yuv420p10le
     bits: int = 8  # per channel
     alpha: bool = False  # an alpha plane (e.g. PNG or ProRes 4444 in MOV); the output has none
@@ -171,9 +169,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             color_range=int(first.color_range),
             color_primaries=int(first.color_primaries),
             color_trc=int(first.color_trc),
-            rotation=info.rotation,
             metadata=dict(container.metadata),
-            stream_duration=info.video_duration_s,
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),

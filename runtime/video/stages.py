@@ -149,10 +149,10 @@ def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: 
     if info.frame_count is not None:
         short_count = decoded < info.frame_count - max(2, info.frame_count // 100)
     short_time, span = None, 0.0
-    if source.stream_duration is not None and last_pts is not None:
+    if info.video_duration_s is not None and last_pts is not None:
         span = float((last_pts - (start or 0)) * source.time_base) + 1 / float(info.fps)
-        short_time = source.stream_duration - span > max(0.5, 0.1 * source.stream_duration)
-    seconds = f" ({span:.2f} of {source.stream_duration:.2f} s)" if short_time else ""
+        short_time = info.video_duration_s - span > max(0.5, 0.1 * info.video_duration_s)
+    seconds = f" ({span:.2f} of {info.video_duration_s:.2f} s)" if short_time else ""
     if short_count and short_time is not False:
         return f"{decoded} of {info.frame_count} frames{seconds}"
     if short_count is None and short_time:
