@@ -11,7 +11,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError
-from .metadata import EXIF_SUFFIXES, ICC_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata
+from .metadata import METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
@@ -31,7 +31,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metadata]:
     """:func:`read_image`, and the ICC colour profile and EXIF block embedded in the file (JPEG,
-    PNG, WebP), from one read of the file."""
+    PNG, WebP, TIFF), from one read of the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -45,10 +45,12 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(f"{path}: file is empty")
-    # Decoded as stored and turned upright here, for every format: UNCHANGED ignores the EXIF
-    # orientation, and OpenCV's own reading of it misses some a viewer honours (big-endian
-    # LONG in JPEGs); one parser must decide both the turn and the EXIF edit of the output.
+    # Decoded as stored and turned upright here: UNCHANGED ignores the EXIF orientation, and
+    # OpenCV's own reading of it misses some a viewer honours (big-endian LONG in JPEGs); one
+    # parser must decide both the turn and the EXIF edit of the output. TIFFs are the
+    # exception: OpenCV's TIFF decoder turns them by their own Orientation tag, whatever the flags.
     is_jpeg = data[:3].tobytes() == b"\xff\xd8\xff"
+    is_tiff = data[:4].tobytes() in (b"II*\x00", b"MM\x00*")
     flags = (cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION if is_jpeg
              else cv2.IMREAD_UNCHANGED)  # JPEGs: no alpha to keep, and UNCHANGED would keep CMYK
     image = cv2.imdecode(data, flags)
@@ -56,7 +58,8 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
     metadata = read_metadata(data)
-    image = apply_orientation(image, exif_orientation(metadata.exif))
+    if not is_tiff:
+        image = apply_orientation(image, exif_orientation(metadata.exif))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
@@ -149,7 +152,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
                 exif: bytes | None = None, grey_alpha: bool = False) -> Path:
     """Encode by the file's suffix and write atomically: a crash never leaves half an image.
     ``icc``, ``exif``: a colour profile and an EXIF block (TIFF structure) to embed, as they
-    are: both into JPEG, PNG and WebP, the profile into TIFF too; BMP gets neither.
+    are, into JPEG, PNG, WebP and TIFF; BMP gets neither.
     ``grey_alpha``: see :func:`encode_image`."""
     path = Path(path)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -159,8 +162,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     suffix = path.suffix.lower()
-    icc, exif = (icc if suffix in ICC_SUFFIXES else None), (exif if suffix in EXIF_SUFFIXES else None)
-    if icc or exif:
+    if suffix in METADATA_SUFFIXES and (icc or exif):
         try:
             data = embed_metadata(data, icc, exif)
         except ValueError as exc:

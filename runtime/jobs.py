@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import check_can_write
 from .errors import DeblurError, InputError
-from .metadata import EXIF_SUFFIXES, ICC_SUFFIXES, MAX_JPEG_EXIF_BYTES, Metadata, colour_space, upright_exif
+from .metadata import MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space, upright_exif
 from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_metadata,
                        side_by_side, write_image)
 
@@ -278,9 +278,9 @@ def _carried_profile(job: Job, image: np.ndarray, metadata: Metadata) -> bytes |
         log.warning("%s: its %s ICC profile does not describe the decoded %s pixels; the result is "
                     "written untagged", job.src, space, "grey" if grey else "colour")
         return None
-    if job.dst.suffix.lower() not in ICC_SUFFIXES:
+    if job.dst.suffix.lower() not in METADATA_SUFFIXES:
         log.warning("%s: its ICC colour profile is dropped: only %s outputs carry it here; colour-managed "
-                    "viewers will show %s as sRGB", job.src, ", ".join(ICC_SUFFIXES), job.dst.name)
+                    "viewers will show %s as sRGB", job.src, ", ".join(METADATA_SUFFIXES), job.dst.name)
         return None
     return icc
 
@@ -290,9 +290,9 @@ def _carried_exif(job: Job, exif: bytes | None) -> bytes | None:
     if exif is None:
         return None
     suffix = job.dst.suffix.lower()
-    if suffix not in EXIF_SUFFIXES:
+    if suffix not in METADATA_SUFFIXES:
         log.warning("%s: its EXIF data (date, camera, place) is dropped: only %s outputs carry it here",
-                    job.src, ", ".join(EXIF_SUFFIXES))
+                    job.src, ", ".join(METADATA_SUFFIXES))
         return None
     if suffix in (".jpg", ".jpeg") and len(exif) > MAX_JPEG_EXIF_BYTES:
         log.warning("%s: its EXIF data (%d bytes) is dropped: a JPEG holds at most %d; write .png or .webp "

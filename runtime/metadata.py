@@ -1,6 +1,6 @@
-"""What OpenCV drops: a file's ICC colour profile and EXIF block, read from JPEG, PNG and WebP
-inputs (and the profile of TIFFs) and embedded into JPEG, PNG and WebP outputs (the profile
-into TIFFs too: 16-bit TIFFs from raw converters are often ProPhoto or Adobe RGB).
+"""What OpenCV drops: a file's ICC colour profile and EXIF block, read from JPEG, PNG, WebP and
+TIFF inputs and embedded into outputs of the same formats (16-bit TIFFs from raw converters
+are often ProPhoto or Adobe RGB, and carry the camera's EXIF).
 
 OpenCV decodes pixel values and writes none of a file's metadata. A phone photo tagged
 Display P3 whose result comes back untagged is shown as sRGB by colour-managed viewers:
@@ -10,7 +10,10 @@ keep their colour space and their history; only their sharpness changes), with t
 to the EXIF, because the runtime turns the pixels upright when it reads them: its orientation
 says "upright", its width and height tags trade places where that turn swapped them, and its
 thumbnail (a small copy of the blurred picture, still in the old orientation) is unlinked.
-Nothing else is interpreted. Nothing here raises on damaged input:
+A TIFF keeps its EXIF in its own first IFD, beside the tags that lay out its pixels, with
+offsets into the whole file: the descriptive tags (camera, date, author, the Exif and GPS
+IFDs) are copied out into a block of their own, every offset rebased, and into a TIFF output
+the same way back. Nothing else is interpreted. Nothing here raises on damaged input:
 damaged metadata is no metadata, and a damaged chunk costs only itself where the container
 allows.
 """
@@ -23,15 +26,24 @@ from typing import Iterator
 
 import numpy as np
 
-EXIF_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")  # the outputs this module can give EXIF
-ICC_SUFFIXES = EXIF_SUFFIXES + (".tif", ".tiff")  # ... and a colour profile
+METADATA_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")  # the outputs that get a profile and EXIF
 _JPEG_ICC = b"ICC_PROFILE\x00"
 _JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
 MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real profiles: 0.5-600 kB)
 _JPEG_EXIF = b"Exif\x00\x00"
 MAX_JPEG_EXIF_BYTES = 65535 - 2 - len(_JPEG_EXIF)  # one APP1 segment; PNG and WebP have no such limit
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_ORIENTATION, _EXIF_IFD, _TIFF_ICC = 0x0112, 0x8769, 34675
+_ORIENTATION, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD, _TIFF_ICC = 0x0112, 0x8769, 0x8825, 0xA005, 34675
+_SUB_IFDS = (_EXIF_IFD, _GPS_IFD, _INTEROP_IFD)
+# IFD0 tags that describe the photo rather than lay out a TIFF's pixels (EXIF 2.32, 4.6.4 A-D;
+# Windows' rating and XP* tags): what moves between a TIFF's own IFD0 and an EXIF block.
+_DESCRIPTIVE_TAGS = frozenset({0x010E, 0x010F, 0x0110, 0x0132, 0x013B, 0x013C, 0x8298, _EXIF_IFD, _GPS_IFD,
+                               0x4746, 0x4749, 0x9C9B, 0x9C9C, 0x9C9D, 0x9C9E, 0x9C9F})
+_IFD0_TAGS = _DESCRIPTIVE_TAGS | {_ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, 0x013E, 0x013F}
+# TIFF field types: (bytes per value, bytes per unit that a change of byte order reverses).
+_FIELD_TYPES = {1: (1, 1), 2: (1, 1), 3: (2, 2), 4: (4, 4), 5: (8, 4), 6: (1, 1), 7: (1, 1), 8: (2, 2),
+                9: (4, 4), 10: (8, 4), 11: (4, 4), 12: (8, 8), 13: (4, 4)}
+_MAX_FIELD_BYTES = 1 << 20  # a maker note is tens of kB; a bigger field is damage (or a layer dump)
 _WIDTH_HEIGHT = ((0x0100, 0x0101), (0xA002, 0xA003))  # ImageWidth/Length (IFD0), PixelX/YDimension (Exif IFD)
 
 
@@ -60,9 +72,7 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
         chunks = _webp_chunks(view)
         return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))
     if bytes(view[:4]) in (b"II*\x00", b"MM\x00*"):
-        # A TIFF's EXIF IFD points into the file itself; lifting it out would mean relocating
-        # every offset in it, so only the profile (one tag, one blob) is read.
-        return Metadata(_checked_icc(_tiff_icc(view)))
+        return Metadata(_checked_icc(_tiff_icc(view)), _checked_exif(_tiff_exif(view)))
     return Metadata()
 
 
@@ -176,6 +186,19 @@ def _tiff_icc(view: memoryview) -> bytes | None:
     return None
 
 
+def _tiff_exif(view: memoryview) -> bytes | None:
+    """The descriptive tags of a TIFF's first IFD (and the Exif and GPS IFDs they point to) as
+    an EXIF block of their own, in the file's byte order; None when it has none (orientation
+    and resolution alone are not worth a block)."""
+    ifd, order = _first_ifd(view), _byte_order(view)
+    if ifd is None or not any(tag in _DESCRIPTIVE_TAGS for tag, _, _ in _entries(view, ifd)):
+        return None
+    out = bytearray(view[:4]) + bytes(4)
+    entries = _copy_ifd(view, ifd, out, order, _IFD0_TAGS)
+    out[4:8] = _append_ifd(out, entries, order).to_bytes(4, order)
+    return bytes(out)
+
+
 def _png_icc(body: bytes | None) -> bytes | None:
     if body is None:
         return None
@@ -219,6 +242,53 @@ def _value(tiff: bytes, entry: int, kind: int) -> int:
     # SHORT (3) or LONG (4), as the standard allows for these tags (some writers use LONG for
     # orientation); either way the value sits at the start of the 4-byte field.
     return int.from_bytes(tiff[entry + 8:entry + 8 + (4 if kind == 4 else 2)], _byte_order(tiff))
+
+
+def _copy_ifd(src: bytes | memoryview, ifd: int, out: bytearray, order: str,
+              keep: frozenset[int] | None = None, depth: int = 0) -> list[bytes]:
+    """The entries of the IFD at ``ifd`` in ``src`` (TIFF structure; only tags in ``keep``, if
+    given), re-encoded for ``out`` in byte ``order``: values over 4 bytes and the sub-IFDs they
+    point to (Exif, GPS, Interoperability) are appended to ``out`` and the entries point there.
+    A damaged entry (unknown type, value past the end) is left out, not the whole IFD."""
+    src_order = _byte_order(src)
+    entries: dict[int, bytes] = {}
+    for tag, kind, at in _entries(src, ifd):
+        if tag in entries or kind not in _FIELD_TYPES or (keep is not None and tag not in keep):
+            continue
+        size, unit = _FIELD_TYPES[kind]
+        count = int.from_bytes(src[at + 4:at + 8], src_order)
+        pointer = int.from_bytes(src[at + 8:at + 12], src_order)
+        head = tag.to_bytes(2, order) + kind.to_bytes(2, order) + count.to_bytes(4, order)
+        if tag in _SUB_IFDS:
+            if depth < 2 and count == 1 and pointer + 2 <= len(src):  # Exif -> Interop at most: no loops
+                sub = _copy_ifd(src, pointer, out, order, depth=depth + 1)
+                entries[tag] = head + _append_ifd(out, sub, order).to_bytes(4, order)
+            continue
+        length = size * count
+        if length <= 4:
+            value = bytes(src[at + 8:at + 8 + length])
+        elif length <= _MAX_FIELD_BYTES and pointer + length <= len(src):
+            value = bytes(src[pointer:pointer + length])
+        else:
+            continue
+        if src_order != order and unit > 1:
+            value = b"".join(value[i:i + unit][::-1] for i in range(0, length, unit))
+        if length <= 4:
+            entries[tag] = head + value.ljust(4, b"\x00")
+        else:
+            out += b"\x00" * (len(out) & 1)  # offsets must be even (word-aligned)
+            entries[tag] = head + len(out).to_bytes(4, order)
+            out += value
+    return list(entries.values())
+
+
+def _append_ifd(out: bytearray, entries: list[bytes], order: str, next_ifd: bytes = bytes(4)) -> int:
+    """Append an IFD of ``entries`` (sorted by tag, as TIFF requires) to ``out``; its offset."""
+    out += b"\x00" * (len(out) & 1)
+    at = len(out)
+    entries = sorted(entries, key=lambda entry: int.from_bytes(entry[:2], order))
+    out += len(entries).to_bytes(2, order) + b"".join(entries) + next_ifd
+    return at
 
 
 def exif_orientation(exif: bytes | None) -> int:
@@ -269,7 +339,7 @@ def upright_exif(exif: bytes) -> bytes | None:
 
 
 def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
-    """JPEG, PNG or WebP bytes (as OpenCV encodes them: bare) with ``icc`` and ``exif`` embedded."""
+    """JPEG, PNG, WebP or TIFF bytes (as OpenCV encodes them: bare) with ``icc`` and ``exif`` embedded."""
     if not (icc or exif):
         return encoded
     if encoded[:3] == b"\xff\xd8\xff":
@@ -278,9 +348,9 @@ def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None 
         return _png_with(encoded, icc, exif)
     if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
         return _webp_with(encoded, icc, exif)
-    if encoded[:4] in (b"II*\x00", b"MM\x00*") and not exif:
-        return _tiff_with(encoded, icc)
-    raise ValueError("embed_metadata takes JPEG, PNG or WebP bytes (TIFF: a profile only)")
+    if encoded[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_with(encoded, icc, _checked_exif(exif))
+    raise ValueError("embed_metadata takes JPEG, PNG, WebP or TIFF bytes")
 
 
 def _jpeg_segment(marker: int, body: bytes) -> bytes:
@@ -349,24 +419,26 @@ def _webp_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
     return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
 
 
-def _tiff_with(encoded: bytes, icc: bytes) -> bytes:
-    # The first IFD is rewritten at the end of the file with the profile's entry added (entries
-    # stay sorted by tag, as TIFF requires), the profile before it, and the header pointed at
-    # it; the old IFD stays behind unreferenced. Entries point at data by absolute offsets,
-    # which nothing here moves.
+def _tiff_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+    # The first IFD is rewritten at the end of the file with the profile's entry and the EXIF
+    # block's descriptive tags added (they replace the file's own, if any), their values and
+    # sub-IFDs before it, and the header pointed at it; the old IFD stays behind unreferenced.
+    # Entries point at data by absolute offsets, which nothing here moves.
     order = _byte_order(encoded)
     ifd = int.from_bytes(encoded[4:8], order)
     count = int.from_bytes(encoded[ifd:ifd + 2], order)
     entries = [encoded[ifd + 2 + 12 * i:ifd + 14 + 12 * i] for i in range(count)]
     next_ifd = encoded[ifd + 2 + 12 * count:ifd + 6 + 12 * count]
-    entries = [e for e in entries if int.from_bytes(e[:2], order) != _TIFF_ICC]
-    out = bytearray(encoded) + b"\x00" * (len(encoded) & 1)  # offsets must be even (word-aligned)
-    icc_at = len(out)
-    out += icc + b"\x00" * (len(icc) & 1)
-    entries.append(_TIFF_ICC.to_bytes(2, order) + (7).to_bytes(2, order) + len(icc).to_bytes(4, order)
-                   + icc_at.to_bytes(4, order))
-    entries.sort(key=lambda e: int.from_bytes(e[:2], order))
-    ifd_at = len(out)
-    out += len(entries).to_bytes(2, order) + b"".join(entries) + next_ifd
-    out[4:8] = ifd_at.to_bytes(4, order)
+    out = bytearray(encoded)
+    added: list[bytes] = []
+    if icc:
+        out += b"\x00" * (len(out) & 1)
+        added.append(_TIFF_ICC.to_bytes(2, order) + (7).to_bytes(2, order) + len(icc).to_bytes(4, order)
+                     + len(out).to_bytes(4, order))
+        out += icc
+    if exif:
+        added += _copy_ifd(exif, _first_ifd(exif), out, order, _IFD0_TAGS)
+    replaced = {int.from_bytes(entry[:2], order) for entry in added}
+    entries = [e for e in entries if int.from_bytes(e[:2], order) not in replaced] + added
+    out[4:8] = _append_ifd(out, entries, order, next_ifd).to_bytes(4, order)
     return bytes(out)

@@ -363,7 +363,7 @@ def test_profile_reading_never_fails_on_damaged_files():
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, fmt, icc_profile=profile, exif=exif.tobytes())
         data = buffer.getvalue()
         assert read_icc(data) == profile
-        assert exif_orientation(read_metadata(data).exif) == (1 if fmt == "TIFF" else 3)  # TIFF: profile only
+        assert exif_orientation(read_metadata(data).exif) == 3
         for _ in range(2000):
             damaged = bytearray(data[:rng.randrange(len(data))] if rng.random() < 0.5 else data)
             for _ in range(rng.randrange(4)):
@@ -431,6 +431,84 @@ def test_exif_travels_upright_to_jpeg_png_and_webp_outputs(model, tmp_path):
             assert not compare.getexif()  # two pictures side by side: not the photo the EXIF describes
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "a.bmp"), "-m", model, check=True)
     assert "EXIF data (date, camera, place) is dropped" in result.stderr
+
+
+def _exif_with_sub_ifds(endian="<"):
+    Image = pytest.importorskip("PIL.Image")
+    exif = Image.Exif()
+    exif.endian = endian
+    exif[0x0112], exif[0x010F], exif[0x0110] = 6, "Deblur Cam", "Model 1"
+    exif.get_ifd(0x8769).update({0x9003: "2026:11:27 10:00:00", 0xA002: 56, 0xA003: 40, 0x829A: (1, 250)})
+    exif.get_ifd(0x8825).update({1: "N", 2: (52.0, 13.0, 30.5)})
+    return exif.tobytes()
+
+
+def _assert_upright_exif(path, sizes=(40, 56)):
+    Image = pytest.importorskip("PIL.Image")
+    with Image.open(path) as written:  # a TIFF's sub-IFDs are read from the open file
+        got = written.getexif()
+        assert written.size == sizes, path
+        sub, gps = got.get_ifd(0x8769), dict(got.get_ifd(0x8825))
+    assert (got[0x010F], got[0x0110], got.get(0x0112)) == ("Deblur Cam", "Model 1", 1), path
+    assert (sub[0x9003], sub[0xA002], sub[0xA003], tuple(sub[0x829A])) == ("2026:11:27 10:00:00", 40, 56, (1, 250)), path
+    assert gps == {1: "N", 2: (52.0, 13.0, 30.5)}, path
+
+
+def test_tiff_exif_travels_out_of_and_into_tiffs(model, tmp_path):
+    """A TIFF keeps its EXIF in its own IFD0 (offsets into the whole file): it is lifted out into
+    JPEG/PNG/WebP outputs and written into TIFF outputs, in either byte order, upright."""
+    Image = pytest.importorskip("PIL.Image")
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    src = tmp_path / "scan.tif"  # stored 56x40, "rotate 90 degrees": shown as 40x56
+    Image.fromarray(pixels).save(src, exif=_exif_with_sub_ifds())
+    for out in ("a.png", "a.jpg", "a.webp", "a.tif"):
+        result = run_cli("deblur-run", str(src), "-o", str(tmp_path / out), "-m", model, check=True)
+        assert "EXIF" not in result.stderr
+        _assert_upright_exif(tmp_path / out)
+        # turned once: OpenCV's TIFF decoder applies the TIFF's own tag, the runtime does not again
+        assert cv2.imread(str(tmp_path / out)).shape[:2] == (56, 40)
+    # A big-endian EXIF block (JPEG) into OpenCV's little-endian TIFF: every value re-ordered.
+    Image.fromarray(pixels).save(tmp_path / "be.jpg", exif=_exif_with_sub_ifds(">"))
+    run_cli("deblur-run", str(tmp_path / "be.jpg"), "-o", str(tmp_path / "be.tif"), "-m", model, check=True)
+    _assert_upright_exif(tmp_path / "be.tif")
+    run_cli("deblur-run", str(tmp_path / "be.tif"), "-o", str(tmp_path / "be.png"), "-m", model, check=True)
+    _assert_upright_exif(tmp_path / "be.png")
+
+
+def test_tiff_exif_survives_damage_entry_by_entry():
+    from deblur.runtime.metadata import read_metadata
+
+    tiff = cv2.imencode(".tif", np.zeros((4, 6, 3), np.uint8))[1].tobytes()
+    order = "little"
+
+    def with_entries(entries):  # OpenCV's TIFF with extra IFD0 entries (tag, type, count, value)
+        ifd = int.from_bytes(tiff[4:8], order)
+        count = int.from_bytes(tiff[ifd:ifd + 2], order)
+        own = [tiff[ifd + 2 + 12 * i:ifd + 14 + 12 * i] for i in range(count)]
+        extra = [t.to_bytes(2, order) + k.to_bytes(2, order) + n.to_bytes(4, order) + v.to_bytes(4, order)
+                 for t, k, n, v in entries]
+        body = sorted(own + extra, key=lambda e: int.from_bytes(e[:2], order))
+        at = len(tiff) + (len(tiff) & 1)
+        out = tiff.ljust(at, b"\x00") + len(body).to_bytes(2, order) + b"".join(body) + bytes(4)
+        return out[:4] + at.to_bytes(4, order) + out[8:]
+
+    # Make: ASCII past the end of the file (dropped); Model: fine; an Exif IFD pointing at IFD0
+    # itself (a loop: followed once, never forever); an unknown field type (dropped).
+    damaged = with_entries([(0x010F, 2, 50, 10 ** 6), (0x0110, 2, 3, int.from_bytes(b"AB\x00\x00", order)),
+                            (0x8769, 4, 1, 0), (0x013B, 99, 1, 0)])
+    ifd0 = int.from_bytes(damaged[4:8], order)
+    damaged = damaged.replace((0x8769).to_bytes(2, order) + (4).to_bytes(2, order) + (1).to_bytes(4, order)
+                              + bytes(4), (0x8769).to_bytes(2, order) + (4).to_bytes(2, order)
+                              + (1).to_bytes(4, order) + ifd0.to_bytes(4, order))
+    exif = read_metadata(damaged).exif
+    Image = pytest.importorskip("PIL.Image")
+    parsed = Image.Exif()
+    parsed.load(b"Exif\x00\x00" + exif)
+    assert parsed[0x0110] == "AB" and 0x010F not in parsed and 0x013B not in parsed
+    assert read_metadata(tiff).exif is None  # layout tags only: no EXIF block
+    cut = Image.Exif()  # IFD0 cut short: its complete entries still count, never an exception
+    cut.load(b"Exif\x00\x00" + read_metadata(damaged[:len(damaged) - 30]).exif)
+    assert dict(cut) == {0x0110: "AB"}
 
 
 def test_upright_exif_edits_only_orientation_dimensions_and_the_thumbnail_link():
