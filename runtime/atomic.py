@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from .errors import InputError
-
-
-# mkstemp creates files 0600; a finished file should get the mode any new file gets (0644
-# under the usual umask 022), or a web server or a colleague could not read the results.
-# Read once: os.umask can only be read by setting it, which would race with other threads.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def check_can_write(path: str | os.PathLike) -> None:
@@ -39,19 +32,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-        os.close(fd)
+        tmp = new_temp_beside(path)
     except OSError as exc:
         raise InputError(f"{path}: cannot write here ({exc.strerror or exc}); check the folder's "
                          "permissions and free space, or write somewhere else") from None
     try:
         yield Path(tmp)
         try:
-            # Replacing a file keeps its mode; a new one gets the umask's.
-            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_UMASK
-            os.chmod(tmp, mode)
+            if path.exists():  # replacing a file keeps its mode; a new one has the umask's already
+                os.chmod(tmp, path.stat().st_mode & 0o777)
             os.replace(tmp, path)
         except OSError as exc:
             raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def new_temp_beside(path: str | os.PathLike) -> Path:
+    """A new empty file with a unique hidden name beside ``path`` (its suffix kept, for encoders
+    and muxers), created with mode 0666 and O_EXCL: the operating system applies the umask in
+    force now (``mkstemp`` makes 0600 files, and reading the umask means setting it, which races
+    with the caller's other threads), and a file another run is writing is never clobbered."""
+    path = Path(path)
+    while True:
+        tmp = path.parent / f".{path.stem}.tmp-{secrets.token_hex(4)}{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from .errors import InputError, ModelError, first_line
+from .errors import InputError, ModelError, ProviderError, first_line
 from .image_io import equal_channels
 from .model_info import ModelInfo
 from .providers import ALIASES, GPU_PROVIDERS, create_session, resolve_provider
@@ -58,6 +58,8 @@ def default_model_path(provider: str = "cpu") -> Path | None:
     time (H200, 720p: 6.6 ms end to end instead of 31 ms; 1080p 15 vs 52 ms). ``Deblurrer``
     still sends 16-bit and float images through ``default.onnx``, which keeps their depth.
     """
+    if not isinstance(provider, str):
+        raise ProviderError(f"provider must be a name such as 'cpu' or 'cuda', got {provider!r}")
     name = ALIASES.get(provider.strip().lower(), provider)
     models = resources.files("deblur.runtime") / "models"
     # TensorRT is not timed with it (and older TensorRTs leave uint8 nodes to the CPU).
@@ -128,16 +130,23 @@ class Deblurrer:
         if bad:
             raise InputError(f"{', '.join(bad)}: tile, overlap, blend and device_id must be >= 0, tile_batch, "
                              "threads and max_whole_pixels >= 1")
-        if self_ensemble not in SELF_ENSEMBLE or isinstance(self_ensemble, bool):
+        if self_ensemble not in SELF_ENSEMBLE or not isinstance(self_ensemble, (int, np.integer)) or isinstance(
+                self_ensemble, bool):
             raise InputError(f"self_ensemble must be one of {', '.join(map(str, SELF_ENSEMBLE))}, got {self_ensemble!r}")
         self.self_ensemble = self_ensemble
         # Fixed tile shapes make cuDNN's exhaustive algorithm search pay off; whole images of
         # varying sizes would re-tune on every new shape.
         self.choice = resolve_provider(provider, device_id=device_id, fixed_shapes=bool(tile))
-        path = Path(model) if model is not None else default_model_path(self.choice.name)
-        if path is None:
-            raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
-                             "(make one with: deblur-export CHECKPOINT model.onnx)")
+        try:
+            self.session, path = self._open(model, threads)
+        except ProviderError as exc:
+            # "auto" promises the GPU if it works, else the CPU: onnxruntime-gpu lists CUDA on
+            # machines without a GPU or its libraries (CI runners, containers without --gpus).
+            if provider.strip().lower() != "auto":
+                raise
+            log.warning("provider auto runs on the CPU: %s", first_line(exc))
+            self.choice = resolve_provider("cpu")
+            self.session, path = self._open(model, threads)
         self.model_path = path
         shipped = default_model_path()  # the FP32 one
         # The shipped GPU model sees 8 bits: 16-bit and float images go through the FP32 one
@@ -148,9 +157,15 @@ class Deblurrer:
             self_ensemble=self_ensemble)
         self._deep: Deblurrer | None = None
         self._deep_lock = threading.Lock()
-        self.session = create_session(str(_check_model_file(path)), self.choice, threads=threads)
         self.info = _read_info(self.session, path)
         self.input_name, self.output_name, self.io_dtype = _check_io(self.session, path, self.info)
+        batch = self.session.get_inputs()[0].shape[0]
+        if isinstance(batch, int) and batch != 1:
+            raise ModelError(f"{path}: the model takes a fixed batch of {batch}; deblur-edge feeds one image or "
+                             "tile at a time: re-export it with a dynamic batch (deblur-export does)")
+        if isinstance(batch, int) and tile_batch > 1:
+            raise InputError(f"{path}: the model takes one image at a time (a fixed batch of 1): use tile_batch "
+                             f"(--tile-batch) 1, not {tile_batch}, or re-export it with a dynamic batch")
         self.provider = self.session.get_providers()[0]
         # The model's channel planes in BGR order: input plane c is the caller's channel
         # _planes[c], and output plane _planes[c] becomes BGR channel c.
@@ -168,12 +183,12 @@ class Deblurrer:
         checked = self._auto_tile if tile is None else tile
         stride = tile_stride(checked, self.overlap, blend, m)
         if checked and stride < 1:
-            raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: use --tile >= "
-                             f"{sensible} ({2 * self.overlap + blend + m} at the very least), --tile 0 (whole "
-                             "images), or a smaller overlap or blend")
+            raise InputError(f"tile {checked} is too small for overlap {self.overlap} and blend {blend}: use tile "
+                             f"(--tile) >= {sensible} ({2 * self.overlap + blend + m} at the very least), tile 0 "
+                             "(whole images), or a smaller overlap or blend")
         if checked and checked < sensible:
             log.warning("tile %d adds only %d px per tile after overlap %d x 2 and blend %d: every output pixel "
-                        "is computed ~%.0f times; --tile >= %d keeps that under 4", checked, stride, self.overlap,
+                        "is computed ~%.0f times; tile (--tile) >= %d keeps that under 4", checked, stride, self.overlap,
                         blend, (checked / stride) ** 2, sensible)
         if self.provider == "CPUExecutionProvider" and self.info.precision == "fp16":
             log.warning("%s is an FP16 model: on CPUs it is no faster than FP32 (ONNX Runtime computes most "
@@ -184,6 +199,14 @@ class Deblurrer:
                      "2.7-3.4x its session time); an export with --uint8-io converts in the graph", path.name)
         log.info("deblurring with %s on %s (tile %s, overlap %d)", path.name, self.provider,
                  "auto" if tile is None else tile or "off", self.overlap)
+
+    def _open(self, model: str | os.PathLike | None, threads: int | None) -> tuple[object, Path]:
+        """A session of ``model`` (None: the shipped one for the chosen provider) and its path."""
+        path = Path(model) if model is not None else default_model_path(self.choice.name)
+        if path is None:
+            raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
+                             "(make one with: deblur-export CHECKPOINT model.onnx)")
+        return create_session(str(_check_model_file(path)), self.choice, threads=threads), path
 
     # -- public API ---------------------------------------------------------------------
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -241,6 +264,8 @@ class Deblurrer:
             raise InputError(f"image of shape {image.shape} is not HxW, HxWx3 or HxWx4")
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"image of shape {image.shape} has no pixels")
+        if not image.dtype.isnative:  # from np.frombuffer of big-endian data (16-bit PNG rows, FITS)
+            image = image.astype(image.dtype.newbyteorder("="))
         shape, dtype = image.shape, image.dtype
         if image.dtype == np.uint8:
             scale = 255.0
@@ -425,7 +450,7 @@ class Deblurrer:
         smaller = padded_size((tile or max(shape[:2])) // 2, m)
         if smaller < 2 * self.overlap + self.blend + m:
             raise ModelError(f"{self.provider} is out of memory even with tile {tile}; free GPU memory, "
-                             f"use a smaller --overlap, or --provider cpu") from exc
+                             f"use a smaller overlap (--overlap), or provider cpu") from exc
         return smaller
 
     # -- model execution ----------------------------------------------------------------
@@ -456,11 +481,25 @@ class Deblurrer:
         """One batch through the session: the model's raw output. A GPU allocation failure is
         told apart (the image is retried with smaller tiles)."""
         try:
-            return self._session_run(batch)
+            out = self._session_run(batch)
         except Exception as exc:
             if self.provider in GPU_PROVIDERS and any(p in str(exc).lower() for p in _OOM_PATTERNS):
                 raise _DeviceOutOfMemory(first_line(exc)) from exc
             raise
+        # An image-to-image model gives back the input's shape; anything else (an upscaler, a
+        # one-channel mask, a classifier) would come back cropped, garbled or as a traceback.
+        if out.shape != batch.shape:
+            raise ModelError(f"{self.model_path}: the model's output {list(out.shape)} does not match its input "
+                             f"{list(batch.shape)}; deblur-edge runs models whose output is the input's size "
+                             "and channels (not an upscaler, mask or classifier)")
+        # One pass, no allocation: pixel values sum far below float32's overflow.
+        if out.dtype.kind == "f" and not np.isfinite(out.sum(dtype=np.float32)):
+            bad = np.count_nonzero(~np.isfinite(out))
+            raise ModelError(f"{self.model_path}: the model produced {bad} NaN or infinite values on a "
+                             f"{list(batch.shape)} input" + ("; an FP16 model can overflow: use its FP32 export"
+                                                              if out.dtype == np.float16 or self.info.precision == "fp16"
+                                                              else ""))
+        return out
 
     def _session_run(self, batch: np.ndarray) -> np.ndarray:
         # Plain run on GPUs too: binding the input and output on the device (IOBinding) was

@@ -21,7 +21,8 @@ VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """HxW, HxWx3 (BGR) or HxWx4 (BGRA) array, uint8, uint16 or float (TIFF), exactly as stored.
+    """HxW, HxWx3 (BGR) or HxWx4 (BGRA) array, uint8, uint16 or float (TIFF), at the depth it is
+    stored, turned upright by its EXIF orientation (as viewers show it).
 
     Decoded from bytes (``np.fromfile`` + ``imdecode``) because ``cv2.imread`` cannot open
     non-ASCII paths on Windows and returns None without saying why.
@@ -135,6 +136,11 @@ def _png_grey_alpha(grey: np.ndarray, alpha: np.ndarray) -> bytes:
 def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> bytes:
     """``image`` as a ``suffix`` file's bytes. ``grey_alpha``: a BGRA picture whose colour channels
     are equal goes into a PNG as grey + alpha (as it came: ``Metadata.grey_alpha``), not RGBA."""
+    if not isinstance(image, np.ndarray):
+        raise InputError(f"expected a numpy image array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or not image.size:
+        raise InputError(f"cannot write an image of shape {image.shape}: HxW, HxWx3 (BGR) or HxWx4 (BGRA) "
+                         "with pixels is needed")
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]
@@ -142,9 +148,14 @@ def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> by
     if (grey_alpha and suffix.lower() == ".png" and image.ndim == 3 and image.shape[2] == 4 and image.size
             and equal_channels(image)):
         return _png_grey_alpha(image[:, :, 0], image[:, :, 3])
-    ok, buffer = cv2.imencode(suffix.lower(), image, params)
-    if not ok:
-        raise InputError(f"cannot encode an image as {suffix}")
+    try:
+        ok, buffer = cv2.imencode(suffix.lower(), image, params)
+    except cv2.error as exc:  # e.g. wider than a format allows (WebP: 16383 px)
+        raise InputError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix} "
+                         f"({str(exc).strip().splitlines()[-1]})") from None
+    if not ok:  # what OpenCV refuses without an exception: sizes past the format's limit
+        raise InputError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix} (WebP takes at "
+                         "most 16383 px a side, JPEG 65535); write .png or .tif")
     return buffer.tobytes()
 
 
@@ -155,6 +166,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     are, into JPEG, PNG, WebP and TIFF; BMP gets neither.
     ``grey_alpha``: see :func:`encode_image`."""
     path = Path(path)
+    for name, blob in (("icc", icc), ("exif", exif)):
+        if blob is not None and not isinstance(blob, bytes):
+            raise InputError(f"{path}: {name} must be bytes (as read_image_and_metadata returns), "
+                             f"got {type(blob).__name__}")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:

@@ -304,7 +304,7 @@ def exif_orientation(exif: bytes | None) -> int:
     return 1
 
 
-def upright_exif(exif: bytes) -> bytes | None:
+def upright_exif(exif: bytes | None) -> bytes | None:
     """The EXIF block for pixels already turned upright: orientation 1, width and height tags
     swapped when the turn swapped them, no thumbnail (IFD0's link to IFD1 cleared; its bytes
     stay, unreferenced). Everything else byte for byte, without JPEG's ``Exif\\0\\0``; None for

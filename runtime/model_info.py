@@ -8,6 +8,7 @@ image-to-image model without them still runs, with the documented defaults below
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 # Defaults for a foreign model without our metadata: the common convention of image
@@ -19,6 +20,12 @@ DEFAULT_SIZE_MULTIPLE = 8
 DEFAULT_TILE_CONTEXT = 32
 
 _PREFIX = "deblur."  # metadata_props keys, e.g. "deblur.input_range"
+_KIND_NAMES = {int: "an integer", (int, type(None)): "an integer", dict: "a JSON object",
+               (int, float, type(None)): "a finite number"}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -74,13 +81,23 @@ class ModelInfo:
                 raise ValueError(f"metadata {key}={raw!r} is not valid JSON") from None
         if not values:
             return cls()
-        if "input_range" in values:
-            values["input_range"] = tuple(float(v) for v in values["input_range"])
+        if isinstance(values.get("input_range"), list):
+            values["input_range"] = tuple(float(v) if _is_number(v) else v for v in values["input_range"])
         info = cls(**values, has_metadata=True)
         info.validate()
         return info
 
     def validate(self) -> None:
+        if not isinstance(self.input_range, (tuple, list)) or len(self.input_range) != 2 or not all(_is_number(v) and math.isfinite(v) for v in self.input_range):
+            raise ValueError(f"input_range must be two finite numbers, got {self.input_range!r}")
+        wanted = {"size_multiple": int, "tile_context": int, "receptive_field": (int, type(None)),
+                  "train_step": (int, type(None)), "arch_args": dict,
+                  "gflops_per_megapixel": (int, float, type(None))}
+        for name, kinds in wanted.items():  # JSON gives what it was given: "4.5", true, a list
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kinds) or (
+                    isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f"{name} {value!r} is not {_KIND_NAMES.get(kinds, 'valid')}")
         low, high = self.input_range
         if not high > low:
             raise ValueError(f"input_range {self.input_range} is empty")

@@ -77,6 +77,8 @@ class ProviderChoice:
 
 def resolve_provider(provider: str = "auto", *, device_id: int = 0, fixed_shapes: bool = True) -> ProviderChoice:
     """Map a user's provider request to one available provider, or raise ProviderError."""
+    if not isinstance(provider, str):
+        raise ProviderError(f"provider must be a name such as 'auto', 'cpu' or 'cuda', got {provider!r}")
     available = available_providers()
     wanted = provider.strip()
     if wanted.lower() == "auto":
@@ -180,7 +182,7 @@ def _init_failure(name: str, what: str) -> str:
     missing = provider_library_error(name)
     why = f"{missing}" if missing else f"{what} (a library it needs failed to load?)"
     return (f"{name} failed to initialise: {why}; {_INSTALL_HINTS.get(name, '')}. "
-            "Use --provider cpu to run on the CPU deliberately")
+            "Use provider cpu (--provider cpu) to run on the CPU deliberately")
 
 
 def provider_library_error(name: str, capi_dir: str | None = None) -> str | None:

@@ -48,3 +48,17 @@ LOCAL_METADATA = {
     "deblur.tile_context": "4",
     "deblur.receptive_field": "5",
 }
+
+
+def local_graph_model(path: Path, nodes: list, output_dims: list, initializers: dict[str, np.ndarray] | None = None,
+                      batch: int | str = "batch") -> Path:
+    """A float NCHW model "input" -> ``nodes`` -> "output" of ``output_dims``: models that are
+    not image-to-image (an upscaler, a mask, a classifier) or that misbehave (NaN)."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, "height", "width"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, output_dims)
+    graph = helper.make_graph(nodes, "local", [x], [y],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in (initializers or {}).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path

@@ -34,8 +34,8 @@ def _legacy_state_dict(model):
 def _same_outputs(a, b):
     x = torch.rand(1, 3, 32, 24) * 2 - 1
     with torch.no_grad():
-        # Not torch.equal: two copies of one network may pick different oneDNN kernels.
-        return torch.allclose(a.eval()(x), b.eval()(x), rtol=0, atol=1e-6)
+        # Not torch.equal: two copies of one network may pick different oneDNN kernels (seen: > 1e-6 under load).
+        return torch.allclose(a.eval()(x), b.eval()(x), rtol=0, atol=1e-5)
 
 
 def test_legacy_deblurgan_state_dict_loads_and_says_so_once(tmp_path, caplog):

@@ -584,7 +584,7 @@ def test_float_tiff_keeps_float_pixels(model, tmp_path):
 
 
 def test_outputs_get_the_usual_file_mode_and_overwrites_keep_theirs(model, tmp_path):
-    # Atomic writes go through mkstemp (0600): without care every result is private to its owner.
+    # Atomic writes go through a temporary file: made with mkstemp (0600), every result would be private.
     src = _img(tmp_path / "a.png")
     exe = Path(sys.executable).parent / "deblur-run"
     out = tmp_path / "out.png"

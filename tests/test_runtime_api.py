@@ -9,7 +9,7 @@ import pytest
 
 from deblur.runtime import Deblurrer, InputError, ModelError, ProviderError
 from deblur.runtime.model_info import ModelInfo
-from local_models import LOCAL_METADATA, local_conv_model
+from local_models import LOCAL_METADATA, local_conv_model, local_graph_model
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_no_default_model_is_a_clear_error(monkeypatch):
 def test_tile_too_small_for_overlap_is_an_error(local_model):
     # overlap 8 x 2 + blend 8 = 24 px of margins: 28 is the least that works, 48 the least
     # where a tile keeps half of itself (each output pixel computed under 4 times).
-    with pytest.raises(InputError, match=r"too small.*--tile >= 48 \(28 at the very least\)"):
+    with pytest.raises(InputError, match=r"too small.*tile \(--tile\) >= 48 \(28 at the very least\)"):
         Deblurrer(local_model, "cpu", tile=16, overlap=8, blend=8)
     # --tile auto's tiles grow to what the context needs (a pix2pix U-Net's is 512 px a side).
     wide = Deblurrer(local_model, "cpu", overlap=600, max_whole_pixels=100)
@@ -245,6 +245,7 @@ def test_tile_too_small_for_overlap_is_an_error(local_model):
     ({"threads": 1.5}, "threads must be an integer, got 1.5"),
     ({"overlap": True}, "overlap must be an integer, got True"),
     ({"self_ensemble": "2"}, "self_ensemble must be one of 1, 2, 4, 8, got '2'"),
+    ({"self_ensemble": 2.0}, "self_ensemble must be one of 1, 2, 4, 8, got 2.0"),
     ({"device_id": -1}, "device_id -1: tile, overlap, blend and device_id must be >= 0"),
 ])
 def test_wrong_argument_types_are_input_errors_naming_the_argument(local_model, kwargs, message):
@@ -255,7 +256,7 @@ def test_wrong_argument_types_are_input_errors_naming_the_argument(local_model, 
 def test_a_tile_that_keeps_little_of_itself_is_warned_about(local_model, caplog):
     with caplog.at_level("WARNING"):
         Deblurrer(local_model, "cpu", tile=28, overlap=8, blend=8)
-    assert "computed ~49 times; --tile >= 48" in caplog.text
+    assert "computed ~49 times; tile (--tile) >= 48" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
         Deblurrer(local_model, "cpu", tile=48, overlap=8, blend=8)
@@ -329,3 +330,112 @@ def test_auto_tiling_runs_small_images_whole_and_tiles_big_ones(local_model):
     image = np.random.default_rng(3).integers(0, 256, (1100, 90, 3), dtype=np.uint8)
     whole = Deblurrer(local_model, "cpu", tile=0)(image)
     assert np.abs(d(image).astype(int) - whole.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("case", ["taller", "one_channel", "classifier"])
+@pytest.mark.parametrize("tile", [0, 16])
+def test_a_model_whose_output_is_not_the_inputs_shape_is_a_model_error(tmp_path, case, tile):
+    # An upscaler's output was cropped to its top-left quarter, a mask's raised IndexError.
+    from onnx import helper
+
+    node, dims = {
+        "taller": (helper.make_node("Concat", ["input", "input"], ["output"], axis=2), ["batch", 3, "h2", "width"]),
+        "one_channel": (helper.make_node("ReduceMean", ["input"], ["output"], axes=[1]), ["batch", 1, "height", "width"]),
+        "classifier": (helper.make_node("ReduceMean", ["input"], ["output"], axes=[2, 3], keepdims=0), ["batch", 3]),
+    }[case]
+    deblur = Deblurrer(local_graph_model(tmp_path / "m.onnx", [node], dims), "cpu", tile=tile, overlap=2, blend=2)
+    with pytest.raises(ModelError, match=r"m\.onnx: the model's output \[.*\] does not match its input"):
+        deblur(np.zeros((24, 40, 3), np.uint8))
+
+
+def test_a_model_producing_nan_is_a_model_error(tmp_path):
+    # 0 / 0: uint8 callers got black or white pixels, float callers NaN, silently.
+    from onnx import helper
+
+    node = helper.make_node("Div", ["input", "zero"], ["output"])
+    path = local_graph_model(tmp_path / "nan.onnx", [node], ["batch", 3, "height", "width"],
+                             {"zero": np.zeros((1,), np.float32)})
+    with pytest.raises(ModelError, match=r"nan\.onnx: the model produced \d+ NaN or infinite values"):
+        Deblurrer(path, "cpu")(np.full((8, 8, 3), 128, np.uint8))
+
+
+@pytest.mark.parametrize("key, raw", [("size_multiple", "4.5"), ("input_range", "[0, 1e400]"), ("tile_context", "true"),
+                                      ("arch_args", "[1]"), ("input_range", "5"), ("train_step", '"x"')])
+def test_metadata_of_the_wrong_type_is_refused_at_load(tmp_path, key, raw):
+    path = local_conv_model(tmp_path / "m.onnx", metadata={**LOCAL_METADATA, f"deblur.{key}": raw})
+    with pytest.raises(ModelError, match=rf"m\.onnx: invalid deblur metadata \({key} .*\); re-export"):
+        Deblurrer(path, "cpu")
+
+
+def test_a_fixed_batch_model_runs_one_tile_at_a_time_or_is_refused(tmp_path):
+    from onnx import helper
+
+    node = helper.make_node("Identity", ["input"], ["output"])
+    one = local_graph_model(tmp_path / "one.onnx", [node], [1, 3, "height", "width"], batch=1)
+    assert Deblurrer(one, "cpu", tile=16, overlap=2, blend=2)(np.ones((40, 40, 3), np.uint8)).shape == (40, 40, 3)
+    with pytest.raises(InputError, match=r"fixed batch of 1\): use tile_batch \(--tile-batch\) 1, not 3"):
+        Deblurrer(one, "cpu", tile_batch=3)
+    two = local_graph_model(tmp_path / "two.onnx", [node], [2, 3, "height", "width"], batch=2)
+    with pytest.raises(ModelError, match="fixed batch of 2.*dynamic batch"):
+        Deblurrer(two, "cpu")
+
+
+def test_big_endian_arrays_give_the_native_result(deblurrer):
+    image = np.random.default_rng(2).integers(0, 65536, (12, 10, 3)).astype(np.uint16)
+    for dtype in (">u2", ">f4"):
+        native = image if dtype == ">u2" else (image / 65535).astype(np.float32)
+        assert np.array_equal(deblurrer(native.astype(dtype)), deblurrer(native))
+
+
+def test_provider_must_be_a_name(local_model):
+    from deblur.runtime import default_model_path
+
+    with pytest.raises(ProviderError, match="provider must be a name .* got None"):
+        Deblurrer(local_model, None)
+    with pytest.raises(ProviderError, match="got 0"):
+        default_model_path(0)
+
+
+def test_auto_falls_back_to_the_cpu_when_a_listed_gpu_cannot_start(local_model, monkeypatch, caplog):
+    # onnxruntime-gpu lists CUDA on machines without a GPU (CI runners, containers without --gpus):
+    # "auto" promises the CPU then; asking for "cuda" by name stays an error.
+    import deblur.runtime.providers as providers
+
+    listed = providers.available_providers()
+    monkeypatch.setattr(providers, "available_providers", lambda: ["CUDAExecutionProvider", *listed])
+    with caplog.at_level("WARNING"):
+        assert Deblurrer(local_model, "auto").provider == "CPUExecutionProvider"
+        shipped = Deblurrer(provider="auto")
+    assert "provider auto runs on the CPU: CUDAExecutionProvider failed to initialise" in caplog.text
+    assert shipped.model_path.name == "default.onnx" and shipped._deep_args is None
+    with pytest.raises(ProviderError, match="failed to initialise"):
+        Deblurrer(local_model, "cuda")
+
+
+def test_write_image_honours_the_umask_in_force_when_it_writes(tmp_path):
+    # The umask was read once at import: an application that tightened it later still got 0644 files.
+    import os
+
+    from deblur.runtime import write_image
+
+    old = os.umask(0o077)
+    try:
+        write_image(tmp_path / "x.png", np.zeros((4, 4, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.png").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("image, kwargs, pattern", [
+    (np.zeros((4, 4, 2), np.uint8), {}, r"shape \(4, 4, 2\)"),
+    (np.zeros((0, 4, 3), np.uint8), {}, r"shape \(0, 4, 3\)"),
+    ([[0, 1], [2, 3]], {}, "numpy image array, got list"),
+    (np.zeros((4, 4, 3), np.uint8), {"icc": "sRGB"}, "icc must be bytes"),
+    (np.zeros((4, 20000, 3), np.uint8), {}, r"cannot encode a 20000x4 image as \.webp"),
+])
+def test_write_image_errors_are_input_errors(tmp_path, image, kwargs, pattern):
+    from deblur.runtime import write_image
+
+    with pytest.raises(InputError, match=pattern):
+        write_image(tmp_path / ("x.webp" if "20000" in pattern else "x.png"), image, **kwargs)
+    assert not list(tmp_path.iterdir())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import av
 import av.error
 import numpy as np
 
+from ..atomic import new_temp_beside
 from .errors import VideoError, VideoInterrupted, _why
 from .output import _Output
 from .probe import _probe
@@ -172,21 +172,11 @@ def process_video(
 
 
 def _temp_path(dst: str) -> str:
-    folder, base = os.path.split(os.path.abspath(dst))
-    stem, ext = os.path.splitext(base)
-    while True:
-        tmp = os.path.join(folder, f".{stem}.tmp-{secrets.token_hex(4)}{ext}")
-        try:
-            # O_EXCL: never clobber a file another run is writing. Mode 0o666 lets the
-            # umask decide, so the final file gets normal permissions (mkstemp: 0600).
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise VideoError(f"{dst}: cannot write here ({exc.strerror or exc}); check the folder's permissions "
-                             "and free space, or write somewhere else") from None
-        os.close(fd)
-        return tmp
+    try:
+        return str(new_temp_beside(os.path.abspath(dst)))
+    except OSError as exc:
+        raise VideoError(f"{dst}: cannot write here ({exc.strerror or exc}); check the folder's permissions "
+                         "and free space, or write somewhere else") from None
 
 
 def _remove_quietly(path: str) -> None:
