@@ -101,7 +101,8 @@ def main() -> None:
               help="256, 480p, 720p, 1080p, 4k or WxH; comma-separated or repeated.")
 @click.option("--tile", "tiles", multiple=True, default=("0",), show_default=True, help="Tile side(s); 0 = whole image.")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, help="Tile context [default: the model's].")
-@click.option("--tile-batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--tile-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help='Tiles per model call (deblur-run --tile-batch).')
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True, help="Untimed runs per variant first.")
 @click.option("-n", "--runs", type=click.IntRange(min=1), default=10, show_default=True, help="Timed runs per variant.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads [default: physical cores].")
@@ -134,13 +135,17 @@ def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, 
 
 
 @main.command()
-@click.option("-m", "--model", required=True, type=click.Path(readable=False))
-@click.option("-p", "--provider", default="cpu", show_default=True)
+@click.option("-m", "--model", required=True, type=click.Path(readable=False),
+              help='ONNX model.')
+@click.option("-p", "--provider", default="cpu", show_default=True,
+              help='Execution provider: cpu, cuda, ... (deblur-run --provider).')
 @click.option("-s", "--size", default="480p", show_default=True, help="Frame size: named or WxH.")
 @click.option("--frames", type=click.IntRange(min=1), default=30, show_default=True, help="Frames in the generated clip.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Pipeline / model-only pass pairs (medians).")
-@click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
+              help='Tile side; 0 = whole frames.')
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help='CPU threads [default: physical cores].')
 @_common
 @report_errors
 def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_file, quiet, verbose, debug) -> None:
@@ -155,15 +160,23 @@ def video(model, provider, size, frames, repeats, tile, threads, out_dir, json_f
 
 
 @main.command()
-@click.option("-m", "--model", required=True, type=click.Path(readable=False))
-@click.option("-p", "--provider", default="cpu", show_default=True)
-@click.option("-s", "--size", "sizes", multiple=True, default=("1080p,4k",), show_default=True)
-@click.option("--tile", "tiles", multiple=True, default=("512,768,1024",), show_default=True)
+@click.option("-m", "--model", required=True, type=click.Path(readable=False),
+              help='ONNX model.')
+@click.option("-p", "--provider", default="cpu", show_default=True,
+              help='Execution provider: cpu, cuda, ... (deblur-run --provider).')
+@click.option("-s", "--size", "sizes", multiple=True, default=("1080p,4k",), show_default=True,
+              help='1080p, 4k, WxH or N (NxN); comma-separated or repeated.')
+@click.option("--tile", "tiles", multiple=True, default=("512,768,1024",), show_default=True,
+              help='Tile side(s) to compare with the whole image.')
 @click.option("--overlap", "overlaps", multiple=True, default=(), help="Overlap(s) [default: the model's tile context].")
-@click.option("--blend", type=click.IntRange(min=0), default=32, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("-n", "--runs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--blend", type=click.IntRange(min=0), default=32, show_default=True,
+              help='Cross-fade width between tiles, px.')
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
+              help='Untimed runs per configuration first.')
+@click.option("-n", "--runs", type=click.IntRange(min=1), default=3, show_default=True,
+              help='Timed runs per configuration.')
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help='CPU threads [default: physical cores].')
 @click.option("--photo", type=click.Path(readable=False), default=None, help="Photo to scale to each size [default: bundled astronaut].")
 @click.option("--memory/--no-memory", default=True, show_default=True, help="Peak RSS per config (one subprocess each).")
 @_common
@@ -185,18 +198,24 @@ def tiling(model, provider, sizes, tiles, overlaps, blend, warmup, runs, threads
 @click.option("-d", "--data", multiple=True, required=True, type=click.Path(readable=False),
               help="Folder of sharp photos, or GoPro layout (*/blur, */sharp); repeatable.")
 @click.option("-m", "--model", "models", multiple=True, type=click.Path(readable=False), help="ONNX model (repeatable).")
-@click.option("-p", "--provider", default="cpu", show_default=True)
+@click.option("-p", "--provider", default="cpu", show_default=True,
+              help='Execution provider: cpu, cuda, ... (deblur-run --provider).')
 @click.option("--condition", type=click.Choice(["noise_jpeg", "clean", "both"]), default="noise_jpeg", show_default=True,
               help="Synthetic degradation: blur + noise/JPEG as in training, blur only, or both.")
 @click.option("--seed", default=0, show_default=True, help="Blur seed; each image's generator is (seed, crc32(folder/file)).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N images of each folder.")
 @click.option("--max-side", type=click.IntRange(min=64), default=None, help="Downscale larger images to this side first.")
-@click.option("--crop-border", type=click.IntRange(min=0), default=15, show_default=True)
-@click.option("--on", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
-@click.option("--baseline", "baselines", multiple=True, default=("identity,wiener,richardson_lucy",), show_default=True)
+@click.option("--crop-border", type=click.IntRange(min=0), default=15, show_default=True,
+              help='Pixels cropped from each side before PSNR/SSIM (deconvolution edge effects).')
+@click.option("--on", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True,
+              help='Measure on RGB, or on luma (Y of YCbCr) as super-resolution papers do.')
+@click.option("--baseline", "baselines", multiple=True, default=("identity,wiener,richardson_lucy",), show_default=True,
+              help='Classical rows: identity (the blurred input), wiener, richardson_lucy (given the true '
+                   'kernel); comma list, "" for none.')
 @click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help="Tile side for the models; 0 = whole image (the quality reference).")
-@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help='CPU threads [default: physical cores].')
 @click.option("--self-ensemble", type=click.Choice(["1", "2", "4", "8"]), default="1", show_default=True,
               callback=lambda ctx, p, v: int(v), help="Run the models with deblur-run's --self-ensemble N.")
 @_common
@@ -236,15 +255,21 @@ def quality(data, models, provider, condition, seed, limit, max_side, crop_borde
 @click.option("--n-blocks", type=click.IntRange(min=0), default=6, show_default=True, help="ResNet blocks.")
 @click.option("--checkpoint", type=click.Path(readable=False), default=None,
               help="Take the architecture from this checkpoint instead of --ngf/--n-blocks.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help='Images per training step.')
+@click.option("--crop", type=click.IntRange(min=16), default=256, show_default=True,
+              help='Training crop side, px.')
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help='auto: CUDA if torch sees a GPU, else the CPU.')
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast, as gpu_session.sh trains.")
-@click.option("--content", type=click.Choice(["l1", "l1+fft", "mse"]), default="l1+fft", show_default=True)
+@click.option("--content", type=click.Choice(["l1", "l1+fft", "mse"]), default="l1+fft", show_default=True,
+              help='Content loss, as deblur-train --content.')
 @click.option("--variant", "variants", multiple=True, default=("eager,channels_last",), show_default=True,
               help="eager, channels_last, compile, compile+channels_last (comma list or repeated).")
-@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
-@click.option("-n", "--runs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
+              help='Untimed steps per variant first (compile happens here).')
+@click.option("-n", "--runs", type=click.IntRange(min=1), default=20, show_default=True,
+              help='Timed steps per variant.')
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch threads on the CPU [default: torch's].")
 @_common
 @report_errors

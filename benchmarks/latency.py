@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from deblur.runtime.deblurrer import Deblurrer
-from deblur.runtime.errors import InputError
+from deblur.runtime.errors import InputError, install_hint
 from deblur.runtime.image_io import as_bgr8, read_image
 from deblur.runtime.tiling import pad_reflect
 
@@ -141,7 +141,7 @@ class _TorchBaseline:
         try:
             import torch
         except ImportError:
-            raise InputError("--torch needs PyTorch: pip install 'deblur-edge[export]'") from None
+            raise InputError(f"--torch needs PyTorch: {install_hint('torch', 'deblur-export')}") from None
         from deblur.train.checkpoint import load_generator
 
         if device not in TORCH_DEVICE_PROVIDER:

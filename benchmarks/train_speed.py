@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from deblur.runtime.errors import InputError
+from deblur.runtime.errors import InputError, install_hint
 
 from . import report
 from .latency import time_interleaved
@@ -96,7 +96,7 @@ def run_train_speed(settings: TrainSpeedSettings) -> dict[str, Any]:
     try:
         import torch
     except ImportError:
-        raise InputError("train-speed needs PyTorch: pip install 'deblur-edge[train]'") from None
+        raise InputError(f"train-speed needs PyTorch: {install_hint('torch', 'deblur-train')}") from None
     from deblur.train.distributed import pick_device
 
     if settings.device == "cuda" and not torch.cuda.is_available():

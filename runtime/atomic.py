@@ -20,6 +20,12 @@ def check_can_write(path: str | os.PathLike) -> None:
         raise InputError(f"{path}: cannot be written: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"{path}: cannot be written: no write permission in {existing}; write somewhere else")
+    # Permissions say nothing for root (containers, CI) or on read-only and virtual file
+    # systems (/proc): a file made and removed again is the honest test.
+    try:
+        new_temp_beside(existing / Path(path).name).unlink()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be written in {existing} ({exc.strerror or exc}); write somewhere else") from None
 
 
 @contextmanager
@@ -39,13 +45,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         try:
-            if path.exists():  # replacing a file keeps its mode; a new one has the umask's already
-                os.chmod(tmp, path.stat().st_mode & 0o777)
-            os.replace(tmp, path)
+            replace_keeping_mode(tmp, path)
         except OSError as exc:
             raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def replace_keeping_mode(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Rename ``tmp`` over ``path``: a file replaced keeps its mode (a private result stays
+    private); a new one has the umask's already (``new_temp_beside``)."""
+    if os.path.exists(path):
+        os.chmod(tmp, os.stat(path).st_mode & 0o777)
+    os.replace(tmp, path)
 
 
 def new_temp_beside(path: str | os.PathLike) -> Path:

@@ -60,7 +60,7 @@ def _parse_tile(value: str) -> int | None:
 def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, self_ensemble,
          compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
     """Deblur images (png, jpg, bmp, tif, webp), folders (recursively) and videos
-    (mp4, mov, mkv, avi, webm; every frame, same size and rate, one audio track kept: others and subtitles are
+    (mp4, m4v, mov, mkv, avi, webm; every frame, same size and rate, one audio track kept: others and subtitles are
     dropped, with a warning).
 
     \b
@@ -91,7 +91,7 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
     # The first signal lets the file in progress finish (a video stops at the next frame,
     # leaving no output); the second stops at once, except while a video's encoder thread
     # could still be writing (run_jobs holds that stage back then).
-    with StopOnSignal("stopping after the current file") as stop:
+    with StopOnSignal("stopping after the current image; a video stops at its next frame, without output") as stop:
         try:
             with Progress(jobs, enabled=not quiet) as progress:
                 summary = run_jobs(deblurrer, jobs, overwrite=overwrite, skip_existing=skip_existing,

@@ -258,6 +258,9 @@ class Deblurrer:
     # -- stages -------------------------------------------------------------------------
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, _Format]:
         """Validate; split off alpha and widen grey to 3 channels, keeping the caller's dtype."""
+        if image is None:
+            raise InputError("expected a numpy image array, got None: cv2.imread returns None for a missing or "
+                             "unreadable file (deblur.runtime.read_image says which)")
         if not isinstance(image, np.ndarray):
             raise InputError(f"expected a numpy image array, got {type(image).__name__}")
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):

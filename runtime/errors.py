@@ -63,14 +63,17 @@ _TOOL_EXTRA = {"deblur-export": "export", "deblur-train": "train", "deblur-bench
 
 
 def install_hint(module: str | None, tool: str | None = None) -> str:
-    """What to install for a missing optional module, e.g. ``pip install 'deblur-edge[export]'``."""
+    """What to install for a missing optional module, e.g. ``pip install '.[export]'`` (deblur-edge
+    installs from its checkout: it is not on PyPI)."""
     module = (module or "").split(".")[0]
     own = _TOOL_EXTRA.get(tool or "")
     extras = [own] if own and module in _EXTRA_MODULES[own] else \
         [extra for extra, modules in _EXTRA_MODULES.items() if module in modules]
-    if not extras:
-        return "reinstall deblur-edge with the extra the README names for this command"
-    return " or ".join(f"pip install 'deblur-edge[{extra}]'" for extra in extras)
+    if not extras:  # a base dependency (PyAV, OpenCV, ...): the install itself is incomplete
+        return "reinstall deblur-edge: pip install '.[cpu]' in its checkout"
+    # torch first, pinned: an open range pulls a multi-GB CUDA build (README, Install).
+    first = "pip install torch==2.13.0, then " if module == "torch" else ""
+    return first + " or ".join(f"pip install '.[{extra}]'" for extra in extras) + " in the deblur-edge checkout"
 
 
 def report_errors(func: F) -> F:

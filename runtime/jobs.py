@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,11 +36,16 @@ class Job:
     src: Path
     dst: Path
     kind: str  # "image" or "video"
+    # A video's compare picture is a PNG: beside clip.png or clip.mov (a poster, another
+    # container) "clip_compare.png" would be taken, so it is named "clip_compare_mp4.png" then.
+    tag_compare: bool = False
 
     @property
     def compare_path(self) -> Path:
-        suffix = self.dst.suffix if self.kind == "image" else ".png"
-        return self.dst.with_name(f"{self.dst.stem}_compare{suffix}")
+        if self.kind == "image":
+            return self.dst.with_name(f"{self.dst.stem}_compare{self.dst.suffix}")
+        tag = f"_{self.dst.suffix[1:].lower()}" if self.tag_compare else ""
+        return self.dst.with_name(f"{self.dst.stem}_compare{tag}.png")
 
 
 @dataclass
@@ -99,6 +105,10 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
             if out is not None and out.exists() and not out.is_dir():
                 problems.append((src, f"{out}: is a file; a folder's results need an output folder"))
                 continue
+            if out is not None and Path(os.path.abspath(out)) == folder:
+                problems.append((src, f"{out}: is the input folder: the results would land on the inputs; "
+                                      "choose another -o (or none: results go to a new folder beside it)"))
+                continue
             files = _walk(src, skip=out)  # results written into the input folder are no input
             if not files:
                 problems.append((src, f"{src}: folder has no images or videos ({', '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})"))
@@ -115,14 +125,15 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
             jobs.append(Job(src, src.with_name(f"{src.stem}{SUFFIX}{src.suffix}"), kind))
         elif many and media_kind(out) and not out.is_dir():
             # Several inputs go into a folder: one named like a file (photo.jpg) is a typo.
-            problems.append((src, f"{out}: several inputs need an output folder, and this names a "
-                                  f"{media_kind(out)} file; pass a folder (e.g. {out.parent / out.stem}/)"))
+            article = "an image" if media_kind(out) == "image" else "a video"
+            problems.append((src, f"{out}: several inputs need an output folder, and this names {article} "
+                                  f"file; pass a folder (e.g. {out.parent / out.stem}/)"))
         elif many or out.is_dir() or str(output).endswith(("/", "\\")):
             jobs.append(Job(src, out / src.name, kind))
         else:
             if media_kind(out) != kind:
                 problems.append((src, f"{out}: output must be {'an image' if kind == 'image' else 'a video'} "
-                                      f"file like the input ({src.suffix}), or a folder (end it with /: {out}/)"))
+                                      f"file, as the input ({src.suffix}) is, or a folder (end it with /: {out}/)"))
                 continue
             jobs.append(Job(src, out, kind))
     unique: dict[tuple[Path, Path], Job] = {}
@@ -133,6 +144,9 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
         else:
             unique[key] = job
     jobs = list(unique.values())
+    stems = Counter((job.dst.parent, job.dst.stem) for job in jobs)
+    jobs = [replace(job, tag_compare=True) if job.kind == "video" and stems[job.dst.parent, job.dst.stem] > 1
+            else job for job in jobs]
     sources = {src for src, _ in unique}
     targets: dict[Path, Path] = {}
     safe = []
@@ -188,7 +202,9 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
                     file_progress(job)
                 continue
             for path in outputs:
-                if path.exists() and not overwrite:
+                # Under --skip-existing a compare picture without its output is what an earlier
+                # run left (or the user kept while deleting the result to redo it): made again.
+                if path.exists() and not overwrite and not (skip_existing and path == job.compare_path):
                     raise InputError(f"{path}: exists; pass --overwrite to replace it (or --skip-existing)")
             check_can_write(job.dst)  # before minutes of deblurring, not at the write
             made = [p for p in (job.dst.parent, *job.dst.parent.parents) if not p.exists()]

@@ -27,7 +27,7 @@ AUTO_ORDER = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionP
               "OpenVINOExecutionProvider", "CPUExecutionProvider")
 
 _INSTALL_HINTS = {
-    "CUDAExecutionProvider": "install deblur-edge[gpu] (onnxruntime-gpu) and the CUDA/cuDNN it was built for: "
+    "CUDAExecutionProvider": "install the [gpu] extra (onnxruntime-gpu) and the CUDA/cuDNN it was built for: "
                              "onnxruntime-gpu >= 1.27 needs CUDA 13 + cuDNN 9 (CUDA 12 users: pin onnxruntime-gpu<=1.26)",
     "TensorrtExecutionProvider": "install onnxruntime-gpu and TensorRT's libnvinfer matching it",
     "CoreMLExecutionProvider": "use the onnxruntime wheel for macOS",
@@ -40,8 +40,8 @@ def _ort():
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("deblur.runtime needs ONNX Runtime: pip install 'deblur-edge[cpu]' "
-                          "(or 'deblur-edge[gpu]' for CUDA; install exactly one of the two)") from None
+        raise ImportError("deblur.runtime needs ONNX Runtime: pip install '.[cpu]' in the deblur-edge checkout "
+                          "(or '.[gpu]' for CUDA; install exactly one of the two)") from None
     return onnxruntime
 
 

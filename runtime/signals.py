@@ -41,7 +41,9 @@ class StopOnSignal:
         if self.signal is None:
             self.signal = signal.Signals(signum)
             self.event.set()
-            log.warning("%s: %s (send it again to stop at once)", self.signal.name, self.first_message)
+            # While the second signal is held back (a video encoding), offering it would mislead.
+            again = " (send it again to stop at once)" if self.interruptible.is_set() else ""
+            log.warning("%s: %s%s", self.signal.name, self.first_message, again)
         elif self.interruptible.is_set():
             self.__exit__()
             raise KeyboardInterrupt

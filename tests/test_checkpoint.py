@@ -94,8 +94,9 @@ def _write(path, data: bytes):
     ("directory", "is a directory"),
     ("text", "not a readable PyTorch checkpoint"),
     ("png", "not a readable PyTorch checkpoint: it is a PNG image"),
-    ("truncated", "not a readable PyTorch checkpoint"),
-    ("evil_pickle", "refused to load"),
+    ("truncated", r"not a readable PyTorch checkpoint, truncated or damaged \(.+\); copy it again, or use another"),
+    # torch's advice to load it with weights_only=False (running its code) is not quoted
+    ("evil_pickle", r"refused to load: it is not a plain weights file \((?:(?!weights_only).)*\)\. Only"),
     ("other_arch", "do not match any known generator"),
     ("wrong_shapes", "does not fit"),
     ("missing_keys", "missing keys: model.4"),

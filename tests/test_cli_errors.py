@@ -234,5 +234,6 @@ def test_a_missing_optional_module_names_the_extra_that_brings_it(tmp_path, tiny
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and module in lines[0], result.stderr
-    hint = " or ".join(f"pip install 'deblur-edge[{extra}]'" for extra in extras)
+    hint = ("pip install torch==2.13.0, then " if module == "torch" else "") + " or ".join(
+        f"pip install '.[{extra}]'" for extra in extras) + " in the deblur-edge checkout"
     assert lines[0].endswith(f"({hint})"), lines[0]

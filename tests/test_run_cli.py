@@ -710,6 +710,40 @@ def test_skip_existing_with_compare_keeps_an_output_whose_picture_is_missing(tmp
     assert "exists without its compare picture; pass --overwrite to make both" in caplog.text
 
 
+def test_skip_existing_with_compare_redoes_an_output_whose_picture_was_kept(tmp_path):
+    # The user deleted one result to redo it; its compare picture stayed. "pass --skip-existing"
+    # (which was given) was the error.
+    from deblur.runtime.jobs import Job, run_jobs
+
+    src = _img(tmp_path / "a.png")
+    job = Job(src, tmp_path / "out" / "a.png", "image")
+    _img(job.compare_path)
+    summary = run_jobs(lambda image: image, [job], skip_existing=True, compare=True)
+    assert summary.done == [job] and not summary.failed and job.dst.exists()
+
+
+def test_a_video_compare_picture_beside_a_same_named_file_gets_its_container_in_the_name(tmp_path):
+    from deblur.runtime.jobs import plan_jobs
+
+    for name in ("clip.mp4", "clip.png", "take.mkv", "take.mov", "solo.mp4"):
+        (tmp_path / "m" / name).parent.mkdir(exist_ok=True)
+        (tmp_path / "m" / name).write_bytes(b"x")
+    jobs, problems = plan_jobs([tmp_path / "m"], tmp_path / "o", compare=True)
+    assert not problems and len(jobs) == 5
+    assert sorted(j.compare_path.name for j in jobs) == [
+        "clip_compare.png", "clip_compare_mp4.png", "solo_compare.png", "take_compare_mkv.png", "take_compare_mov.png"]
+
+
+@pytest.mark.parametrize("out", ["same", "same/", "./same"])
+def test_the_input_folder_as_output_folder_is_named_as_the_problem(tmp_path, monkeypatch, out):
+    from deblur.runtime.jobs import plan_jobs
+
+    monkeypatch.chdir(tmp_path)
+    _img(tmp_path / "same" / "a.png")
+    jobs, problems = plan_jobs([Path("same")], Path(out))
+    assert not jobs and "is the input folder: the results would land on the inputs" in problems[0][1]
+
+
 def _srgb_profile() -> bytes:
     ImageCms = pytest.importorskip("PIL.ImageCms")
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()

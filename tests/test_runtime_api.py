@@ -439,3 +439,17 @@ def test_write_image_errors_are_input_errors(tmp_path, image, kwargs, pattern):
     with pytest.raises(InputError, match=pattern):
         write_image(tmp_path / ("x.webp" if "20000" in pattern else "x.png"), image, **kwargs)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_unwritable_place_is_refused_before_the_work_even_for_root():
+    # os.access says yes to root everywhere (containers, CI): the export or benchmark ran for
+    # minutes, then failed at the write.
+    from deblur.runtime.atomic import check_can_write
+
+    with pytest.raises(InputError, match=r"/proc/deblur/model\.onnx: cannot be written"):
+        check_can_write("/proc/deblur/model.onnx")
+
+
+def test_none_from_a_failed_imread_is_named(deblurrer):
+    with pytest.raises(InputError, match="got None: cv2.imread returns None for a missing or unreadable file"):
+        deblurrer(None)

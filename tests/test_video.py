@@ -135,8 +135,10 @@ def test_pcm_audio_is_transcoded_to_aac_for_mp4(tmp_path):
     codec, seconds = audio_summary(dst)
     assert codec == "aac"
     assert seconds == pytest.approx(1.2, abs=0.1)
-    # Matroska stores PCM as is.
+    # Matroska and MOV (cameras, ProRes workflows) store PCM as is.
     assert process_video(src, tmp_path / "out.mkv", identity).audio == "copied"
+    assert process_video(src, tmp_path / "out.mov", identity).audio == "copied"
+    assert audio_summary(tmp_path / "out.mov")[0] == "pcm_s16le"
 
 
 def test_audio_tracks_that_are_not_carried_are_said(tmp_path, caplog):
@@ -145,7 +147,8 @@ def test_audio_tracks_that_are_not_carried_are_said(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         report = process_video(src, tmp_path / "out.mkv", identity)
     assert report.audio == "copied"
-    assert "two.mkv: 1 audio track dropped: the output holds the video and one audio track" in caplog.text
+    assert ("two.mkv: 1 audio track (aac) dropped: the output holds the video and the aac audio track FFmpeg "
+            "ranks first") in caplog.text
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert len(c.streams.audio) == 1
     caplog.clear()
@@ -551,3 +554,55 @@ def test_avi_with_b_frames_is_timed_from_its_rate(tmp_path):
     frames, times, _ = read_frames(tmp_path / "out.mp4")
     assert np.allclose(np.diff(times), 0.04) and len(frames) == 20
     assert np.all(np.diff(ramp(frames)) > 3)  # in display order
+
+
+def test_a_relative_name_with_a_colon_is_a_file_not_a_protocol(tmp_path, monkeypatch):
+    # FFmpeg read "2024-05-01T10:30:00.mp4" as protocol "2024-05-01T10" (refused), and
+    # "file:x.mp4" as x.mp4: another video was deblurred.
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / "2024-05-01T10:30:00.mp4", n=5, audio=None)
+    make_clip(tmp_path / "file:x.mp4", n=7, audio=None)
+    make_clip(tmp_path / "x.mp4", n=3, audio=None)
+    assert process_video("2024-05-01T10:30:00.mp4", "out1.mp4", identity).frames == 5
+    assert process_video("file:x.mp4", "out2.mp4", identity).frames == 7
+    assert len(read_frames(tmp_path / "out2.mp4")[0]) == 7
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv", ".mov", ".webm"])
+def test_non_square_pixels_keep_the_picture_shape(tmp_path, ext, caplog):
+    # HDV stores 16:9 pictures as 1440x1080 with 4:3 pixels: dropping that squeezes the picture.
+    src = make_clip(tmp_path / "hdv.mkv", w=48, h=36, n=4, audio=None, sar=Fraction(4, 3))
+    assert probe_video(src).sample_aspect_ratio == Fraction(4, 3)
+    with caplog.at_level(logging.WARNING):
+        process_video(src, tmp_path / f"out{ext}", identity)
+    if ext == ".webm":  # VP9 has no field for it, and PyAV cannot set Matroska's: said
+        assert "non-square pixels (aspect 4/3) are not kept in .webm" in caplog.text
+    else:
+        assert probe_video(tmp_path / f"out{ext}").sample_aspect_ratio == Fraction(4, 3)
+    assert probe_video(make_clip(tmp_path / "square.mp4", n=2, audio=None)).sample_aspect_ratio is None
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".webm"])
+def test_a_held_last_frame_is_not_called_truncated(tmp_path, ext):
+    # A slideshow or GIF-made clip: the last frame shows for 3 s, the track's DURATION says so.
+    src = make_clip(tmp_path / f"still{ext}", n=12, audio=None, hold_last_s=3.0,
+                    **({"codec": "libvpx-vp9"} if ext == ".webm" else {}))
+    assert probe_video(src).video_duration_s == pytest.approx(3.44, abs=0.05)
+    assert process_video(src, tmp_path / f"out{ext}", identity).frames == 12
+
+
+def test_an_rgb_source_is_tagged_with_the_matrix_it_was_converted_with(tmp_path):
+    # swscale converts RGB to YUV with BT.601: untagged, players assume BT.709 for HD.
+    src = make_clip(tmp_path / "rgb.mkv", n=3, audio=None, codec="libx264rgb")
+    process_video(src, tmp_path / "out.mp4", identity)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frame = next(c.decode(video=0))
+        assert int(frame.colorspace) == 6  # SMPTE 170M (BT.601)
+
+
+def test_replacing_a_video_keeps_its_file_mode(clips, tmp_path):
+    dst = tmp_path / "private.mp4"
+    dst.write_bytes(b"old")
+    dst.chmod(0o640)
+    process_video(clips["even25_aac"], dst, identity)
+    assert dst.stat().st_mode & 0o777 == 0o640

@@ -45,19 +45,26 @@ def make_clip(
     rotation: int = 0,
     extra_audio: int = 0,
     audio_seconds: float | None = None,
+    sar: Fraction | None = None,
+    codec: str = "libx264",
+    hold_last_s: float | None = None,
 ) -> Path:
     """Write a test clip; ``pts_ms`` gives variable-rate timestamps in milliseconds;
-    ``extra_audio`` more audio tracks (a second language) beside the first."""
+    ``extra_audio`` more audio tracks (a second language) beside the first; ``sar`` non-square
+    pixels (DV, HDV); ``codec`` libx264rgb for an RGB-coded source; ``hold_last_s`` shows the
+    last frame that long (a final still: its packet's duration)."""
     with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=fps)
+        vs = c.add_stream(codec, rate=fps)
         vs.width, vs.height = w, h
         # H.264 4:2:0 cannot hold odd sizes; 4:4:4 can.
-        vs.pix_fmt = "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
+        vs.pix_fmt = "bgr24" if codec == "libx264rgb" else "yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p"
+        if sar:
+            vs.codec_context.sample_aspect_ratio = sar
         tb = Fraction(1, 1000) if pts_ms else 1 / fps
         vs.codec_context.time_base = tb
         if rotation:
             vs.set_display_rotation(rotation)
-        astreams = []
+        astreams, held = [], []
         for _ in range(1 + extra_audio if audio else 0):
             astreams.append(c.add_stream(audio, rate=SAMPLE_RATE))
             astreams[-1].layout = "stereo"
@@ -66,9 +73,17 @@ def make_clip(
             frame = frame.reformat(format=vs.pix_fmt, interpolation=SWS)
             frame.pts = pts_ms[i] if pts_ms else i
             frame.time_base = tb
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
+            packets = vs.encode(frame)
+            if hold_last_s is None:
+                for p in packets:
+                    c.mux(p)
+            else:
+                held.extend(packets)
+        held.extend(vs.encode())
+        if hold_last_s is not None:
+            last = max(held, key=lambda p: p.pts)
+            last.duration = round(hold_last_s / last.time_base)
+        for p in held:
             c.mux(p)
         for astream in astreams:
             write_sine(c, astream, seconds=audio_seconds or n / fps)

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import os
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,17 +130,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint: it is {kind}; give the .pt/.pth file "
                               "torch.save wrote (deblur-train: RUN_DIR/checkpoints/latest.pt)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about what the error below says once
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses anything but tensors and plain containers: a file that wants
-        # to build arbitrary objects (or run code) is rejected, never executed.
+        # to build arbitrary objects (or run code) is rejected, never executed. torch's own
+        # text opens with advice to load it unsafely: only the line naming the culprit is quoted.
+        culprit = next((line.strip() for line in str(exc).splitlines()
+                        if "GLOBAL" in line or "Unsupported" in line), "it builds objects")
         raise CheckpointError(
-            f"{path}: refused to load: it is not a plain weights file ({first_line(exc, 200)}). "
+            f"{path}: refused to load: it is not a plain weights file ({culprit[:200]}). "
             "Only checkpoints of tensors and plain containers are loaded; re-save it with "
             "torch.save(model.state_dict(), path)") from None
     except Exception as exc:  # noqa: BLE001 - any failure to deserialise means "not a checkpoint"
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or another file type?): "
-                              f"{first_line(exc, 200)}") from None
+        reason = first_line(exc).split(". ")[0]  # torch's first sentence; the rest is advice
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, truncated or damaged ({reason}); "
+                              "copy it again, or use another one (deblur-train keeps RUN_DIR/checkpoints/"
+                              "step_*.pt beside latest.pt)") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a dict of weights")
     return obj

@@ -17,7 +17,7 @@ import av.error
 
 from .encoders import _find_encoder, _log_fallback, _Muxer, _trial_open
 from .errors import VideoError, _why
-from .probe import _Source
+from .probe import _Source, _local
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class _AudioTrack:
 
     def __init__(self, source: _Source, out: Any, transcode_chain: tuple[str, ...] | None):
         self.label = "none"
-        self._input = av.open(source.path)
+        self._input = av.open(_local(source.path))
         try:
             self._in_stream = self._input.streams[source.audio_index]
             self._out_stream = None

@@ -33,7 +33,9 @@ _WEBM_CHAIN = ("libvpx-vp9", "libvpx", "libsvtav1")
 # muxer says it stores (Matroska stores nearly everything).
 _COPY_AUDIO: dict[str, frozenset[str] | None] = {
     "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"}),
-    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac"}),
+    # MOV (unlike MP4) stores PCM: cameras and ProRes workflows record it so.
+    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
+                      "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be"}),
     "ipod": frozenset({"aac", "alac"}),
     "matroska": None,
     "webm": frozenset({"opus", "vorbis"}),
@@ -49,6 +51,7 @@ _AVFMT_VARIABLE_FPS = 0x0400
 # else (RGB, unspecified, ...) falls back to swscale's BT.601 default.
 _SWS_MATRICES = {1, 4, 5, 6, 7, 9}
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
+_SPC_RGB, _SPC_SMPTE170M = 0, 6  # AVColorSpace: RGB (no matrix), BT.601 (525-line)
 # Codec names of encoders that may be missing from the build, for muxer checks.
 _CANONICAL = {
     "libx264": "h264",
@@ -208,10 +211,16 @@ def _configure_video(ctx: Any, plan: _VideoPlan, source: _Source) -> None:
     if plan.qscale is not None:
         ctx.qscale = True
         ctx.global_quality = plan.qscale * 118  # FF_QP2LAMBDA
+    if source.info.sample_aspect_ratio:  # DV/HDV pixels are not square: keep the picture's shape
+        ctx.sample_aspect_ratio = source.info.sample_aspect_ratio
     # Tag the stream like the source so players apply the same YUV matrix/range.
     matrix = _yuv_matrix(source)
     if matrix is not None:
         ctx.colorspace = matrix
+    elif source.colorspace == _SPC_RGB:
+        # An RGB source is converted with swscale's BT.601 matrix: say so, or players assume
+        # BT.709 for HD and shift every colour (mean 7 levels on a 720p test clip).
+        ctx.colorspace = _SPC_SMPTE170M
     ctx.color_range = _yuv_range(source)
     if source.color_primaries not in (0, 2):  # reserved / unspecified
         ctx.color_primaries = source.color_primaries

@@ -52,6 +52,13 @@ class _Output:
             self.stream = self.container.add_stream(self.plan.encoder, rate=source.info.fps)
             _configure_video(self.stream.codec_context, self.plan, source)
             self.stream.time_base = self.plan.time_base
+            if source.info.sample_aspect_ratio and self.plan.encoder.startswith(("libvpx", "libsvtav1")):
+                # H.264 and MPEG-4 carry the pixel shape in their bitstream (and MP4/MOV in the
+                # codec parameters); VP8/VP9/AV1 in Matroska need the stream's own field, which
+                # PyAV cannot set.
+                log.warning("%s: its non-square pixels (aspect %s) are not kept in %s: the output plays "
+                            "squeezed; write .mp4, .mov or .mkv to keep them", source.path,
+                            source.info.sample_aspect_ratio, ext)
             # For FFmpeg-threaded encoders (mpeg4); x264/vpx run their own threads.
             self.stream.codec_context.thread_type = "AUTO"
             if source.info.rotation:

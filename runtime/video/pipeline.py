@@ -18,7 +18,7 @@ import av
 import av.error
 import numpy as np
 
-from ..atomic import new_temp_beside
+from ..atomic import new_temp_beside, replace_keeping_mode
 from .errors import VideoError, VideoInterrupted, _why
 from .output import _Output
 from .probe import _probe
@@ -100,8 +100,9 @@ def process_video(
         log.warning("%s: %d-bit video (%s) is processed and written with 8 bits per channel",
                     source.path, source.bits, source.pix_fmt)
     if source.dropped:
+        kept = "no audio" if source.audio_index is None else f"the {source.audio_codec} audio track FFmpeg ranks first"
         log.warning("%s: %s dropped: the output holds the video and %s", source.path, " and ".join(source.dropped),
-                    "one audio track" if source.audio_index is not None else "no audio")
+                    kept)
     if source.alpha:
         log.warning("%s: the video's alpha plane (%s) is dropped: the output is opaque H.264 or the "
                     "container's usual codec", source.path, source.pix_fmt)
@@ -140,7 +141,7 @@ def process_video(
             raise VideoError(f"{dst_path}: finishing the file failed ({_why(e)})") from e
         if stop_event is not None and stop_event.is_set():
             raise VideoInterrupted(frames, source.info.frame_count)
-        os.replace(tmp, dst_path)
+        replace_keeping_mode(tmp, dst_path)
         committed = True
     finally:
         if not committed:

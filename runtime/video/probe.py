@@ -36,6 +36,8 @@ class VideoInfo:
             held upright records 90 or -90); 0 when none.
         video_duration_s: the video stream's own length (``duration_s`` may be the
             container's, which a longer audio track extends); ``None`` when unknown.
+        sample_aspect_ratio: the shape of one pixel (DV and HDV store non-square ones:
+            8/9, 4/3), ``None`` when square or unknown.
     """
 
     width: int
@@ -47,6 +49,7 @@ class VideoInfo:
     duration_s: float | None
     rotation: int = 0
     video_duration_s: float | None = None
+    sample_aspect_ratio: Fraction | None = None
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
     if os.path.getsize(p) == 0:
         raise VideoError(f"{p}: the file is empty (0 bytes); re-export or re-download it")
     try:
-        container = av.open(p)
+        container = av.open(_local(p))
     except av.error.EOFError as e:
         # Headers parse but the stream probe hits the end: a stream with no frames.
         raise VideoError(
@@ -157,6 +160,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             duration_s=duration,
             rotation=_rotation_of(first),
             video_duration_s=_video_duration(vs, tb, container),
+            sample_aspect_ratio=_pixel_shape(vs),
         )
         return _Source(
             path=p,
@@ -173,9 +177,16 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),
-            dropped=_dropped_streams(container, audio),
+            dropped=_dropped_streams(container, vs, audio),
             untimed="avi" in container.format.name.split(","),
         )
+
+
+def _local(path: str) -> str:
+    """``path`` as FFmpeg must get it to read a local file: absolute, because a relative name
+    with a colon ("2024-05-01T10:30.mp4", "file:x.mp4") is taken for a protocol, and
+    refused or, worse, resolved to another file."""
+    return os.path.abspath(path)
 
 
 def _video_duration(vs: Any, tb: Fraction, container: Any) -> float | None:
@@ -196,11 +207,26 @@ def _video_duration(vs: Any, tb: Fraction, container: Any) -> float | None:
     return None
 
 
-def _dropped_streams(container: Any, kept_audio: Any) -> tuple[str, ...]:
-    """What a user would miss in the output: audio tracks beside the kept one, subtitles."""
-    counts = {"audio track": sum(s is not kept_audio for s in container.streams.audio),
-              "subtitle stream": len(container.streams.subtitles)}
-    return tuple(f"{n} {what}{'s' if n > 1 else ''}" for what, n in counts.items() if n)
+def _pixel_shape(vs: Any) -> Fraction | None:
+    """The sample (pixel) aspect ratio, from the container or the codec; None when square."""
+    for sar in (vs.sample_aspect_ratio, vs.codec_context.sample_aspect_ratio):
+        if sar and sar > 0 and sar != 1:
+            return Fraction(sar)
+    return None
+
+
+def _dropped_streams(container: Any, kept_video: Any, kept_audio: Any) -> tuple[str, ...]:
+    """What a user would miss in the output, named (codec, language): audio tracks beside the
+    kept one, further video streams and cover art, subtitles."""
+    def name(stream: Any) -> str:
+        language = stream.metadata.get("language")
+        return stream.codec_context.name + (f" {language}" if language and language != "und" else "")
+
+    groups = {"audio track": [s for s in container.streams.audio if s is not kept_audio],
+              "video stream": [s for s in container.streams.video if s is not kept_video],
+              "subtitle stream": list(container.streams.subtitles)}
+    return tuple(f"{len(streams)} {what}{'s' if len(streams) > 1 else ''} ({', '.join(map(name, streams))})"
+                 for what, streams in groups.items() if streams)
 
 
 def _pick_audio(container: Any) -> Any:

@@ -23,7 +23,7 @@ from av.video.reformatter import Interpolation
 from .encoders import _VideoPlan, _yuv_matrix, _yuv_range
 from .errors import VideoError, VideoInterrupted, _why
 from .output import _Output
-from .probe import _Source
+from .probe import _Source, _local
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,10 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
     w, h = source.info.width, source.info.height
     index = 0
     last_pts: int | None = None
+    last_duration = 0
     start: int | None = None
     try:
-        with av.open(source.path) as container:
+        with av.open(_local(source.path)) as container:
             stream = container.streams[source.video_index]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
@@ -123,9 +124,9 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
                 if not pipe.put(out_q, _Item(index, frame.pts, image)):
                     return
                 index += 1
-                last_pts = frame.pts
+                last_pts, last_duration = frame.pts, frame.duration
             start = stream.start_time
-        missing = _missing_frames(source, index, last_pts, start)
+        missing = _missing_frames(source, index, last_pts, start, last_duration)
         if missing:
             pipe.fail(VideoError(
                 f"{source.path}: the video stops after {missing}; the file is truncated or damaged. "
@@ -136,7 +137,8 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
         pipe.fail(_stage_error(e, f"{source.path}: decoding failed after {index} frames"))
 
 
-def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: int | None) -> str | None:
+def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: int | None,
+                    last_duration: int | None = 0) -> str | None:
     """How far a source that ended early got, or None when it ended where its header says.
 
     Evidence: the container's frame count (MP4) and the video stream's own length (never the
@@ -150,7 +152,9 @@ def _missing_frames(source: _Source, decoded: int, last_pts: int | None, start: 
         short_count = decoded < info.frame_count - max(2, info.frame_count // 100)
     short_time, span = None, 0.0
     if info.video_duration_s is not None and last_pts is not None:
-        span = float((last_pts - (start or 0)) * source.time_base) + 1 / float(info.fps)
+        # The last frame lasts what its packet says (a held final still: seconds), else one frame.
+        shown = float(last_duration * source.time_base) if last_duration else 1 / float(info.fps)
+        span = float((last_pts - (start or 0)) * source.time_base) + shown
         short_time = info.video_duration_s - span > max(0.5, 0.1 * info.video_duration_s)
     seconds = f" ({span:.2f} of {info.video_duration_s:.2f} s)" if short_time else ""
     if short_count and short_time is not False:
