@@ -11,6 +11,10 @@ from .signals import StopOnSignal
 from .version import __version__
 
 
+# --video-codec names -> FFmpeg encoders (all in PyAV's wheels).
+VIDEO_CODECS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "mpeg4": "mpeg4"}
+
+
 def _parse_tile(value: str) -> int | None:
     if value == "auto":
         return None
@@ -47,6 +51,12 @@ def _parse_tile(value: str) -> int | None:
               callback=lambda ctx, p, v: int(v),
               help="Average the model over N (1, 2, 4 or 8) flipped/rotated copies of each input: more quality for N times "
                    "the time (default model, Set5+Set14 blurred: +0.16 / +0.20 / +0.25 dB).")
+@click.option("--video-codec", type=click.Choice(sorted(VIDEO_CODECS)), default=None,
+              help="Video encoder [default: H.264 (libx264), VP9 for .webm]; hevc and av1 make ~half the file "
+                   "at the same look, slower; .webm takes vp9 or av1.")
+@click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
+              help="Video quality on x264's scale (lower: better, larger; mapped for the other codecs): 18 looks "
+                   "like the source, 23 is x264's default at about half the size.")
 @click.option("--compare", is_flag=True, help="Also write INPUT | OUTPUT side by side (_compare suffix; "
               "for videos a PNG of the middle frame).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
@@ -58,7 +68,7 @@ def _parse_tile(value: str) -> int | None:
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-run")
 @report_errors
 def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, self_ensemble,
-         compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
+         video_codec, crf, compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
     """Deblur images (png, jpg, bmp, tif, webp), folders (recursively) and videos
     (mp4, m4v, mov, mkv, avi, webm; every frame, same size and rate, one audio track kept: others and subtitles are
     dropped, with a warning).
@@ -97,7 +107,8 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
                 summary = run_jobs(deblurrer, jobs, overwrite=overwrite, skip_existing=skip_existing,
                                    compare=compare, stop=stop.event,
                                    interruptible=stop.interruptible, file_progress=progress.file_done,
-                                   frame_progress=progress.frames)
+                                   frame_progress=progress.frames,
+                                   video_codec=VIDEO_CODECS.get(video_codec), crf=crf)
         except KeyboardInterrupt:
             if debug:
                 raise

@@ -163,7 +163,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
                 exif: bytes | None = None, grey_alpha: bool = False) -> Path:
     """Encode by the file's suffix and write atomically: a crash never leaves half an image.
     ``icc``, ``exif``: a colour profile and an EXIF block (TIFF structure) to embed, as they
-    are, into JPEG, PNG, WebP and TIFF; BMP gets neither.
+    are, into JPEG, PNG, WebP and TIFF; BMP gets neither. JPEG has no alpha: a BGRA image's
+    alpha channel is dropped there (deblur-run warns before the work; check ``ALPHA_SUFFIXES``).
     ``grey_alpha``: see :func:`encode_image`."""
     path = Path(path)
     for name, blob in (("icc", icc), ("exif", exif)):

@@ -174,7 +174,8 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
              skip_existing: bool = False, compare: bool = False, stop: threading.Event | None = None,
              interruptible: threading.Event | None = None,
              file_progress: Callable[[Job], None] | None = None,
-             frame_progress: Callable[[Job, int, int | None], None] | None = None) -> Summary:
+             frame_progress: Callable[[Job, int, int | None], None] | None = None,
+             video_codec: str | None = None, crf: int = 18) -> Summary:
     """Process every job; a bad file is recorded and skipped, the rest still run.
 
     An existing output is an error unless ``overwrite`` (replaced) or ``skip_existing`` (left
@@ -218,7 +219,7 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
                 if interruptible is not None:
                     interruptible.clear()
                 try:
-                    _run_video(deblur, job, compare, stop, frame_progress)
+                    _run_video(deblur, job, compare, stop, frame_progress, video_codec, crf)
                 finally:
                     if interruptible is not None:
                         interruptible.set()
@@ -318,7 +319,8 @@ def _carried_exif(job: Job, exif: bytes | None) -> bytes | None:
 
 
 def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool, stop: threading.Event,
-               frame_progress: Callable[[Job, int, int | None], None] | None) -> None:
+               frame_progress: Callable[[Job, int, int | None], None] | None, video_codec: str | None = None,
+               crf: int = 18) -> None:
     from .video import VideoError, VideoInterrupted, probe_video, process_video
 
     try:
@@ -344,11 +346,13 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
             frame_progress(job, frames, info.frame_count)
 
     try:
-        process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop)
+        process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop, codec=video_codec, crf=crf)
     except VideoInterrupted as exc:
         raise _Stopped(exc.frames_done, exc.frames_total) from None
     except VideoError as exc:
-        raise InputError(str(exc)) from None
+        message = str(exc)  # the encoder's choice does not know the file: name it
+        named = message.startswith((str(job.src), str(job.dst), str(job.dst.absolute())))
+        raise InputError(message if named else f"{job.src} -> {job.dst}: {message}") from None
     if compare and "halves" in snapshot:
         # Upright as players show it (images get their EXIF orientation applied likewise).
         turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(

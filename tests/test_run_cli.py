@@ -135,6 +135,19 @@ def test_video_keeps_every_frame_rate_size_and_audio(model, tmp_path):
     assert (tmp_path / "clip_deblurred_compare.png").exists()
 
 
+def test_video_codec_and_quality_can_be_chosen(model, tmp_path):
+    src = make_clip(tmp_path / "clip.mp4", w=64, h=48, n=8, audio=None)
+    run_cli("deblur-run", str(src), "-o", str(tmp_path / "vp9.mkv"), "-m", model, "--video-codec", "vp9", check=True)
+    assert probe_video(tmp_path / "vp9.mkv").codec == "vp9"
+    sizes = {}
+    for crf in (10, 35):
+        run_cli("deblur-run", str(src), "-o", str(tmp_path / f"q{crf}.mp4"), "-m", model, "--crf", str(crf), check=True)
+        sizes[crf] = (tmp_path / f"q{crf}.mp4").stat().st_size
+    assert sizes[35] < sizes[10]
+    bad = run_cli("deblur-run", str(src), "-o", str(tmp_path / "x.webm"), "-m", model, "--video-codec", "h264")
+    assert bad.returncode == 2 and "clip.mp4 -> " in bad.stderr and "webm files cannot hold h264" in bad.stderr
+
+
 def test_sigterm_mid_video_leaves_no_partial_output(model, tmp_path):
     src = make_clip(tmp_path / "long.mp4", w=320, h=240, n=40, audio=None)
     exe = Path(sys.executable).parent / "deblur-run"

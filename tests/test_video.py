@@ -606,3 +606,15 @@ def test_replacing_a_video_keeps_its_file_mode(clips, tmp_path):
     dst.chmod(0o640)
     process_video(clips["even25_aac"], dst, identity)
     assert dst.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_chosen_codec_is_used_and_one_the_container_cannot_hold_is_refused_up_front(clips, tmp_path):
+    report = process_video(clips["even25_aac"], tmp_path / "out.mp4", identity, codec="libx265", crf=30)
+    assert report.video_codec.startswith("libx265")
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "hevc" and stream.codec_tag == "hvc1"  # Apple players need hvc1
+        assert stream.frames == 30
+    with pytest.raises(VideoError, match="libx264: webm files cannot hold h264"):
+        process_video(clips["even25_aac"], tmp_path / "out.webm", identity, codec="libx264")
+    assert leftovers(tmp_path) == []

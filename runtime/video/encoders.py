@@ -8,6 +8,7 @@ next one (logged) instead of failing after the video work.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +21,9 @@ from .errors import VideoError, _why
 from .probe import _Source
 
 log = logging.getLogger(__name__)
+# SVT-AV1 prints a banner of info lines per encoder opened (several per video: trial opens);
+# errors only, unless the user set a level.
+os.environ.setdefault("SVT_LOG", "1")
 
 # Encoders tried in order when the caller does not name one. H.264 first because
 # every player handles it; mpeg4 is FFmpeg's built-in last resort.
@@ -59,6 +63,7 @@ _CANONICAL = {
     "libvpx-vp9": "vp9",
     "libvpx": "vp8",
     "libsvtav1": "av1",
+    "libx265": "hevc",
     "libopus": "opus",
     "libvorbis": "vorbis",
     "libfdk_aac": "aac",
@@ -165,6 +170,8 @@ def _video_quality(
     crf63 = str(min(63, max(0, round(crf * 1.75))))
     if name == "libx264":
         return {"crf": str(crf)}, 0, None
+    if name == "libx265":  # x265's CRF 28 looks like x264's 23 (x265's documentation): +5
+        return {"crf": str(min(51, crf + 5)), "x265-params": "log-level=error"}, 0, None
     if name == "libvpx-vp9":
         # bitrate 0 + crf = constant-quality mode; cpu-used 4 keeps VP9 usable speed-wise.
         return {"crf": crf63, "deadline": "good", "cpu-used": "4", "row-mt": "1"}, 0, None
@@ -245,6 +252,9 @@ def _choose_video_plan(
             continue
         if codec_obj.type != "video":
             reasons.append(f"{name}: not a video encoder")
+            continue
+        if codec and not muxer.stores(codec_obj.canonical_name):  # asked for by name: say why not, up front
+            reasons.append(f"{name}: {muxer.name} files cannot hold {codec_obj.canonical_name}")
             continue
         options, bit_rate, qscale = _video_quality(
             codec_obj.name, crf, info.width, info.height, info.fps

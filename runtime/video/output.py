@@ -52,6 +52,8 @@ class _Output:
             self.stream = self.container.add_stream(self.plan.encoder, rate=source.info.fps)
             _configure_video(self.stream.codec_context, self.plan, source)
             self.stream.time_base = self.plan.time_base
+            if self.plan.encoder == "libx265" and muxer.name in {"mp4", "mov", "ipod"}:
+                self.stream.codec_context.codec_tag = "hvc1"  # what Apple's players require of HEVC
             if source.info.sample_aspect_ratio and self.plan.encoder.startswith(("libvpx", "libsvtav1")):
                 # H.264 and MPEG-4 carry the pixel shape in their bitstream (and MP4/MOV in the
                 # codec parameters); VP8/VP9/AV1 in Matroska need the stream's own field, which
