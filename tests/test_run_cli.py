@@ -800,3 +800,24 @@ def test_a_grey_alpha_png_comes_back_grey_alpha(model, tmp_path, dtype):
     exif = b"II*\x00\x08\x00\x00\x00\x00\x00\x00\x00\x00\x00"  # an empty IFD0
     write_image(tmp_path / "tagged.png", pixels, exif=exif)
     assert read_metadata((tmp_path / "tagged.png").read_bytes()).exif == exif
+
+
+def test_progress_without_a_terminal_is_a_line_now_and_then(caplog):
+    # CI logs, nohup, job schedulers: tqdm's bars are off there, and an hour-long video was silent.
+    from deblur.runtime.jobs import Job
+    from deblur.runtime.progress import Progress
+
+    jobs = [Job(Path(f"clip{i}.mp4"), Path(f"out{i}.mp4"), "video") for i in range(2)]
+    with caplog.at_level("INFO", logger="deblur.runtime.progress"):
+        with Progress(jobs, interval_s=0.0) as progress:
+            assert progress.lines and not progress.bars  # pytest's stderr is no terminal
+            progress.frames(jobs[0], 10, 40)
+            progress.file_done(jobs[0])
+            progress.frames(jobs[1], 5, None)
+    assert "clip0.mp4: 10 of 40 frames" in caplog.text and "1 of 2 files done" in caplog.text
+    assert "clip1.mp4: 5 frames" in caplog.text
+    with caplog.at_level("INFO", logger="deblur.runtime.progress"):
+        caplog.clear()
+        with Progress(jobs, interval_s=3600.0) as progress:
+            progress.frames(jobs[0], 10, 40)
+        assert not caplog.text  # not before the interval
