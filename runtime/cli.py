@@ -58,7 +58,7 @@ def _parse_tile(value: str) -> int | None:
               help="Video quality on x264's scale (lower: better, larger; mapped for the other codecs): 18 looks "
                    "like the source, 23 is x264's default at about half the size.")
 @click.option("--compare", is_flag=True, help="Also write INPUT | OUTPUT side by side (_compare suffix; "
-              "for videos a PNG of the middle frame).")
+              "for videos a PNG of the middle frame, named after the container too: clip_compare_mp4.png).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs (inputs are never overwritten).")
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that exist already as they are (re-running an "
               "interrupted batch finishes it); without this or --overwrite an existing output is an error.")

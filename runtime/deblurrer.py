@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError, ModelError, ProviderError, first_line
-from .image_io import equal_channels
+from .image_io import equal_channels, native_order
 from .model_info import ModelInfo
 from .providers import ALIASES, GPU_PROVIDERS, create_session, resolve_provider
 from .tiling import TileGrid, make_grid, pad_reflect, padded_size, smallest_sensible_tile, tile_stride
@@ -213,6 +213,7 @@ class Deblurrer:
         # Padding and tiling work on the caller's pixels (uint8: 3 bytes a pixel); only the
         # part going into the model is converted to float, and tiled results are finished
         # band by band into the output, so a tiled image never exists in float32 whole.
+        image = native_order(image)  # '>u2' is no np.uint16: it would miss the deep-image route below
         if self._deep_args is not None and getattr(image, "dtype", None) in (np.uint16, np.float16, np.float32,
                                                                              np.float64):
             return self._deep_twin()(image)
@@ -267,8 +268,7 @@ class Deblurrer:
             raise InputError(f"image of shape {image.shape} is not HxW, HxWx3 or HxWx4")
         if image.shape[0] == 0 or image.shape[1] == 0:
             raise InputError(f"image of shape {image.shape} has no pixels")
-        if not image.dtype.isnative:  # from np.frombuffer of big-endian data (16-bit PNG rows, FITS)
-            image = image.astype(image.dtype.newbyteorder("="))
+        image = native_order(image)
         shape, dtype = image.shape, image.dtype
         if image.dtype == np.uint8:
             scale = 255.0
@@ -356,7 +356,14 @@ class Deblurrer:
         if out.dtype == np.uint8:
             return [np.ascontiguousarray(item[:, :, ::-1]) if self.info.channel_order == "RGB" else item
                     for item in out]
+        fp16 = out.dtype == np.float16 or self.info.precision == "fp16"
         out = out.astype(np.float32, copy=False)
+        # One pass, no allocation (on the float32 copy FP16 outputs need anyway): pixel values
+        # sum far below float32's overflow, and any NaN or infinity makes the sum one.
+        if not np.isfinite(out.sum()):
+            raise ModelError(f"{self.model_path}: the model produced {np.count_nonzero(~np.isfinite(out))} NaN or "
+                             f"infinite values on a {list(out.shape)} batch"
+                             + ("; an FP16 model can overflow: use its FP32 export" if fp16 else ""))
         # cv2.merge interleaves the planes in one vectorised pass (numpy's transpose copy of a
         # channel-first array is several times slower).
         return [cv2.merge([item[c] for c in self._planes]) for item in out]
@@ -495,13 +502,6 @@ class Deblurrer:
             raise ModelError(f"{self.model_path}: the model's output {list(out.shape)} does not match its input "
                              f"{list(batch.shape)}; deblur-edge runs models whose output is the input's size "
                              "and channels (not an upscaler, mask or classifier)")
-        # One pass, no allocation: pixel values sum far below float32's overflow.
-        if out.dtype.kind == "f" and not np.isfinite(out.sum(dtype=np.float32)):
-            bad = np.count_nonzero(~np.isfinite(out))
-            raise ModelError(f"{self.model_path}: the model produced {bad} NaN or infinite values on a "
-                             f"{list(batch.shape)} input" + ("; an FP16 model can overflow: use its FP32 export"
-                                                              if out.dtype == np.float16 or self.info.precision == "fp16"
-                                                              else ""))
         return out
 
     def _session_run(self, batch: np.ndarray) -> np.ndarray:

@@ -68,6 +68,15 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
     return image, metadata
 
 
+def native_order(image: np.ndarray) -> np.ndarray:
+    """``image`` in the machine's byte order: a big-endian array (np.frombuffer of 16-bit PNG
+    rows or FITS data) would otherwise be read byte-swapped by OpenCV, or miss dtype checks
+    ('>u2' is not np.uint16)."""
+    if isinstance(image, np.ndarray) and not image.dtype.isnative:
+        return image.astype(image.dtype.newbyteorder("="))
+    return image
+
+
 def as_bgr8(image: np.ndarray) -> np.ndarray:
     """Any image :func:`read_image` returns as contiguous HxWx3 uint8 BGR: 16 bits scaled down,
     float [0, 1] scaled up (NaN as 0), grey widened, alpha dropped. For the tools that work on
@@ -141,6 +150,7 @@ def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> by
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or not image.size:
         raise InputError(f"cannot write an image of shape {image.shape}: HxW, HxWx3 (BGR) or HxWx4 (BGRA) "
                          "with pixels is needed")
+    image = native_order(image)
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, 95]

@@ -12,8 +12,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -36,16 +35,14 @@ class Job:
     src: Path
     dst: Path
     kind: str  # "image" or "video"
-    # A video's compare picture is a PNG: beside clip.png or clip.mov (a poster, another
-    # container) "clip_compare.png" would be taken, so it is named "clip_compare_mp4.png" then.
-    tag_compare: bool = False
 
     @property
     def compare_path(self) -> Path:
         if self.kind == "image":
             return self.dst.with_name(f"{self.dst.stem}_compare{self.dst.suffix}")
-        tag = f"_{self.dst.suffix[1:].lower()}" if self.tag_compare else ""
-        return self.dst.with_name(f"{self.dst.stem}_compare{tag}.png")
+        # A PNG named after the container too: clip.mp4's never takes the place of its poster
+        # clip.png's, or clip.mov's, whichever files a later run finds beside it.
+        return self.dst.with_name(f"{self.dst.stem}_compare_{self.dst.suffix[1:].lower()}.png")
 
 
 @dataclass
@@ -105,7 +102,7 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
             if out is not None and out.exists() and not out.is_dir():
                 problems.append((src, f"{out}: is a file; a folder's results need an output folder"))
                 continue
-            if out is not None and Path(os.path.abspath(out)) == folder:
+            if out is not None and out.is_dir() and os.path.samefile(out, folder):
                 problems.append((src, f"{out}: is the input folder: the results would land on the inputs; "
                                       "choose another -o (or none: results go to a new folder beside it)"))
                 continue
@@ -144,9 +141,6 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
         else:
             unique[key] = job
     jobs = list(unique.values())
-    stems = Counter((job.dst.parent, job.dst.stem) for job in jobs)
-    jobs = [replace(job, tag_compare=True) if job.kind == "video" and stems[job.dst.parent, job.dst.stem] > 1
-            else job for job in jobs]
     sources = {src for src, _ in unique}
     targets: dict[Path, Path] = {}
     safe = []

@@ -44,6 +44,9 @@ _IFD0_TAGS = _DESCRIPTIVE_TAGS | {_ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, 
 _FIELD_TYPES = {1: (1, 1), 2: (1, 1), 3: (2, 2), 4: (4, 4), 5: (8, 4), 6: (1, 1), 7: (1, 1), 8: (2, 2),
                 9: (4, 4), 10: (8, 4), 11: (4, 4), 12: (8, 8), 13: (4, 4)}
 _MAX_FIELD_BYTES = 1 << 20  # a maker note is tens of kB; a bigger field is damage (or a layer dump)
+# All of a copied EXIF block: a crafted file (many tags on one large blob, IFDs pointing back
+# at themselves) must not turn 100 kB into gigabytes. Real blocks: under 100 kB.
+_MAX_EXIF_BYTES = 4 << 20
 _WIDTH_HEIGHT = ((0x0100, 0x0101), (0xA002, 0xA003))  # ImageWidth/Length (IFD0), PixelX/YDimension (Exif IFD)
 
 
@@ -245,11 +248,13 @@ def _value(tiff: bytes, entry: int, kind: int) -> int:
 
 
 def _copy_ifd(src: bytes | memoryview, ifd: int, out: bytearray, order: str,
-              keep: frozenset[int] | None = None, depth: int = 0) -> list[bytes]:
+              keep: frozenset[int] | None = None, depth: int = 0, limit: int | None = None) -> list[bytes]:
     """The entries of the IFD at ``ifd`` in ``src`` (TIFF structure; only tags in ``keep``, if
     given), re-encoded for ``out`` in byte ``order``: values over 4 bytes and the sub-IFDs they
     point to (Exif, GPS, Interoperability) are appended to ``out`` and the entries point there.
-    A damaged entry (unknown type, value past the end) is left out, not the whole IFD."""
+    A damaged entry (unknown type, value past the end) is left out, not the whole IFD; so are
+    values that would grow ``out`` past ``limit`` (default: ``_MAX_EXIF_BYTES`` more)."""
+    limit = len(out) + _MAX_EXIF_BYTES if limit is None else limit
     src_order = _byte_order(src)
     entries: dict[int, bytes] = {}
     for tag, kind, at in _entries(src, ifd):
@@ -261,13 +266,13 @@ def _copy_ifd(src: bytes | memoryview, ifd: int, out: bytearray, order: str,
         head = tag.to_bytes(2, order) + kind.to_bytes(2, order) + count.to_bytes(4, order)
         if tag in _SUB_IFDS:
             if depth < 2 and count == 1 and pointer + 2 <= len(src):  # Exif -> Interop at most: no loops
-                sub = _copy_ifd(src, pointer, out, order, depth=depth + 1)
+                sub = _copy_ifd(src, pointer, out, order, depth=depth + 1, limit=limit)
                 entries[tag] = head + _append_ifd(out, sub, order).to_bytes(4, order)
             continue
         length = size * count
         if length <= 4:
             value = bytes(src[at + 8:at + 8 + length])
-        elif length <= _MAX_FIELD_BYTES and pointer + length <= len(src):
+        elif length <= _MAX_FIELD_BYTES and pointer + length <= len(src) and len(out) + length <= limit:
             value = bytes(src[pointer:pointer + length])
         else:
             continue

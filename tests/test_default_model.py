@@ -149,3 +149,11 @@ def test_the_gpu_export_is_the_same_model_in_fp16_with_uint8_io(deblur):
     # FP16 compute and in-graph rounding: 69 dB from the FP32 model's result, 1 grey level at most.
     got, want = gpu(photo), deblur(photo)
     assert psnr(got, want) > 60 and np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_on_cuda_a_big_endian_16_bit_image_goes_the_deep_route_too(cuda_on_cpu, deblur):
+    # '>u2' is not np.uint16: it went through the 8-bit GPU model (442/65535 off, and a warning).
+    gpu = Deblurrer(tile=0)
+    image = np.random.default_rng(1).integers(0, 65536, (24, 32, 3)).astype(np.uint16)
+    assert np.array_equal(gpu(image.astype(">u2")), deblur(image))
+    assert gpu._deep is not None

@@ -132,7 +132,7 @@ def test_video_keeps_every_frame_rate_size_and_audio(model, tmp_path):
     assert (out_info.width, out_info.height, out_info.fps) == (src_info.width, src_info.height, src_info.fps)
     assert out_info.frame_count == src_info.frame_count == 20
     assert out_info.has_audio and audio_summary(out)[0] == "aac"
-    assert (tmp_path / "clip_deblurred_compare.png").exists()
+    assert (tmp_path / "clip_deblurred_compare_mp4.png").exists()
 
 
 def test_video_codec_and_quality_can_be_chosen(model, tmp_path):
@@ -524,6 +524,35 @@ def test_tiff_exif_survives_damage_entry_by_entry():
     assert dict(cut) == {0x0110: "AB"}
 
 
+def test_a_crafted_tiff_cannot_blow_its_exif_up():
+    # 500 tags pointing at one 100 kB blob, and an Exif IFD pointing back at itself: a 106 kB
+    # file became a 150 MB EXIF block (and past 4 GiB an OverflowError).
+    from deblur.runtime.metadata import _MAX_EXIF_BYTES, read_metadata
+
+    order = "little"
+    base = bytearray(cv2.imencode(".tif", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    base += b"\x00" * (len(base) & 1)
+    blob_at = len(base)
+    base += b"x" * 100_000
+    exif_at = len(base)
+    entries = sorted([(0x1000 + i, 7, 100_000, blob_at) for i in range(500)] + [(0x8769, 4, 1, exif_at),
+                                                                                 (0xA005, 4, 1, exif_at)])
+    base += len(entries).to_bytes(2, order) + b"".join(
+        t.to_bytes(2, order) + k.to_bytes(2, order) + n.to_bytes(4, order) + v.to_bytes(4, order)
+        for t, k, n, v in entries) + bytes(4)
+    ifd0 = int.from_bytes(base[4:8], order)
+    count = int.from_bytes(base[ifd0:ifd0 + 2], order)
+    own = [bytes(base[ifd0 + 2 + 12 * i:ifd0 + 14 + 12 * i]) for i in range(count)]
+    own.append((0x8769).to_bytes(2, order) + (4).to_bytes(2, order) + (1).to_bytes(4, order)
+               + exif_at.to_bytes(4, order))
+    own.sort(key=lambda e: int.from_bytes(e[:2], order))
+    base += b"\x00" * (len(base) & 1)
+    base[4:8] = len(base).to_bytes(4, order)
+    base += len(own).to_bytes(2, order) + b"".join(own) + bytes(4)
+    exif = read_metadata(bytes(base)).exif
+    assert exif is not None and len(exif) <= _MAX_EXIF_BYTES + 100_000
+
+
 def test_upright_exif_edits_only_orientation_dimensions_and_the_thumbnail_link():
     from deblur.runtime.metadata import exif_orientation, read_metadata, upright_exif
 
@@ -735,7 +764,8 @@ def test_skip_existing_with_compare_redoes_an_output_whose_picture_was_kept(tmp_
     assert summary.done == [job] and not summary.failed and job.dst.exists()
 
 
-def test_a_video_compare_picture_beside_a_same_named_file_gets_its_container_in_the_name(tmp_path):
+def test_a_video_compare_picture_has_its_container_in_the_name(tmp_path):
+    # Beside a poster clip.png (or clip.mov) "clip_compare.png" would be taken, by this run or a later one.
     from deblur.runtime.jobs import plan_jobs
 
     for name in ("clip.mp4", "clip.png", "take.mkv", "take.mov", "solo.mp4"):
@@ -744,7 +774,8 @@ def test_a_video_compare_picture_beside_a_same_named_file_gets_its_container_in_
     jobs, problems = plan_jobs([tmp_path / "m"], tmp_path / "o", compare=True)
     assert not problems and len(jobs) == 5
     assert sorted(j.compare_path.name for j in jobs) == [
-        "clip_compare.png", "clip_compare_mp4.png", "solo_compare.png", "take_compare_mkv.png", "take_compare_mov.png"]
+        "clip_compare.png", "clip_compare_mp4.png", "solo_compare_mp4.png", "take_compare_mkv.png",
+        "take_compare_mov.png"]
 
 
 @pytest.mark.parametrize("out", ["same", "same/", "./same"])
@@ -802,15 +833,16 @@ def test_a_grey_alpha_png_comes_back_grey_alpha(model, tmp_path, dtype):
     assert read_metadata((tmp_path / "tagged.png").read_bytes()).exif == exif
 
 
-def test_progress_without_a_terminal_is_a_line_now_and_then(caplog):
+def test_progress_without_a_terminal_is_a_line_now_and_then(caplog, monkeypatch):
     # CI logs, nohup, job schedulers: tqdm's bars are off there, and an hour-long video was silent.
     from deblur.runtime.jobs import Job
     from deblur.runtime.progress import Progress
 
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
     jobs = [Job(Path(f"clip{i}.mp4"), Path(f"out{i}.mp4"), "video") for i in range(2)]
     with caplog.at_level("INFO", logger="deblur.runtime.progress"):
         with Progress(jobs, interval_s=0.0) as progress:
-            assert progress.lines and not progress.bars  # pytest's stderr is no terminal
+            assert progress.lines and not progress.bars
             progress.frames(jobs[0], 10, 40)
             progress.file_done(jobs[0])
             progress.frames(jobs[1], 5, None)

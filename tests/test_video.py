@@ -282,10 +282,10 @@ def test_frame_fn_wrong_shape_is_reported(clips, tmp_path):
 def test_decoder_thread_error_propagates(clips, tmp_path, monkeypatch):
     real_item = video.stages._Item
 
-    def failing_item(index, pts, image):
+    def failing_item(index, pts, image, *rest):
         if threading.current_thread().name == "deblur-decode" and index == 7:
             raise Boom("decoder broke")
-        return real_item(index, pts, image)
+        return real_item(index, pts, image, *rest)
 
     monkeypatch.setattr(video.stages, "_Item", failing_item)
     with pytest.raises(Boom, match="decoder broke"):
@@ -370,11 +370,11 @@ def test_decoder_runs_at_most_a_bounded_distance_ahead(clips, tmp_path, monkeypa
     decoded = 0
     real_item = video.stages._Item
 
-    def counting_item(index, pts, image):
+    def counting_item(index, pts, image, *rest):
         nonlocal decoded
         if threading.current_thread().name == "deblur-decode":
             decoded += 1
-        return real_item(index, pts, image)
+        return real_item(index, pts, image, *rest)
 
     monkeypatch.setattr(video.stages, "_Item", counting_item)
     processed = 0
@@ -576,19 +576,39 @@ def test_non_square_pixels_keep_the_picture_shape(tmp_path, ext, caplog):
     with caplog.at_level(logging.WARNING):
         process_video(src, tmp_path / f"out{ext}", identity)
     if ext == ".webm":  # VP9 has no field for it, and PyAV cannot set Matroska's: said
-        assert "non-square pixels (aspect 4/3) are not kept in .webm" in caplog.text
+        assert "non-square pixels (aspect 4/3) are not kept by libvpx-vp9 in .webm" in caplog.text
     else:
         assert probe_video(tmp_path / f"out{ext}").sample_aspect_ratio == Fraction(4, 3)
     assert probe_video(make_clip(tmp_path / "square.mp4", n=2, audio=None)).sample_aspect_ratio is None
 
 
 @pytest.mark.parametrize("ext", [".mkv", ".webm"])
-def test_a_held_last_frame_is_not_called_truncated(tmp_path, ext):
+def test_a_held_last_frame_is_not_called_truncated_and_keeps_its_seconds(tmp_path, ext):
     # A slideshow or GIF-made clip: the last frame shows for 3 s, the track's DURATION says so.
+    # It was refused as truncated; and every output frame got one frame step (3.44 s -> 0.48 s).
     src = make_clip(tmp_path / f"still{ext}", n=12, audio=None, hold_last_s=3.0,
                     **({"codec": "libvpx-vp9"} if ext == ".webm" else {}))
     assert probe_video(src).video_duration_s == pytest.approx(3.44, abs=0.05)
-    assert process_video(src, tmp_path / f"out{ext}", identity).frames == 12
+    for out in (".mkv", ".mp4", ".mov", ".webm"):
+        assert process_video(src, tmp_path / f"out{out}", identity).frames == 12
+        assert probe_video(tmp_path / f"out{out}").video_duration_s == pytest.approx(3.44, abs=0.01), out
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov"])
+def test_variable_rate_into_mp4_ends_at_the_last_frames_end(tmp_path, ext, caplog):
+    # With B-frames an MP4 track ends at its last *decoded* frame: 0.52 s instead of 1.04 here,
+    # the frame at 1.0 s outside the track. Uneven times turn B-frames off for MP4/MOV.
+    src = make_clip(tmp_path / "vfr.mkv", n=6, audio=None, pts_ms=[0, 40, 80, 400, 440, 1000])
+    with caplog.at_level(logging.INFO):
+        process_video(src, tmp_path / f"out{ext}", identity)
+    assert "uneven frame times (variable rate or a held frame): B-frames off" in caplog.text
+    assert probe_video(tmp_path / f"out{ext}").video_duration_s == pytest.approx(1.04, abs=0.01)
+    _, times, _ = read_frames(tmp_path / f"out{ext}")
+    assert times == pytest.approx([0, 0.04, 0.08, 0.4, 0.44, 1.0], abs=1e-3)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # an even source keeps its B-frames (smaller files)
+        process_video(make_clip(tmp_path / "even.mp4", n=6, audio=None), tmp_path / f"even_out{ext}", identity)
+    assert "B-frames off" not in caplog.text
 
 
 def test_an_rgb_source_is_tagged_with_the_matrix_it_was_converted_with(tmp_path):
@@ -618,3 +638,28 @@ def test_a_chosen_codec_is_used_and_one_the_container_cannot_hold_is_refused_up_
     with pytest.raises(VideoError, match="libx264: webm files cannot hold h264"):
         process_video(clips["even25_aac"], tmp_path / "out.webm", identity, codec="libx264")
     assert leftovers(tmp_path) == []
+
+
+def test_a_stream_ffmpeg_cannot_decode_is_named_not_a_crash(tmp_path, caplog):
+    # TTML subtitles in MP4 have no decoder: PyAV gives them no codec context, and naming the
+    # dropped streams raised AttributeError, ending a whole batch.
+    path = tmp_path / "ttml.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        subs = c.add_mux_stream("ttml")
+        subs.time_base = Fraction(1, 1000)
+        for i in range(5):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        packet = av.Packet(b"<tt xmlns='http://www.w3.org/ns/ttml'><body><div><p begin='0s' end='1s'>hi</p>"
+                           b"</div></body></tt>")
+        packet.stream, packet.pts, packet.dts, packet.time_base = subs, 0, 0, Fraction(1, 1000)
+        c.mux(packet)
+    with caplog.at_level(logging.WARNING):
+        assert process_video(path, tmp_path / "out.mp4", identity).frames == 5
+    assert "1 subtitle stream (a codec FFmpeg cannot read) dropped" in caplog.text

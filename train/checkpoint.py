@@ -137,7 +137,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         # weights_only refuses anything but tensors and plain containers: a file that wants
         # to build arbitrary objects (or run code) is rejected, never executed. torch's own
         # text opens with advice to load it unsafely: only the line naming the culprit is quoted.
-        culprit = next((line.strip() for line in str(exc).splitlines()
+        culprit = next((line.strip().split(". ")[0] for line in str(exc).splitlines()
                         if "GLOBAL" in line or "Unsupported" in line), "it builds objects")
         raise CheckpointError(
             f"{path}: refused to load: it is not a plain weights file ({culprit[:200]}). "

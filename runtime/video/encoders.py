@@ -18,7 +18,7 @@ import av
 import av.error
 
 from .errors import VideoError, _why
-from .probe import _Source
+from .probe import _Source, _local
 
 log = logging.getLogger(__name__)
 # SVT-AV1 prints a banner of info lines per encoder opened (several per video: trial opens);
@@ -55,7 +55,7 @@ _AVFMT_VARIABLE_FPS = 0x0400
 # else (RGB, unspecified, ...) falls back to swscale's BT.601 default.
 _SWS_MATRICES = {1, 4, 5, 6, 7, 9}
 _RANGE_MPEG, _RANGE_JPEG = 1, 2
-_SPC_RGB, _SPC_SMPTE170M = 0, 6  # AVColorSpace: RGB (no matrix), BT.601 (525-line)
+_SPC_SMPTE170M = 6  # AVColorSpace BT.601 (525-line): swscale's default matrix
 # Codec names of encoders that may be missing from the build, for muxer checks.
 _CANONICAL = {
     "libx264": "h264",
@@ -157,6 +157,7 @@ class _VideoPlan:
     options: dict[str, str]
     bit_rate: int
     qscale: int | None  # mpeg4-style fixed quantiser, None for rate-controlled encoders
+    b_frames: bool = True  # off for uneven frame times into MP4/MOV (see _uneven_times)
 
 
 def _video_quality(
@@ -185,6 +186,23 @@ def _video_quality(
     return {}, bit_rate, None
 
 
+def _uneven_times(source: _Source) -> bool:
+    """Whether the source's frames are unevenly spaced (a phone's variable rate, a held final
+    still): one demux pass over packet times, no decoding (seconds for an hour of video)."""
+    with av.open(_local(source.path)) as container:
+        stream = container.streams[source.video_index]
+        packets = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None]
+    if len(packets) < 2:
+        return False
+    packets.sort()
+    steps = [b[0] - a[0] for a, b in zip(packets, packets[1:])]
+    steps.append(packets[-1][1] or steps[-1])  # the last frame shows for its packet's duration
+    typical = sorted(steps)[len(steps) // 2]
+    # Containers round times (Matroska to 1 ms: 23.976 fps alternates 41 and 42 ms): that is even.
+    slack = max(2, typical // 50)
+    return any(abs(step - typical) > slack for step in steps)
+
+
 def _pix_fmt_candidates(codec: av.codec.Codec) -> list[str]:
     # 4:2:0 first for compatibility; 4:4:4 is the exact-size escape for odd frame
     # sizes in H.264, whose 4:2:0 cropping works in 2-pixel steps only.
@@ -211,9 +229,10 @@ def _configure_video(ctx: Any, plan: _VideoPlan, source: _Source) -> None:
     ctx.framerate = source.info.fps
     if plan.bit_rate:
         ctx.bit_rate = plan.bit_rate
-    if plan.constant_rate:
-        # Such muxers (AVI) store no presentation times, so reordered B-frames
-        # would come back with scrambled timestamps.
+    if plan.constant_rate or not plan.b_frames:
+        # Muxers without presentation times (AVI) would scramble reordered B-frames; MP4/MOV
+        # end a track at its last *decoded* frame, which with B-frames and uneven frame times
+        # is not the last shown one: the track came out ending before its last frame.
         ctx.max_b_frames = 0
     if plan.qscale is not None:
         ctx.qscale = True
@@ -224,9 +243,10 @@ def _configure_video(ctx: Any, plan: _VideoPlan, source: _Source) -> None:
     matrix = _yuv_matrix(source)
     if matrix is not None:
         ctx.colorspace = matrix
-    elif source.colorspace == _SPC_RGB:
-        # An RGB source is converted with swscale's BT.601 matrix: say so, or players assume
-        # BT.709 for HD and shift every colour (mean 7 levels on a 720p test clip).
+    elif av.VideoFormat(source.pix_fmt).is_rgb:
+        # An RGB-coded source (libx264rgb, qtrle, FFV1 RGB, PNG in MOV; tagged RGB or not at all)
+        # is converted with swscale's BT.601 matrix: say so, or players assume BT.709 for HD
+        # and shift every colour (mean 7 levels on a 720p test clip).
         ctx.colorspace = _SPC_SMPTE170M
     ctx.color_range = _yuv_range(source)
     if source.color_primaries not in (0, 2):  # reserved / unspecified
@@ -242,6 +262,10 @@ def _choose_video_plan(
     """Find the first encoder/pixel format/time base that really opens for this size."""
     info = source.info
     variable_fps = muxer.variable_fps
+    b_frames = not (muxer.name in {"mp4", "mov", "ipod"} and _uneven_times(source))
+    if not b_frames:
+        log.info("%s: uneven frame times (variable rate or a held frame): B-frames off, so %s keeps every "
+                 "frame's time", source.path, muxer.name.upper())
     chain = _WEBM_CHAIN if muxer.name == "webm" else _H264_CHAIN
     candidates = [codec] if codec else muxer.order(chain, muxer.default_video)
     reasons: list[str] = []
@@ -263,7 +287,7 @@ def _choose_video_plan(
         for pix_fmt in _pix_fmt_candidates(codec_obj):
             for tb in _time_base_candidates(source, variable_fps):
                 plan = _VideoPlan(
-                    codec_obj.name, pix_fmt, tb, not variable_fps, options, bit_rate, qscale
+                    codec_obj.name, pix_fmt, tb, not variable_fps, options, bit_rate, qscale, b_frames
                 )
                 try:
                     _trial_open(codec_obj.name, _configure_video, plan, source)

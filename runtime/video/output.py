@@ -54,13 +54,14 @@ class _Output:
             self.stream.time_base = self.plan.time_base
             if self.plan.encoder == "libx265" and muxer.name in {"mp4", "mov", "ipod"}:
                 self.stream.codec_context.codec_tag = "hvc1"  # what Apple's players require of HEVC
-            if source.info.sample_aspect_ratio and self.plan.encoder.startswith(("libvpx", "libsvtav1")):
-                # H.264 and MPEG-4 carry the pixel shape in their bitstream (and MP4/MOV in the
-                # codec parameters); VP8/VP9/AV1 in Matroska need the stream's own field, which
-                # PyAV cannot set.
-                log.warning("%s: its non-square pixels (aspect %s) are not kept in %s: the output plays "
-                            "squeezed; write .mp4, .mov or .mkv to keep them", source.path,
-                            source.info.sample_aspect_ratio, ext)
+            if (source.info.sample_aspect_ratio and self.plan.encoder.startswith(("libvpx", "libsvtav1"))
+                    and muxer.name in {"matroska", "webm"}):
+                # H.264, HEVC and MPEG-4 carry the pixel shape in their bitstream, MP4/MOV in
+                # the codec parameters; VP8/VP9/AV1 in Matroska need the stream's own field,
+                # which PyAV cannot set.
+                log.warning("%s: its non-square pixels (aspect %s) are not kept by %s in %s: the output plays "
+                            "squeezed; write .mp4 or .mov, or choose --video-codec h264 or hevc", source.path,
+                            source.info.sample_aspect_ratio, self.plan.encoder, ext)
             # For FFmpeg-threaded encoders (mpeg4); x264/vpx run their own threads.
             self.stream.codec_context.thread_type = "AUTO"
             if source.info.rotation:

@@ -220,7 +220,9 @@ def _dropped_streams(container: Any, kept_video: Any, kept_audio: Any) -> tuple[
     kept one, further video streams and cover art, subtitles."""
     def name(stream: Any) -> str:
         language = stream.metadata.get("language")
-        return stream.codec_context.name + (f" {language}" if language and language != "und" else "")
+        # No codec context where FFmpeg has no decoder for it (TTML subtitles in MP4).
+        codec = stream.codec_context.name if stream.codec_context is not None else "a codec FFmpeg cannot read"
+        return codec + (f" {language}" if language and language != "und" else "")
 
     groups = {"audio track": [s for s in container.streams.audio if s is not kept_audio],
               "video stream": [s for s in container.streams.video if s is not kept_video],

@@ -51,6 +51,7 @@ class _Item:
     index: int
     pts: int | None
     image: np.ndarray
+    duration: int = 0  # source ticks the frame is shown; 0: unknown
 
 
 class _Pipeline:
@@ -121,7 +122,7 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
                 image = frame.to_ndarray(
                     format="bgr24", width=w, height=h, interpolation=_SWS_FLAGS
                 )
-                if not pipe.put(out_q, _Item(index, frame.pts, image)):
+                if not pipe.put(out_q, _Item(index, frame.pts, image, frame.duration or 0)):
                     return
                 index += 1
                 last_pts, last_duration = frame.pts, frame.duration
@@ -185,6 +186,13 @@ class _Timestamps:
         self._last = out
         return out
 
+    def duration(self, ticks: int) -> int:
+        """A frame's display time in encoder ticks: the source's (a held final still keeps its
+        seconds), one frame step when unknown or re-timed."""
+        if self._constant or not ticks:
+            return self._step
+        return max(1, round(ticks * self._scale))
+
 
 def _encode_stage(
     output: _Output,
@@ -197,6 +205,7 @@ def _encode_stage(
     stream = output.stream
     container = output.container
     stamps = _Timestamps(source, plan)
+    durations: dict[int, int] = {}  # encoder pts -> ticks shown, until its packet is muxed
     colorspace = _yuv_matrix(source)
     color_range = _yuv_range(source)
     try:
@@ -216,19 +225,29 @@ def _encode_stage(
             )
             frame.pts = stamps(item.pts)
             frame.time_base = plan.time_base
+            # By pts: encoders reorder frames, and libx264 does not carry frame durations over.
+            durations[frame.pts] = stamps.duration(item.duration)
             if output.audio is not None:
                 output.audio.mux_until(container, float(frame.pts * plan.time_base))
             for packet in stream.encode(frame):
-                container.mux(packet)
+                _mux_timed(container, packet, durations)
             written[0] += 1
         for packet in stream.encode(None):
-            container.mux(packet)
+            _mux_timed(container, packet, durations)
         if output.audio is not None:
             output.audio.finish(container)
         if stamps.repaired:
             log.warning("%d frames had missing or non-increasing timestamps", stamps.repaired)
     except BaseException as e:
         pipe.fail(_stage_error(e, f"encoding failed after {written[0]} frames"))
+
+
+def _mux_timed(container: Any, packet: Any, durations: dict[int, int]) -> None:
+    """Mux a video packet with its frame's display time: a held final still (a slideshow) keeps
+    its seconds, where the encoder would give every packet one frame step."""
+    if packet.pts is not None and packet.pts in durations:
+        packet.duration = durations.pop(packet.pts)
+    container.mux(packet)
 
 
 def _check_output(result: Any, like: np.ndarray, index: int) -> np.ndarray:
@@ -279,7 +298,7 @@ def _run(
                 pipe.put(processed, _END)
                 break
             result = _check_output(frame_fn(item.image), item.image, item.index)
-            if not pipe.put(processed, _Item(item.index, item.pts, result)):
+            if not pipe.put(processed, _Item(item.index, item.pts, result, item.duration)):
                 break
             done += 1
             if progress is not None:
