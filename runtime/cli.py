@@ -87,9 +87,15 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
     setup_logging(verbose, quiet)
     if overwrite and skip_existing:
         raise click.UsageError("--overwrite replaces existing outputs and --skip-existing keeps them: pass one")
+    import cv2
+
     from .deblurrer import Deblurrer
     from .jobs import plan_jobs, run_jobs
     from .progress import Progress
+
+    if not verbose:  # OpenCV's own "[ERROR:0@0.01] global grfmt_webp.cpp..." lines: each failure
+        # is reported once, as this tool's one-line error naming the file
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
     jobs, problems = plan_jobs(list(inputs), output, compare=compare)
     for _, message in problems:

@@ -10,13 +10,15 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_path
-from .errors import InputError
-from .metadata import METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata
+from .errors import InputError, first_line
+from .metadata import (METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata,
+                       TIFF_EXTRA_SAMPLES, TIFF_PHOTOMETRIC, tiff_short, tiff_with_straight_alpha)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 FLOAT_SUFFIXES = (".tif", ".tiff")  # float pixels are taken as [0, 1], as Deblurrer takes them
 ALPHA_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp")  # JPEG has no alpha: OpenCV drops it
+MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}  # what each encoder takes, px a side
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
@@ -54,15 +56,29 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
     is_tiff = data[:4].tobytes() in (b"II*\x00", b"MM\x00*")
     flags = (cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION if is_jpeg
              else cv2.IMREAD_UNCHANGED)  # JPEGs: no alpha to keep, and UNCHANGED would keep CMYK
-    image = cv2.imdecode(data, flags)
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as exc:  # raised, not None, past OpenCV's size limit (2^30 pixels)
+        too_big = "CV_IO_MAX_IMAGE_PIXELS" in str(exc)
+        raise InputError(f"{path}: " + ("has more pixels than OpenCV decodes (2^30 by default; the environment "
+                                        "variable OPENCV_IO_MAX_IMAGE_PIXELS raises the limit)" if too_big else
+                                        f"cannot be decoded ({first_line(exc.err or exc)})")) from None
     if image is None or image.size == 0:
         raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
                          f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
     metadata = read_metadata(data)
     if not is_tiff:
         image = apply_orientation(image, exif_orientation(metadata.exif))
+    elif image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4:
+        image = _tiff_rgba8(image, tiff_short(data, TIFF_EXTRA_SAMPLES), tiff_short(data, TIFF_PHOTOMETRIC))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
+    if metadata.transparent_grey is not None and image.ndim == 2:
+        # A grey PNG with a transparent value keeps its transparency (OpenCV drops it): as
+        # grey + alpha, which goes back into a PNG as such.
+        opaque = np.iinfo(image.dtype).max
+        alpha = np.where(image == metadata.transparent_grey, 0, opaque).astype(image.dtype)
+        image = np.dstack([image, image, image, alpha])
     if image.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise InputError(f"{path}: {image.dtype} pixels are not supported; use 8- or 16-bit or float32 images")
     return image, metadata
@@ -75,6 +91,22 @@ def native_order(image: np.ndarray) -> np.ndarray:
     if isinstance(image, np.ndarray) and not image.dtype.isnative:
         return image.astype(image.dtype.newbyteorder("="))
     return image
+
+
+def _tiff_rgba8(image: np.ndarray, extra: int | None, photometric: int | None) -> np.ndarray:
+    """An 8-bit TIFF of 4 channels as OpenCV decodes it, through libtiff's RGBA reader: colour
+    premultiplied by a real alpha (straight alpha came back darkened: 200 at alpha 32 as 25),
+    or an opaque alpha made up for a CMYK file (converted to colour)."""
+    if photometric == 5 and extra is None:  # CMYK: four colour samples, no alpha
+        return np.ascontiguousarray(image[:, :, :3])
+    if extra not in (1, 2):  # unspecified (OpenCV writes none): the 4th sample as it is
+        return image
+    alpha = image[:, :, 3:].astype(np.float32)
+    # Back to straight colour (what the model and every output format take); 8 bits lost
+    # under low alpha stay lost. Fully transparent pixels have no colour left: black.
+    colour = image[:, :, :3] * np.divide(255.0, alpha, out=np.zeros_like(alpha), where=alpha > 0)
+    straight = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
+    return np.dstack([straight, image[:, :, 3]])
 
 
 def as_bgr8(image: np.ndarray) -> np.ndarray:
@@ -108,6 +140,25 @@ def check_format(suffix: str, dtype: np.dtype) -> None:
     if suffix.lower() not in suffixes:
         fix = f"write the result as {' or '.join(suffixes)}" if suffixes else "use uint8, uint16 or float32 pixels"
         raise InputError(f"{suffix} cannot store {np.dtype(dtype)} pixels; {fix}")
+
+
+def check_size(suffix: str, shape: tuple[int, ...]) -> None:
+    """Refuse a picture too large for the file type before the work, not after it."""
+    limit = MAX_SIDE.get(suffix.lower())
+    if limit and max(shape[:2]) > limit:
+        raise InputError(f"{suffix} holds at most {limit} px a side, and this picture is {shape[1]}x{shape[0]}; "
+                         "write .png or .tif")
+
+
+def fit_side(image: np.ndarray, suffix: str) -> np.ndarray:
+    """``image`` scaled down to the largest size ``suffix`` holds, if it is larger (pictures to
+    look at: ``--compare``'s side-by-side of a wide panorama)."""
+    limit = MAX_SIDE.get(suffix.lower())
+    if not limit or max(image.shape[:2]) <= limit:
+        return image
+    scale = limit / max(image.shape[:2])
+    size = (max(1, min(limit, round(image.shape[1] * scale))), max(1, min(limit, round(image.shape[0] * scale))))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def equal_channels(image: np.ndarray) -> bool:
@@ -163,9 +214,11 @@ def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> by
     except cv2.error as exc:  # e.g. wider than a format allows (WebP: 16383 px)
         raise InputError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix} "
                          f"({str(exc).strip().splitlines()[-1]})") from None
+    if ok and suffix.lower() in (".tif", ".tiff") and image.ndim == 3 and image.shape[2] == 4:
+        return tiff_with_straight_alpha(buffer.tobytes())
     if not ok:  # what OpenCV refuses without an exception: sizes past the format's limit
-        raise InputError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix} (WebP takes at "
-                         "most 16383 px a side, JPEG 65535); write .png or .tif")
+        check_size(suffix, image.shape)
+        raise InputError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix}")
     return buffer.tobytes()
 
 

@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 
 from .atomic import check_can_write
-from .errors import DeblurError, InputError
+from .errors import DeblurError, InputError, first_line
 from .metadata import MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space, upright_exif
-from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, read_image_and_metadata,
-                       side_by_side, write_image)
+from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, check_size, fit_side,
+                       read_image_and_metadata, side_by_side, write_image)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,11 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
             if out is not None and out.exists() and not out.is_dir():
                 problems.append((src, f"{out}: is a file; a folder's results need an output folder"))
                 continue
+            if out is not None and not out.exists() and media_kind(out):  # a typo: photos.jpg for photos/
+                problems.append((src, f"{out}: a folder's results need an output folder, and this names "
+                                      f"a{'n image' if media_kind(out) == 'image' else ' video'} file; pass a "
+                                      f"folder (e.g. {out.parent / out.stem}/)"))
+                continue
             if out is not None and out.is_dir() and os.path.samefile(out, folder):
                 problems.append((src, f"{out}: is the input folder: the results would land on the inputs; "
                                       "choose another -o (or none: results go to a new folder beside it)"))
@@ -128,11 +133,25 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
         elif many or out.is_dir() or str(output).endswith(("/", "\\")):
             jobs.append(Job(src, out / src.name, kind))
         else:
+            if out.suffix and media_kind(out) is None:
+                problems.append((src, f"{out}: unknown output type {out.suffix!r}; images: "
+                                      f"{', '.join(IMAGE_SUFFIXES)}; videos: {', '.join(VIDEO_SUFFIXES)}; or a "
+                                      f"folder (end it with /: {out}/)"))
+                continue
             if media_kind(out) != kind:
                 problems.append((src, f"{out}: output must be {'an image' if kind == 'image' else 'a video'} "
                                       f"file, as the input ({src.suffix}) is, or a folder (end it with /: {out}/)"))
                 continue
             jobs.append(Job(src, out, kind))
+    # `deblur-run *.jpg` run again: a_deblurred.jpg (and its compare picture) is a.jpg's earlier
+    # result, not an input; taken as one it came back as a_deblurred_deblurred.jpg, and the
+    # run ended refusing to overwrite an input.
+    results = {path.resolve(): job for job in jobs for path in (job.dst, job.compare_path)}
+    earlier = {job.src: results[job.src.resolve()] for job in jobs
+               if results.get(job.src.resolve(), job) is not job}
+    for src, owner in earlier.items():
+        log.info("%s: %s's result from an earlier run; not deblurred again", src, owner.src)
+    jobs = [job for job in jobs if job.src not in earlier]
     unique: dict[tuple[Path, Path], Job] = {}
     for job in jobs:  # `deblur-run a.jpg a.jpg`: once (a linked copy inside a tree has its own output)
         key = (job.src.resolve(), job.dst.resolve())
@@ -218,9 +237,14 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
                     if interruptible is not None:
                         interruptible.set()
             summary.done.append(job)
-        except DeblurError as exc:
-            log.error("error: %s", exc)
-            summary.failed.append((job.src, str(exc)))
+        except (DeblurError, MemoryError, cv2.error) as exc:
+            # One file's failure is that file's: a photo too big for this machine's memory, or
+            # one OpenCV chokes on, must not end a batch of thousands.
+            message = str(exc) if isinstance(exc, DeblurError) else (
+                f"{job.src}: out of memory; use a smaller --tile (e.g. 512)" if isinstance(exc, MemoryError)
+                else f"{job.src}: OpenCV failed ({first_line(exc.err or exc)})")
+            log.error("error: %s", message)
+            summary.failed.append((job.src, message))
             _remove_empty(made)
         except _Stopped as exc:
             _remove_empty(made)
@@ -245,8 +269,13 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     icc, exif = _carried_profile(job, image, metadata), _carried_exif(job, metadata.exif)
     try:
         check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
+        check_size(job.dst.suffix, image.shape)
     except InputError as exc:
         raise InputError(f"{job.dst}: {exc}") from None
+    if metadata.frames > 1:  # an APNG or animated WebP, a scanned multi-page TIFF
+        log.warning("%s: holds %d %s; only the first is deblurred (save them as separate images, or an "
+                    "animation as a video, to deblur every one)", job.src, metadata.frames,
+                    "pages" if job.src.suffix.lower() in (".tif", ".tiff") else "frames")
     if image.ndim == 3 and image.shape[2] == 4 and job.dst.suffix.lower() not in ALPHA_SUFFIXES:
         log.warning("%s: its alpha channel is dropped: %s cannot store one (write %s to keep it)",
                     job.src, job.dst.suffix, " or ".join(ALPHA_SUFFIXES))
@@ -260,8 +289,10 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
             log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
                         job.src, low, high)
     write_image(job.dst, result, icc=icc, exif=exif, grey_alpha=metadata.grey_alpha)
-    if compare:  # a picture of two photos, no longer the one the EXIF describes
-        write_image(job.compare_path, side_by_side(image, result), icc=icc, grey_alpha=metadata.grey_alpha)
+    if compare:  # a picture of two photos, no longer the one the EXIF describes; twice as wide,
+        # so shrunk where the format cannot hold it (a panorama's WebP or JPEG)
+        picture = fit_side(side_by_side(image, result), job.compare_path.suffix)
+        write_image(job.compare_path, picture, icc=icc, grey_alpha=metadata.grey_alpha)
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -34,6 +34,8 @@ _JPEG_EXIF = b"Exif\x00\x00"
 MAX_JPEG_EXIF_BYTES = 65535 - 2 - len(_JPEG_EXIF)  # one APP1 segment; PNG and WebP have no such limit
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ORIENTATION, _EXIF_IFD, _GPS_IFD, _INTEROP_IFD, _TIFF_ICC = 0x0112, 0x8769, 0x8825, 0xA005, 34675
+TIFF_EXTRA_SAMPLES = 338  # what a 4th sample is: 0 unspecified, 1 premultiplied alpha, 2 straight alpha
+TIFF_PHOTOMETRIC = 262  # 2 RGB, 5 separated (CMYK), ...
 _SUB_IFDS = (_EXIF_IFD, _GPS_IFD, _INTEROP_IFD)
 # IFD0 tags that describe the photo rather than lay out a TIFF's pixels (EXIF 2.32, 4.6.4 A-D;
 # Windows' rating and XP* tags): what moves between a TIFF's own IFD0 and an EXIF block.
@@ -52,12 +54,16 @@ _WIDTH_HEIGHT = ((0x0100, 0x0101), (0xA002, 0xA003))  # ImageWidth/Length (IFD0)
 
 @dataclass(frozen=True)
 class Metadata:
-    """A file's ICC profile and EXIF block (TIFF structure, without JPEG's ``Exif\\0\\0``), and
-    whether it stores grey + alpha (a PNG of colour type 4, which OpenCV decodes to BGRA)."""
+    """A file's ICC profile and EXIF block (TIFF structure, without JPEG's ``Exif\\0\\0``),
+    whether it stores grey + alpha (a PNG of colour type 4, which OpenCV decodes to BGRA), and
+    how many pictures it holds."""
 
     icc: bytes | None = None
     exif: bytes | None = None
     grey_alpha: bool = False
+    frames: int = 1  # an animation's frames (APNG, WebP) or a TIFF's pages; OpenCV decodes the first
+    # A grey PNG's transparent value (tRNS), in decoded 8/16-bit units: OpenCV ignores it.
+    transparent_grey: int | None = None
 
 
 def read_metadata(data: bytes | np.ndarray) -> Metadata:
@@ -69,13 +75,18 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
         return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
     if bytes(view[:8]) == _PNG_SIGNATURE:
         chunks = _png_chunks(view)
+        animation = chunks.get(b"acTL", b"")  # APNG: frame count, play count
+        ihdr = len(view) > 25 and bytes(view[12:16]) == b"IHDR"
+        key = _png_grey_key(view[24], chunks.get(b"tRNS")) if ihdr and view[25] == 0 else None
         return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")),
-                        grey_alpha=len(view) > 25 and bytes(view[12:16]) == b"IHDR" and view[25] == 4)
+                        grey_alpha=ihdr and (view[25] == 4 or key is not None),
+                        frames=max(1, int.from_bytes(animation[:4], "big")) if len(animation) >= 4 else 1,
+                        transparent_grey=key)
     if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
-        chunks = _webp_chunks(view)
-        return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")))
+        chunks, frames = _webp_chunks(view)
+        return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")), frames=max(1, frames))
     if bytes(view[:4]) in (b"II*\x00", b"MM\x00*"):
-        return Metadata(_checked_icc(_tiff_icc(view)), _checked_exif(_tiff_exif(view)))
+        return Metadata(_checked_icc(_tiff_icc(view)), _checked_exif(_tiff_exif(view)), frames=_tiff_pages(view))
     return Metadata()
 
 
@@ -121,8 +132,9 @@ def _jpeg_segments(view: memoryview) -> Iterator[tuple[int, bytes]]:
 
 
 def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
-    """The first intact iCCP (before the image data, as the spec places it) and eXIf (anywhere:
-    libpng may write it after the image data) chunks; a chunk failing its CRC is skipped."""
+    """The first intact iCCP and tRNS (before the image data, as the spec places them), eXIf
+    (anywhere: libpng may write it after the image data) and acTL (APNG) chunks; a chunk
+    failing its CRC is skipped."""
     found: dict[bytes, bytes] = {}
     pos, image_data = 8, False
     while pos + 12 <= len(view):
@@ -130,7 +142,7 @@ def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
         if kind == b"IEND" or pos + 12 + length > len(view):
             break
         image_data = image_data or kind == b"IDAT"
-        if (kind == b"eXIf" or (kind == b"iCCP" and not image_data)) and kind not in found:
+        if (kind in (b"eXIf", b"acTL") or (kind in (b"iCCP", b"tRNS") and not image_data)) and kind not in found:
             body = bytes(view[pos + 8:pos + 8 + length])
             if zlib.crc32(kind + body) == int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big"):
                 found[kind] = body
@@ -138,10 +150,11 @@ def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
     return found
 
 
-def _webp_chunks(view: memoryview) -> dict[bytes, bytes]:
+def _webp_chunks(view: memoryview) -> tuple[dict[bytes, bytes], int]:
     """The first ICCP and EXIF top-level chunks of a RIFF WebP file, within the RIFF's own size
-    (bytes appended after it are not the file's)."""
+    (bytes appended after it are not the file's), and its animation frames (ANMF chunks)."""
     found: dict[bytes, bytes] = {}
+    frames = 0
     end = min(len(view), 8 + int.from_bytes(view[4:8], "little"))
     pos = 12
     while pos + 8 <= end:
@@ -150,8 +163,9 @@ def _webp_chunks(view: memoryview) -> dict[bytes, bytes]:
             break
         if kind in (b"ICCP", b"EXIF") and kind not in found:
             found[kind] = bytes(view[pos + 8:pos + 8 + length])
+        frames += kind == b"ANMF"
         pos += 8 + length + (length & 1)
-    return found
+    return found, frames
 
 
 def _jpeg_icc(view: memoryview) -> bytes | None:
@@ -200,6 +214,48 @@ def _tiff_exif(view: memoryview) -> bytes | None:
     entries = _copy_ifd(view, ifd, out, order, _IFD0_TAGS)
     out[4:8] = _append_ifd(out, entries, order).to_bytes(4, order)
     return bytes(out)
+
+
+def _tiff_pages(view: memoryview) -> int:
+    """Full-size pages of a TIFF: its IFD chain, less reduced-resolution ones (previews, bit 0
+    of NewSubfileType); a loop or damage ends the count."""
+    order, ifd = _byte_order(view), _first_ifd(view)
+    pages, seen = 0, set()
+    while ifd is not None and ifd not in seen and len(seen) < 10_000:
+        seen.add(ifd)
+        kinds = {tag: _value(view, at, kind) for tag, kind, at in _entries(view, ifd) if tag == 254}
+        pages += not kinds.get(254, 0) & 1
+        link = ifd + 2 + 12 * int.from_bytes(view[ifd:ifd + 2], order)
+        following = int.from_bytes(view[link:link + 4], order) if link + 4 <= len(view) else 0
+        ifd = following if 8 <= following and following + 2 <= len(view) else None
+    return max(1, pages)
+
+
+def tiff_short(data: bytes | np.ndarray, tag: int) -> int | None:
+    """The first value of a SHORT tag of a TIFF's first IFD, e.g. ``TIFF_EXTRA_SAMPLES`` or
+    ``TIFF_PHOTOMETRIC``; None when the tag is absent or the bytes are no TIFF."""
+    view = memoryview(data).cast("B")
+    ifd = _first_ifd(view) if bytes(view[:4]) in (b"II*\x00", b"MM\x00*") else None
+    if ifd is None:
+        return None
+    order = _byte_order(view)
+    for found, kind, at in _entries(view, ifd):
+        if found == tag and kind == 3:
+            count = int.from_bytes(view[at + 4:at + 8], order)
+            where = at + 8 if count <= 2 else int.from_bytes(view[at + 8:at + 12], order)
+            return int.from_bytes(view[where:where + 2], order) if where + 2 <= len(view) else None
+    return None
+
+
+def _png_grey_key(depth: int, trns: bytes | None) -> int | None:
+    """A grey PNG's transparent value (tRNS: 2 bytes) as OpenCV decodes the grey: bit depths
+    under 8 are scaled up to 0-255, 16 bits stay."""
+    if trns is None or len(trns) < 2 or depth not in (1, 2, 4, 8, 16):
+        return None
+    key = int.from_bytes(trns[:2], "big")
+    if key >= 2 ** depth:
+        return None
+    return key if depth >= 8 else key * (255 // (2 ** depth - 1))
 
 
 def _png_icc(body: bytes | None) -> bytes | None:
@@ -354,7 +410,7 @@ def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None 
     if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
         return _webp_with(encoded, icc, exif)
     if encoded[:4] in (b"II*\x00", b"MM\x00*"):
-        return _tiff_with(encoded, icc, _checked_exif(exif))
+        return _tiff_with(encoded, icc, _checked_exif(exif), [])
     raise ValueError("embed_metadata takes JPEG, PNG, WebP or TIFF bytes")
 
 
@@ -424,7 +480,16 @@ def _webp_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
     return b"RIFF" + (4 + len(chunks)).to_bytes(4, "little") + b"WEBP" + chunks
 
 
-def _tiff_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+def tiff_with_straight_alpha(encoded: bytes) -> bytes:
+    """OpenCV's TIFF of 4 samples, marked as colour + unassociated (straight) alpha: it writes
+    no ExtraSamples tag, so readers could not tell the 4th sample is alpha (libtiff warns)."""
+    order = _byte_order(encoded)
+    entry = (TIFF_EXTRA_SAMPLES.to_bytes(2, order) + (3).to_bytes(2, order) + (1).to_bytes(4, order)
+             + (2).to_bytes(2, order) + bytes(2))
+    return _tiff_with(encoded, None, None, [entry])
+
+
+def _tiff_with(encoded: bytes, icc: bytes | None, exif: bytes | None, extra: list[bytes]) -> bytes:
     # The first IFD is rewritten at the end of the file with the profile's entry and the EXIF
     # block's descriptive tags added (they replace the file's own, if any), their values and
     # sub-IFDs before it, and the header pointed at it; the old IFD stays behind unreferenced.
@@ -435,7 +500,7 @@ def _tiff_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
     entries = [encoded[ifd + 2 + 12 * i:ifd + 14 + 12 * i] for i in range(count)]
     next_ifd = encoded[ifd + 2 + 12 * count:ifd + 6 + 12 * count]
     out = bytearray(encoded)
-    added: list[bytes] = []
+    added: list[bytes] = list(extra)
     if icc:
         out += b"\x00" * (len(out) & 1)
         added.append(_TIFF_ICC.to_bytes(2, order) + (7).to_bytes(2, order) + len(icc).to_bytes(4, order)

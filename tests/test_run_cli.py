@@ -196,12 +196,14 @@ def test_compare_files_are_outputs_too(model, tmp_path):
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "b.png"), "-m", model, "--compare")
     assert result.returncode == 2 and "b_compare.png: exists; pass --overwrite" in result.stderr
     assert taken.read_bytes() == data and not (tmp_path / "b.png").exists()
-    # A compare file may not land on an input either, even with --overwrite.
+    # Given beside a.png, a_deblurred_compare.png is a.png's compare picture from an earlier run
+    # (`deblur-run *.png` again): not deblurred itself, and replaced by --overwrite.
     other = _img(tmp_path / "a_deblurred_compare.png")
     data = other.read_bytes()
-    result = run_cli("deblur-run", str(src), str(other), "-m", model, "--compare", "--overwrite")
-    assert result.returncode == 2 and "a_deblurred_compare.png: refusing to overwrite an input" in result.stderr
-    assert other.read_bytes() == data and not (tmp_path / "a_deblurred.png").exists()
+    result = run_cli("deblur-run", str(src), str(other), "-m", model, "--compare", "--overwrite", check=True)
+    assert "a_deblurred_compare.png: " in result.stderr and "result from an earlier run; not deblurred again" in \
+        result.stderr and "1 done, 0 failed" in result.stderr
+    assert other.read_bytes() != data and (tmp_path / "a_deblurred.png").exists()
 
 
 @pytest.mark.parametrize("arg, cwd", [(".", "fold"), ("", "fold"), ("..", "fold/sub"), ("fold", ".")])
@@ -853,3 +855,124 @@ def test_progress_without_a_terminal_is_a_line_now_and_then(caplog, monkeypatch)
         with Progress(jobs, interval_s=3600.0) as progress:
             progress.frames(jobs[0], 10, 40)
         assert not caplog.text  # not before the interval
+
+
+def test_tiff_alpha_comes_back_straight_and_cmyk_gets_no_made_up_alpha(tmp_path):
+    # OpenCV reads 8-bit TIFFs through libtiff's RGBA reader: straight alpha came back
+    # premultiplied (200 at alpha 32 as 25), a CMYK file with an opaque alpha it never had.
+    tifffile = pytest.importorskip("tifffile")
+    from deblur.runtime import read_image, write_image
+
+    rgba = np.zeros((4, 64, 4), np.uint8)
+    rgba[..., :3] = (200, 150, 100)
+    rgba[..., 3] = np.linspace(0, 255, 64).astype(np.uint8)[None]
+    tifffile.imwrite(tmp_path / "straight.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    got = read_image(tmp_path / "straight.tif")  # BGRA
+    seen = rgba[..., 3] >= 32
+    assert np.array_equal(got[..., 3], rgba[..., 3])
+    assert np.abs(got[..., :3][seen].astype(int) - [100, 150, 200]).max() <= 4  # 8 bits under low alpha
+    write_image(tmp_path / "out.tif", got)
+    with tifffile.TiffFile(tmp_path / "out.tif") as written:  # marked as straight alpha, readable back
+        assert [int(e) for e in written.pages[0].extrasamples] == [2]
+    assert np.array_equal(read_image(tmp_path / "out.tif"), got)
+    tifffile.imwrite(tmp_path / "cmyk.tif", rgba, photometric="separated")
+    assert read_image(tmp_path / "cmyk.tif").shape == (4, 64, 3)
+
+
+def test_a_picture_past_opencvs_size_limit_is_one_files_error_and_the_batch_goes_on(tmp_path):
+    # cv2.imdecode raises (not None) past 2^30 pixels: a traceback, exit 1, the rest not run.
+    import zlib
+
+    from deblur.runtime.jobs import Job, run_jobs
+
+    def chunk(kind, body):
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = (40000).to_bytes(4, "big") + (30000).to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    (tmp_path / "pano.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                                        + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    jobs = [Job(tmp_path / "pano.png", tmp_path / "out" / "pano.png", "image"),
+            Job(_img(tmp_path / "a.png"), tmp_path / "out" / "a.png", "image"),
+            Job(_img(tmp_path / "b.png", shape=(30, 30, 3)), tmp_path / "out" / "b.png", "image")]
+
+    def deblur(image):
+        if image.shape[0] == 30:  # b.png: this machine runs out of memory on it
+            raise MemoryError
+        return image
+    summary = run_jobs(deblur, jobs)
+    assert summary.done == [jobs[1]]
+    assert "more pixels than OpenCV decodes" in summary.failed[0][1]
+    assert "out of memory; use a smaller --tile" in summary.failed[1][1]
+
+
+def test_a_glob_run_again_does_not_take_earlier_results_for_inputs(tmp_path):
+    # `deblur-run *.jpg` twice: a_deblurred.jpg became an input (a_deblurred_deblurred.jpg), and
+    # the run ended "refusing to overwrite an input", --skip-existing or not.
+    from deblur.runtime.jobs import plan_jobs
+
+    names = ["a.png", "a_deblurred.png", "a_deblurred_compare.png", "b.png", "c_deblurred.png"]
+    for name in names:
+        _img(tmp_path / name)
+    jobs, problems = plan_jobs([tmp_path / name for name in names], None)
+    # c_deblurred.png has no c.png beside it in this run: a photo of its own.
+    assert not problems and sorted(j.src.name for j in jobs) == ["a.png", "b.png", "c_deblurred.png"]
+
+
+def test_a_panorama_too_wide_for_webp_is_refused_first_and_its_compare_picture_shrunk(tmp_path):
+    # The result was written, then the twice-as-wide compare picture failed "write .png" (it
+    # takes the output's suffix); a too-wide output failed only after the deblurring.
+    from deblur.runtime.jobs import Job, run_jobs
+
+    wide = _img(tmp_path / "wide.png", shape=(20, 9000, 3))
+    job = Job(wide, tmp_path / "wide.webp", "image")
+    assert run_jobs(lambda image: image, [job], compare=True).done == [job]
+    assert cv2.imread(str(job.compare_path)).shape == (18, 16383, 3)  # 20 x 18008 scaled to fit
+    calls = []
+    too_wide = Job(_img(tmp_path / "pano.png", shape=(8, 17000, 3)), tmp_path / "pano.webp", "image")
+    summary = run_jobs(lambda image: calls.append(1) or image, [too_wide])
+    assert not calls and ".webp holds at most 16383 px a side, and this picture is 17000x8" in summary.failed[0][1]
+
+
+def test_output_names_that_cannot_be_meant_are_named(tmp_path):
+    from deblur.runtime.jobs import plan_jobs
+
+    _img(tmp_path / "in" / "a.png")
+    jobs, problems = plan_jobs([tmp_path / "in"], tmp_path / "result.jpg")  # made a folder called result.jpg
+    assert not jobs and "a folder's results need an output folder, and this names an image file" in problems[0][1]
+    jobs, problems = plan_jobs([tmp_path / "in" / "a.png"], tmp_path / "x.gif")
+    assert not jobs and "unknown output type '.gif'" in problems[0][1]
+
+
+def test_animations_and_multi_page_tiffs_say_only_the_first_picture_is_deblurred(tmp_path, caplog):
+    Image = pytest.importorskip("PIL.Image")
+    tifffile = pytest.importorskip("tifffile")
+    from deblur.runtime.jobs import Job, run_jobs
+
+    frames = [Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "still.webp")
+    tifffile.imwrite(tmp_path / "scan.tif", np.zeros((3, 16, 16, 3), np.uint8))
+    jobs = [Job(tmp_path / name, tmp_path / "out" / name, "image") for name in
+            ("anim.png", "anim.webp", "still.webp", "scan.tif")]
+    with caplog.at_level("WARNING"):
+        assert run_jobs(lambda image: image, jobs).done == jobs
+    assert "anim.png: holds 3 frames; only the first is deblurred" in caplog.text
+    assert "anim.webp: holds 3 frames" in caplog.text and "scan.tif: holds 3 pages" in caplog.text
+    assert "still.webp" not in caplog.text
+
+
+def test_a_grey_png_with_a_transparent_value_keeps_its_transparency(tmp_path):
+    # OpenCV ignores a grey PNG's tRNS: the result came back fully opaque.
+    Image = pytest.importorskip("PIL.Image")
+    from deblur.runtime.jobs import Job, run_jobs
+
+    grey = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    Image.fromarray(grey, "L").save(tmp_path / "key.png", transparency=0)
+    job = Job(tmp_path / "key.png", tmp_path / "out.png", "image")
+    assert run_jobs(lambda image: image, [job]).done == [job]
+    with Image.open(job.dst) as written:
+        assert written.mode == "LA"
+        pixels = np.asarray(written)
+    assert pixels[0, 0, 1] == 0 and (pixels[..., 1] == 255).sum() == 63
+    assert np.array_equal(pixels[..., 0], grey)

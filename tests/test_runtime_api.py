@@ -431,13 +431,13 @@ def test_write_image_honours_the_umask_in_force_when_it_writes(tmp_path):
     (np.zeros((0, 4, 3), np.uint8), {}, r"shape \(0, 4, 3\)"),
     ([[0, 1], [2, 3]], {}, "numpy image array, got list"),
     (np.zeros((4, 4, 3), np.uint8), {"icc": "sRGB"}, "icc must be bytes"),
-    (np.zeros((4, 20000, 3), np.uint8), {}, r"cannot encode a 20000x4 image as \.webp"),
+    (np.zeros((4, 20000, 3), np.uint8), {}, r"\.webp holds at most 16383 px a side, and this picture is 20000x4"),
 ])
 def test_write_image_errors_are_input_errors(tmp_path, image, kwargs, pattern):
     from deblur.runtime import write_image
 
     with pytest.raises(InputError, match=pattern):
-        write_image(tmp_path / ("x.webp" if "20000" in pattern else "x.png"), image, **kwargs)
+        write_image(tmp_path / ("x.webp" if "16383" in pattern else "x.png"), image, **kwargs)
     assert not list(tmp_path.iterdir())
 
 
