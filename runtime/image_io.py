@@ -18,6 +18,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 FLOAT_SUFFIXES = (".tif", ".tiff")  # float pixels are taken as [0, 1], as Deblurrer takes them
 ALPHA_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp")  # JPEG has no alpha: OpenCV drops it
+_JPEG_SAMPLING = {"444": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "422": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+                  "420": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "440": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440,
+                  "411": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411}
 MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}  # what each encoder takes, px a side
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
@@ -193,20 +196,28 @@ def _png_grey_alpha(grey: np.ndarray, alpha: np.ndarray) -> bytes:
                      chunk(b"IEND", b"")))
 
 
-def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> bytes:
-    """``image`` as a ``suffix`` file's bytes. ``grey_alpha``: a BGRA picture whose colour channels
-    are equal goes into a PNG as grey + alpha (as it came: ``Metadata.grey_alpha``), not RGBA."""
+def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -> bytes:
+    """``image`` as a ``suffix`` file's bytes, encoded ``like`` the file it came from (its
+    :class:`Metadata`): a grey + alpha source goes into a PNG as grey + alpha (when the colour
+    channels are still equal), not RGBA; a JPEG keeps its source's chroma subsampling (4:4:4
+    stays 4:4:4) and at least its quality (95 at the least); a WebP is lossy (quality 95) when
+    its source was lossy (JPEG, lossy WebP), lossless otherwise, as OpenCV writes it."""
     if not isinstance(image, np.ndarray):
         raise InputError(f"expected a numpy image array, got {type(image).__name__}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or not image.size:
         raise InputError(f"cannot write an image of shape {image.shape}: HxW, HxWx3 (BGR) or HxWx4 (BGRA) "
                          "with pixels is needed")
     image = native_order(image)
+    like = like or Metadata()
     params: list[int] = []
     if suffix.lower() in (".jpg", ".jpeg"):
-        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+        params = [cv2.IMWRITE_JPEG_QUALITY, max(95, like.jpeg_quality or 0)]
+        if like.jpeg_sampling in _JPEG_SAMPLING:
+            params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _JPEG_SAMPLING[like.jpeg_sampling]]
+    elif suffix.lower() == ".webp" and like.lossy:  # lossless from a lossy photo: 7x the file
+        params = [cv2.IMWRITE_WEBP_QUALITY, 95]
     check_format(suffix, image.dtype)
-    if (grey_alpha and suffix.lower() == ".png" and image.ndim == 3 and image.shape[2] == 4 and image.size
+    if (like.grey_alpha and suffix.lower() == ".png" and image.ndim == 3 and image.shape[2] == 4 and image.size
             and equal_channels(image)):
         return _png_grey_alpha(image[:, :, 0], image[:, :, 3])
     try:
@@ -223,12 +234,12 @@ def encode_image(image: np.ndarray, suffix: str, grey_alpha: bool = False) -> by
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = None,
-                exif: bytes | None = None, grey_alpha: bool = False) -> Path:
+                exif: bytes | None = None, like: Metadata | None = None) -> Path:
     """Encode by the file's suffix and write atomically: a crash never leaves half an image.
     ``icc``, ``exif``: a colour profile and an EXIF block (TIFF structure) to embed, as they
     are, into JPEG, PNG, WebP and TIFF; BMP gets neither. JPEG has no alpha: a BGRA image's
     alpha channel is dropped there (deblur-run warns before the work; check ``ALPHA_SUFFIXES``).
-    ``grey_alpha``: see :func:`encode_image`."""
+    ``like``: the source's :class:`Metadata`, to encode like it (see :func:`encode_image`)."""
     path = Path(path)
     for name, blob in (("icc", icc), ("exif", exif)):
         if blob is not None and not isinstance(blob, bytes):
@@ -237,13 +248,14 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
     try:
-        data = encode_image(image, path.suffix, grey_alpha)
+        data = encode_image(image, path.suffix, like)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     suffix = path.suffix.lower()
-    if suffix in METADATA_SUFFIXES and (icc or exif):
+    dpi = like.dpi if like else None
+    if suffix in METADATA_SUFFIXES and (icc or exif or dpi):
         try:
-            data = embed_metadata(data, icc, exif)
+            data = embed_metadata(data, icc, exif, dpi)
         except ValueError as exc:
             raise InputError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:

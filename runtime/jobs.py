@@ -288,11 +288,11 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         if low < 0.0 or high > 1.0:
             log.warning("%s: float pixels span [%.3g, %.3g]; they are taken as [0, 1], the result is clipped to it",
                         job.src, low, high)
-    write_image(job.dst, result, icc=icc, exif=exif, grey_alpha=metadata.grey_alpha)
+    write_image(job.dst, result, icc=icc, exif=exif, like=metadata)
     if compare:  # a picture of two photos, no longer the one the EXIF describes; twice as wide,
         # so shrunk where the format cannot hold it (a panorama's WebP or JPEG)
         picture = fit_side(side_by_side(image, result), job.compare_path.suffix)
-        write_image(job.compare_path, picture, icc=icc, grey_alpha=metadata.grey_alpha)
+        write_image(job.compare_path, picture, icc=icc, like=metadata)
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -64,6 +64,13 @@ class Metadata:
     frames: int = 1  # an animation's frames (APNG, WebP) or a TIFF's pages; OpenCV decodes the first
     # A grey PNG's transparent value (tRNS), in decoded 8/16-bit units: OpenCV ignores it.
     transparent_grey: int | None = None
+    # How the pixels were compressed, for an output of the same kind: lossy (JPEG, VP8 WebP),
+    # a JPEG's estimated quality (IJG scale) and chroma subsampling ("444", "422", "420", ...).
+    lossy: bool = False
+    jpeg_quality: int | None = None
+    jpeg_sampling: str | None = None
+    # Print resolution, dots per inch (x, y): JFIF density, PNG pHYs, TIFF resolution tags.
+    dpi: tuple[float, float] | None = None
 
 
 def read_metadata(data: bytes | np.ndarray) -> Metadata:
@@ -72,7 +79,9 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
     the file."""
     view = memoryview(data).cast("B")
     if bytes(view[:3]) == b"\xff\xd8\xff":
-        return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)))
+        quality, sampling = _jpeg_coding(view)
+        return Metadata(_checked_icc(_jpeg_icc(view)), _checked_exif(_jpeg_exif(view)), lossy=True,
+                        jpeg_quality=quality, jpeg_sampling=sampling, dpi=_jfif_dpi(view))
     if bytes(view[:8]) == _PNG_SIGNATURE:
         chunks = _png_chunks(view)
         animation = chunks.get(b"acTL", b"")  # APNG: frame count, play count
@@ -81,12 +90,14 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
         return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")),
                         grey_alpha=ihdr and (view[25] == 4 or key is not None),
                         frames=max(1, int.from_bytes(animation[:4], "big")) if len(animation) >= 4 else 1,
-                        transparent_grey=key)
+                        transparent_grey=key, dpi=_png_dpi(chunks.get(b"pHYs")))
     if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
         chunks, frames = _webp_chunks(view)
-        return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")), frames=max(1, frames))
+        return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")), frames=max(1, frames),
+                        lossy=b"VP8 " in chunks)
     if bytes(view[:4]) in (b"II*\x00", b"MM\x00*"):
-        return Metadata(_checked_icc(_tiff_icc(view)), _checked_exif(_tiff_exif(view)), frames=_tiff_pages(view))
+        return Metadata(_checked_icc(_tiff_icc(view)), _checked_exif(_tiff_exif(view)), frames=_tiff_pages(view),
+                        dpi=_tiff_dpi(view))
     return Metadata()
 
 
@@ -142,7 +153,8 @@ def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
         if kind == b"IEND" or pos + 12 + length > len(view):
             break
         image_data = image_data or kind == b"IDAT"
-        if (kind in (b"eXIf", b"acTL") or (kind in (b"iCCP", b"tRNS") and not image_data)) and kind not in found:
+        if (kind in (b"eXIf", b"acTL") or (kind in (b"iCCP", b"tRNS", b"pHYs") and not image_data)) and \
+                kind not in found:
             body = bytes(view[pos + 8:pos + 8 + length])
             if zlib.crc32(kind + body) == int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big"):
                 found[kind] = body
@@ -152,7 +164,8 @@ def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
 
 def _webp_chunks(view: memoryview) -> tuple[dict[bytes, bytes], int]:
     """The first ICCP and EXIF top-level chunks of a RIFF WebP file, within the RIFF's own size
-    (bytes appended after it are not the file's), and its animation frames (ANMF chunks)."""
+    (bytes appended after it are not the file's), "VP8 " (empty) if its picture is lossy, and
+    its animation frames (ANMF chunks)."""
     found: dict[bytes, bytes] = {}
     frames = 0
     end = min(len(view), 8 + int.from_bytes(view[4:8], "little"))
@@ -163,6 +176,8 @@ def _webp_chunks(view: memoryview) -> tuple[dict[bytes, bytes], int]:
             break
         if kind in (b"ICCP", b"EXIF") and kind not in found:
             found[kind] = bytes(view[pos + 8:pos + 8 + length])
+        elif kind == b"VP8 ":  # a lossy still (VP8L: lossless); its bytes are not needed
+            found[kind] = b""
         frames += kind == b"ANMF"
         pos += 8 + length + (length & 1)
     return found, frames
@@ -182,6 +197,80 @@ def _jpeg_icc(view: memoryview) -> bytes | None:
     if not chunks or counts != {len(chunks)} or sorted(chunks) != list(range(1, len(chunks) + 1)):
         return None  # none, or a sequence with gaps: better no profile than a broken one
     return b"".join(chunks[i] for i in sorted(chunks))
+
+
+# The IJG luminance table (JPEG Annex K.1) that libjpeg scales by quality: its sum, against
+# which a file's first table's sum says the quality it was saved at (the ImageMagick way).
+_IJG_LUMA_SUM = sum((16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+                     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113,
+                     92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99))
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _jpeg_coding(view: memoryview) -> tuple[int | None, str | None]:
+    """A JPEG's quality (estimated from its first quantisation table; None if unreadable) and
+    chroma subsampling ("444", "422", "420", "440", "411"; None for grey or unusual layouts)."""
+    quality = sampling = None
+    for marker, body in _jpeg_segments(view):
+        if marker == 0xDB and quality is None and len(body) >= 65:
+            wide = body[0] >> 4  # 16-bit entries
+            table = body[1:129] if wide else body[1:65]
+            values = [int.from_bytes(table[i:i + 2], "big") for i in range(0, 128, 2)] if wide and len(body) >= 129 \
+                else list(table)
+            if len(values) == 64:
+                scale = sum(values) * 100 / _IJG_LUMA_SUM  # libjpeg's percentage scaling
+                quality = 100 if max(values) <= 1 else round(200 - scale) // 2 if scale <= 100 else round(5000 / scale)
+                quality = min(100, max(1, quality))
+        elif marker in _SOF_MARKERS and len(body) >= 6 + 3 * body[5] and body[5] == 3:
+            (h0, v0), (h1, v1), (h2, v2) = ((body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(3))
+            if (h1, v1) == (h2, v2) and h1 and v1 and h0 % h1 == 0 and v0 % v1 == 0:
+                sampling = {(1, 1): "444", (2, 1): "422", (2, 2): "420", (1, 2): "440", (4, 1): "411"}.get(
+                    (h0 // h1, v0 // v1))
+    return quality, sampling
+
+
+def _checked_dpi(x: float, y: float) -> tuple[float, float] | None:
+    # To a hundredth: PNG's whole pixels per metre make 300 dpi 299.9994.
+    return (round(x, 2), round(y, 2)) if 1 <= x <= 100_000 and 1 <= y <= 100_000 else None
+
+
+def _jfif_dpi(view: memoryview) -> tuple[float, float] | None:
+    """The JFIF APP0 density: units 1 dots per inch, 2 per cm; 0 (an aspect ratio only) is none."""
+    for marker, body in _jpeg_segments(view):
+        if marker == 0xE0 and body.startswith(b"JFIF\x00") and len(body) >= 12 and body[7] in (1, 2):
+            per_inch = 1.0 if body[7] == 1 else 2.54
+            return _checked_dpi(int.from_bytes(body[8:10], "big") * per_inch,
+                                int.from_bytes(body[10:12], "big") * per_inch)
+    return None
+
+
+def _png_dpi(phys: bytes | None) -> tuple[float, float] | None:
+    """PNG pHYs: pixels per unit x and y, unit 1 = metre (0: an aspect ratio only)."""
+    if phys is None or len(phys) < 9 or phys[8] != 1:
+        return None
+    return _checked_dpi(int.from_bytes(phys[:4], "big") * 0.0254, int.from_bytes(phys[4:8], "big") * 0.0254)
+
+
+def _tiff_dpi(view: memoryview) -> tuple[float, float] | None:
+    """XResolution / YResolution (RATIONAL) of a TIFF's first IFD, per ResolutionUnit (2 inch,
+    the default; 3 centimetre; 1 none)."""
+    ifd, order = _first_ifd(view), _byte_order(view)
+    if ifd is None:
+        return None
+    found: dict[int, float] = {}
+    for tag, kind, at in _entries(view, ifd):
+        if tag in (0x011A, 0x011B) and kind == 5:
+            where = int.from_bytes(view[at + 8:at + 12], order)
+            if where + 8 <= len(view):
+                denominator = int.from_bytes(view[where + 4:where + 8], order)
+                found[tag] = int.from_bytes(view[where:where + 4], order) / denominator if denominator else 0.0
+        elif tag == 0x0128 and kind == 3:
+            found[tag] = _value(view, at, kind)
+    unit = found.get(0x0128, 2)
+    if 0x011A not in found or 0x011B not in found or unit not in (2, 3):
+        return None
+    per_inch = 1.0 if unit == 2 else 2.54
+    return _checked_dpi(found[0x011A] * per_inch, found[0x011B] * per_inch)
 
 
 def _jpeg_exif(view: memoryview) -> bytes | None:
@@ -399,18 +488,20 @@ def upright_exif(exif: bytes | None) -> bytes | None:
 # ------------------------------------------------------------------ writing
 
 
-def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
-    """JPEG, PNG, WebP or TIFF bytes (as OpenCV encodes them: bare) with ``icc`` and ``exif`` embedded."""
-    if not (icc or exif):
+def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None = None,
+                   dpi: tuple[float, float] | None = None) -> bytes:
+    """JPEG, PNG, WebP or TIFF bytes (as OpenCV encodes them: bare) with ``icc`` and ``exif``
+    embedded, and the print resolution ``dpi`` (x, y) set (WebP has no field for it)."""
+    if not (icc or exif or dpi):
         return encoded
     if encoded[:3] == b"\xff\xd8\xff":
-        return _jpeg_with(encoded, icc, exif)
+        return _jpeg_with(_jfif_with(encoded, dpi) if dpi else encoded, icc, exif)
     if encoded[:8] == _PNG_SIGNATURE:
-        return _png_with(encoded, icc, exif)
+        return _png_with(encoded, icc, exif, dpi)
     if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
-        return _webp_with(encoded, icc, exif)
+        return _webp_with(encoded, icc, exif) if icc or exif else encoded
     if encoded[:4] in (b"II*\x00", b"MM\x00*"):
-        return _tiff_with(encoded, icc, _checked_exif(exif), [])
+        return _tiff_with(encoded, icc, _checked_exif(exif), _tiff_dpi_entries(dpi, _byte_order(encoded)) if dpi else [])
     raise ValueError("embed_metadata takes JPEG, PNG, WebP or TIFF bytes")
 
 
@@ -443,9 +534,25 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
 
-def _png_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
+def _jfif_with(encoded: bytes, dpi: tuple[float, float]) -> bytes:
+    # OpenCV writes JFIF 1.01 with density 1:1, units 0 (aspect only): set dots per inch.
+    if encoded[2:4] != b"\xff\xe0" or encoded[6:11] != b"JFIF\x00":
+        return encoded
+    x, y = (min(65535, max(1, round(v))) for v in dpi)
+    return encoded[:13] + bytes([1]) + x.to_bytes(2, "big") + y.to_bytes(2, "big") + encoded[18:]
+
+
+def _tiff_dpi_entries(dpi: tuple[float, float], order: str) -> list[tuple[int, int, int, bytes]]:
+    # RATIONALs to a hundredth of a dot; ResolutionUnit 2: inch.
+    rational = [round(v * 100).to_bytes(4, order) + (100).to_bytes(4, order) for v in dpi]
+    return [(0x011A, 5, 1, rational[0]), (0x011B, 5, 1, rational[1]), (0x0128, 3, 1, (2).to_bytes(2, order))]
+
+
+def _png_with(encoded: bytes, icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None = None) -> bytes:
+    per_metre = [round(v / 0.0254).to_bytes(4, "big") for v in dpi] if dpi else None
     chunks = (_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b"") + \
-             (_png_chunk(b"eXIf", exif) if exif else b"")
+             (_png_chunk(b"eXIf", exif) if exif else b"") + \
+             (_png_chunk(b"pHYs", per_metre[0] + per_metre[1] + bytes([1])) if per_metre else b"")
     ihdr_end = 8 + 12 + int.from_bytes(encoded[8:12], "big")  # IHDR is always first
     return encoded[:ihdr_end] + chunks + encoded[ihdr_end:]
 
@@ -483,31 +590,36 @@ def _webp_with(encoded: bytes, icc: bytes | None, exif: bytes | None) -> bytes:
 def tiff_with_straight_alpha(encoded: bytes) -> bytes:
     """OpenCV's TIFF of 4 samples, marked as colour + unassociated (straight) alpha: it writes
     no ExtraSamples tag, so readers could not tell the 4th sample is alpha (libtiff warns)."""
-    order = _byte_order(encoded)
-    entry = (TIFF_EXTRA_SAMPLES.to_bytes(2, order) + (3).to_bytes(2, order) + (1).to_bytes(4, order)
-             + (2).to_bytes(2, order) + bytes(2))
-    return _tiff_with(encoded, None, None, [entry])
+    return _tiff_with(encoded, None, None, [(TIFF_EXTRA_SAMPLES, 3, 1, (2).to_bytes(2, _byte_order(encoded)))])
 
 
-def _tiff_with(encoded: bytes, icc: bytes | None, exif: bytes | None, extra: list[bytes]) -> bytes:
-    # The first IFD is rewritten at the end of the file with the profile's entry and the EXIF
-    # block's descriptive tags added (they replace the file's own, if any), their values and
-    # sub-IFDs before it, and the header pointed at it; the old IFD stays behind unreferenced.
-    # Entries point at data by absolute offsets, which nothing here moves.
+def _tiff_with(encoded: bytes, icc: bytes | None, exif: bytes | None,
+               extra: list[tuple[int, int, int, bytes]]) -> bytes:
+    # The first IFD is rewritten at the end of the file with ``extra`` entries (tag, type,
+    # count, value in the file's byte order), the profile's and the EXIF block's descriptive
+    # tags added, in that precedence, replacing the file's own; their values and sub-IFDs go
+    # before it, the header points at it, the old IFD stays behind unreferenced. Entries point
+    # at data by absolute offsets, which nothing here moves.
     order = _byte_order(encoded)
     ifd = int.from_bytes(encoded[4:8], order)
     count = int.from_bytes(encoded[ifd:ifd + 2], order)
     entries = [encoded[ifd + 2 + 12 * i:ifd + 14 + 12 * i] for i in range(count)]
     next_ifd = encoded[ifd + 2 + 12 * count:ifd + 6 + 12 * count]
     out = bytearray(encoded)
-    added: list[bytes] = list(extra)
     if icc:
-        out += b"\x00" * (len(out) & 1)
-        added.append(_TIFF_ICC.to_bytes(2, order) + (7).to_bytes(2, order) + len(icc).to_bytes(4, order)
-                     + len(out).to_bytes(4, order))
-        out += icc
+        extra = [*extra, (_TIFF_ICC, 7, len(icc), icc)]
+    added: list[bytes] = []
+    for tag, kind, n, value in extra:
+        head = tag.to_bytes(2, order) + kind.to_bytes(2, order) + n.to_bytes(4, order)
+        if len(value) <= 4:
+            added.append(head + value.ljust(4, b"\x00"))
+        else:
+            out += b"\x00" * (len(out) & 1)
+            added.append(head + len(out).to_bytes(4, order))
+            out += value
     if exif:
-        added += _copy_ifd(exif, _first_ifd(exif), out, order, _IFD0_TAGS)
+        have = {int.from_bytes(entry[:2], order) for entry in added}
+        added += _copy_ifd(exif, _first_ifd(exif), out, order, _IFD0_TAGS - have)
     replaced = {int.from_bytes(entry[:2], order) for entry in added}
     entries = [e for e in entries if int.from_bytes(e[:2], order) not in replaced] + added
     out[4:8] = _append_ifd(out, entries, order, next_ifd).to_bytes(4, order)

@@ -491,7 +491,7 @@ def test_tiff_exif_travels_out_of_and_into_tiffs(model, tmp_path):
 
 
 def test_tiff_exif_survives_damage_entry_by_entry():
-    from deblur.runtime.metadata import read_metadata
+    from deblur.runtime.metadata import Metadata, read_metadata
 
     tiff = cv2.imencode(".tif", np.zeros((4, 6, 3), np.uint8))[1].tobytes()
     order = "little"
@@ -800,14 +800,14 @@ def test_a_grey_alpha_png_comes_back_grey_alpha(model, tmp_path, dtype):
     # OpenCV decodes grey+alpha to BGRA and cannot write it back: the runtime writes PNG colour
     # type 4 itself (not RGBA: 2.6x the file on camera.png), EXIF embedded as usual.
     from deblur.runtime.image_io import encode_image
-    from deblur.runtime.metadata import read_metadata
+    from deblur.runtime.metadata import Metadata, read_metadata
 
     rng = np.random.default_rng(3)
     top = np.iinfo(dtype).max
     grey = rng.integers(0, top + 1, (40, 56), dtype=dtype)
     alpha = np.where(np.arange(56) < 20, 0, top).astype(dtype)[None].repeat(40, axis=0)
     pixels = np.dstack([grey, grey, grey, alpha])
-    data = encode_image(pixels, ".png", grey_alpha=True)
+    data = encode_image(pixels, ".png", Metadata(grey_alpha=True))
     assert data[25] == 4 and np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), pixels)
     assert encode_image(pixels, ".png")[25] == 6  # asked for nothing: RGBA, as OpenCV writes it
     # A grey profile (an sRGB header relabelled: the runtime reads only the colour space) travels
@@ -976,3 +976,42 @@ def test_a_grey_png_with_a_transparent_value_keeps_its_transparency(tmp_path):
         pixels = np.asarray(written)
     assert pixels[0, 0, 1] == 0 and (pixels[..., 1] == 255).sum() == 63
     assert np.array_equal(pixels[..., 0], grey)
+
+
+def test_outputs_are_encoded_like_their_source(tmp_path):
+    # Every JPEG came out 4:2:0 at quality 95 (a 4:4:4 q98 photo lost its colour resolution), and
+    # a lossy WebP came back lossless (7x the file).
+    from deblur.runtime.jobs import Job, run_jobs
+    from deblur.runtime.metadata import read_metadata
+
+    photo = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    sources = {
+        "fine.jpg": [cv2.IMWRITE_JPEG_QUALITY, 98, cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+        "web.jpg": [cv2.IMWRITE_JPEG_QUALITY, 75],
+        "lossy.webp": [cv2.IMWRITE_WEBP_QUALITY, 80],
+        "lossless.webp": [cv2.IMWRITE_WEBP_QUALITY, 101],
+    }
+    for name, params in sources.items():
+        cv2.imwrite(str(tmp_path / name), photo, params)
+    jobs = [Job(tmp_path / name, tmp_path / "out" / name, "image") for name in sources]
+    jobs.append(Job(tmp_path / "web.jpg", tmp_path / "out" / "web_as.webp", "image"))
+    assert run_jobs(lambda image: image, jobs).done == jobs
+    out = {name: read_metadata((tmp_path / "out" / name).read_bytes()) for name in [*sources, "web_as.webp"]}
+    assert (out["fine.jpg"].jpeg_quality, out["fine.jpg"].jpeg_sampling) == (98, "444")
+    assert (out["web.jpg"].jpeg_quality, out["web.jpg"].jpeg_sampling) == (95, "420")
+    assert out["lossy.webp"].lossy and out["web_as.webp"].lossy and not out["lossless.webp"].lossy
+
+
+@pytest.mark.parametrize("source", ["jpg", "png", "tif"])
+def test_print_resolution_travels(tmp_path, source):
+    # A 300-dpi scan came back 72 dpi or none: its print size changed.
+    Image = pytest.importorskip("PIL.Image")
+    from deblur.runtime.jobs import Job, run_jobs
+
+    photo = np.random.default_rng(5).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / f"scan.{source}", dpi=(300, 150))
+    jobs = [Job(tmp_path / f"scan.{source}", tmp_path / "out" / f"scan.{ext}", "image") for ext in ("jpg", "png", "tif")]
+    assert run_jobs(lambda image: image, jobs).done == jobs
+    for job in jobs:
+        with Image.open(job.dst) as written:
+            assert tuple(round(v) for v in written.info["dpi"]) == (300, 150), job.dst
