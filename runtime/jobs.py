@@ -145,8 +145,9 @@ def plan_jobs(inputs: list[str | Path], output: str | Path | None = None, *,
             jobs.append(Job(src, out, kind))
     # `deblur-run *.jpg` run again: a_deblurred.jpg (and its compare picture) is a.jpg's earlier
     # result, not an input; taken as one it came back as a_deblurred_deblurred.jpg, and the
-    # run ended refusing to overwrite an input.
-    results = {path.resolve(): job for job in jobs for path in (job.dst, job.compare_path)}
+    # run ended refusing to overwrite an input. Only for results named beside their inputs
+    # (no -o): with -o an input a result would land on is refused below, never replaced.
+    results = {path.resolve(): job for job in jobs for path in (job.dst, job.compare_path)} if out is None else {}
     earlier = {job.src: results[job.src.resolve()] for job in jobs
                if results.get(job.src.resolve(), job) is not job}
     for src, owner in earlier.items():
@@ -279,10 +280,13 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     if image.ndim == 3 and image.shape[2] == 4 and job.dst.suffix.lower() not in ALPHA_SUFFIXES:
         log.warning("%s: its alpha channel is dropped: %s cannot store one (write %s to keep it)",
                     job.src, job.dst.suffix, " or ".join(ALPHA_SUFFIXES))
+    key = _transparent_grey(image, metadata, job.dst)
     try:
         result = deblur(image)
     except InputError as exc:
         raise InputError(f"{job.src}: {exc}") from None
+    if key is not None:  # grey + alpha, which a PNG takes as such
+        result, image = (np.dstack([grey, grey, grey, key]) for grey in (result, image))
     if image.dtype.kind == "f":
         low, high = float(image.min()), float(image.max())
         if low < 0.0 or high > 1.0:
@@ -293,6 +297,16 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         # so shrunk where the format cannot hold it (a panorama's WebP or JPEG)
         picture = fit_side(side_by_side(image, result), job.compare_path.suffix)
         write_image(job.compare_path, picture, icc=icc, like=metadata)
+
+
+def _transparent_grey(image: np.ndarray, metadata: Metadata, dst: Path) -> np.ndarray | None:
+    """The alpha of a grey PNG with a transparent value (tRNS, which OpenCV ignores), for a PNG
+    output; None when there is none, or no pixel has that value. Other outputs get the grey
+    picture as OpenCV reads it, as before (its grey profile stays true)."""
+    if metadata.transparent_grey is None or image.ndim != 2 or dst.suffix.lower() != ".png":
+        return None
+    hidden = image == metadata.transparent_grey
+    return np.where(hidden, 0, np.iinfo(image.dtype).max).astype(image.dtype) if hidden.any() else None
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -71,12 +71,15 @@ class Metadata:
     jpeg_sampling: str | None = None
     # Print resolution, dots per inch (x, y): JFIF density, PNG pHYs, TIFF resolution tags.
     dpi: tuple[float, float] | None = None
+    # A TIFF's ExtraSamples (what its 4th sample is); None: no tag, or not a TIFF (``tiff``).
+    extra_samples: int | None = None
+    tiff: bool = False
 
 
 def read_metadata(data: bytes | np.ndarray) -> Metadata:
-    """The ICC profile and EXIF block of JPEG, PNG or WebP bytes (a TIFF's profile only); None for
-    each that is absent, damaged or not well-formed. Reads only headers and metadata: no copy of
-    the file."""
+    """The ICC profile, EXIF block and the rest of :class:`Metadata` of JPEG, PNG, WebP or TIFF
+    bytes; None (or the default) for each that is absent, damaged or not well-formed. Reads only
+    headers and metadata: no copy of the file, and never raises."""
     view = memoryview(data).cast("B")
     if bytes(view[:3]) == b"\xff\xd8\xff":
         quality, sampling = _jpeg_coding(view)
@@ -97,7 +100,7 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
                         lossy=b"VP8 " in chunks)
     if bytes(view[:4]) in (b"II*\x00", b"MM\x00*"):
         return Metadata(_checked_icc(_tiff_icc(view)), _checked_exif(_tiff_exif(view)), frames=_tiff_pages(view),
-                        dpi=_tiff_dpi(view))
+                        dpi=_tiff_dpi(view), extra_samples=tiff_short(view, TIFF_EXTRA_SAMPLES), tiff=True)
     return Metadata()
 
 
@@ -176,8 +179,8 @@ def _webp_chunks(view: memoryview) -> tuple[dict[bytes, bytes], int]:
             break
         if kind in (b"ICCP", b"EXIF") and kind not in found:
             found[kind] = bytes(view[pos + 8:pos + 8 + length])
-        elif kind == b"VP8 ":  # a lossy still (VP8L: lossless); its bytes are not needed
-            found[kind] = b""
+        elif kind == b"VP8 " or (kind == b"ANMF" and _lossy_frame(view[pos + 24:pos + 8 + length])):
+            found[b"VP8 "] = b""  # a lossy picture (VP8L: lossless); its bytes are not needed
         frames += kind == b"ANMF"
         pos += 8 + length + (length & 1)
     return found, frames
@@ -207,21 +210,33 @@ _IJG_LUMA_SUM = sum((16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60,
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
+def _lossy_frame(chunks: memoryview) -> bool:
+    """Whether an animation frame's picture (the chunks after ANMF's 16-byte header) is VP8,
+    possibly after its ALPH chunk."""
+    if bytes(chunks[:4]) == b"ALPH" and len(chunks) >= 8:
+        length = int.from_bytes(chunks[4:8], "little")
+        chunks = chunks[8 + length + (length & 1):]
+    return bytes(chunks[:4]) == b"VP8 "
+
+
 def _jpeg_coding(view: memoryview) -> tuple[int | None, str | None]:
     """A JPEG's quality (estimated from its first quantisation table; None if unreadable) and
     chroma subsampling ("444", "422", "420", "440", "411"; None for grey or unusual layouts)."""
     quality = sampling = None
     for marker, body in _jpeg_segments(view):
-        if marker == 0xDB and quality is None and len(body) >= 65:
-            wide = body[0] >> 4  # 16-bit entries
-            table = body[1:129] if wide else body[1:65]
-            values = [int.from_bytes(table[i:i + 2], "big") for i in range(0, 128, 2)] if wide and len(body) >= 129 \
-                else list(table)
-            if len(values) == 64:
-                scale = sum(values) * 100 / _IJG_LUMA_SUM  # libjpeg's percentage scaling
-                quality = 100 if max(values) <= 1 else round(200 - scale) // 2 if scale <= 100 else round(5000 / scale)
-                quality = min(100, max(1, quality))
-        elif marker in _SOF_MARKERS and len(body) >= 6 + 3 * body[5] and body[5] == 3:
+        pos = 0
+        while marker == 0xDB and quality is None and pos < len(body):  # one segment may hold several tables
+            wide, table_id = body[pos] >> 4, body[pos] & 15  # 16-bit entries; 0 is luma's, by convention
+            size = 128 if wide else 64
+            raw = body[pos + 1:pos + 1 + size]
+            pos += 1 + size
+            if table_id != 0 or len(raw) < size:
+                continue
+            values = [int.from_bytes(raw[i:i + 2], "big") for i in range(0, 128, 2)] if wide else list(raw)
+            scale = sum(values) * 100 / _IJG_LUMA_SUM  # libjpeg's percentage scaling
+            quality = 100 if max(values) <= 1 else round(200 - scale) // 2 if scale <= 100 else round(5000 / scale)
+            quality = min(100, max(1, quality))
+        if marker in _SOF_MARKERS and len(body) >= 15 and body[5] == 3:
             (h0, v0), (h1, v1), (h2, v2) = ((body[7 + 3 * i] >> 4, body[7 + 3 * i] & 15) for i in range(3))
             if (h1, v1) == (h2, v2) and h1 and v1 and h0 % h1 == 0 and v0 % v1 == 0:
                 sampling = {(1, 1): "444", (2, 1): "422", (2, 2): "420", (1, 2): "440", (4, 1): "411"}.get(
@@ -230,8 +245,10 @@ def _jpeg_coding(view: memoryview) -> tuple[int | None, str | None]:
 
 
 def _checked_dpi(x: float, y: float) -> tuple[float, float] | None:
-    # To a hundredth: PNG's whole pixels per metre make 300 dpi 299.9994.
-    return (round(x, 2), round(y, 2)) if 1 <= x <= 100_000 and 1 <= y <= 100_000 else None
+    if not (1 <= x <= 100_000 and 1 <= y <= 100_000):
+        return None
+    # PNG's whole pixels per metre make 300 dpi 299.9994 and 150 150.0114: whole within 0.02.
+    return tuple(float(round(v)) if abs(v - round(v)) < 0.02 else round(v, 2) for v in (x, y))
 
 
 def _jfif_dpi(view: memoryview) -> tuple[float, float] | None:
@@ -312,8 +329,12 @@ def _tiff_pages(view: memoryview) -> int:
     pages, seen = 0, set()
     while ifd is not None and ifd not in seen and len(seen) < 10_000:
         seen.add(ifd)
-        kinds = {tag: _value(view, at, kind) for tag, kind, at in _entries(view, ifd) if tag == 254}
-        pages += not kinds.get(254, 0) & 1
+        subfile = 0
+        for tag, kind, at in _entries(view, ifd):
+            if tag >= 254:  # entries are sorted by tag: NewSubfileType (254) comes first, if at all
+                subfile = _value(view, at, kind) if tag == 254 else 0
+                break
+        pages += not subfile & 1
         link = ifd + 2 + 12 * int.from_bytes(view[ifd:ifd + 2], order)
         following = int.from_bytes(view[link:link + 4], order) if link + 4 <= len(view) else 0
         ifd = following if 8 <= following and following + 2 <= len(view) else None

@@ -86,6 +86,9 @@ def resolve_provider(provider: str = "auto", *, device_id: int = 0, fixed_shapes
         log.info("provider auto -> %s (available: %s)", name, ", ".join(available))
     else:
         name = ALIASES.get(wanted.lower(), wanted)
+        if name == "AzureExecutionProvider":  # listed by every wheel: it calls remote endpoints
+            raise ProviderError("AzureExecutionProvider calls models served on Azure; it does not run a local "
+                                "model (ONNX Runtime would run this one on the CPU): use cpu, cuda or auto")
         if name not in available:
             known = ", ".join(sorted(ALIASES))
             hint = _INSTALL_HINTS.get(name, f"known names: auto, {known}")

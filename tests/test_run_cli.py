@@ -491,7 +491,7 @@ def test_tiff_exif_travels_out_of_and_into_tiffs(model, tmp_path):
 
 
 def test_tiff_exif_survives_damage_entry_by_entry():
-    from deblur.runtime.metadata import Metadata, read_metadata
+    from deblur.runtime.metadata import read_metadata
 
     tiff = cv2.imencode(".tif", np.zeros((4, 6, 3), np.uint8))[1].tobytes()
     order = "little"
@@ -1015,3 +1015,45 @@ def test_print_resolution_travels(tmp_path, source):
     for job in jobs:
         with Image.open(job.dst) as written:
             assert tuple(round(v) for v in written.info["dpi"]) == (300, 150), job.dst
+
+
+def test_with_o_an_input_a_result_would_land_on_is_refused_in_either_order(tmp_path):
+    from deblur.runtime.jobs import plan_jobs
+
+    for name in ("y/a.png", "x/a.png"):
+        _img(tmp_path / name)
+    for inputs in (["y/a.png", "x/a.png"], ["x/a.png", "y/a.png"]):  # x/a.png's result replaced y/a.png
+        jobs, problems = plan_jobs([tmp_path / name for name in inputs], tmp_path / "y")
+        assert not jobs and all("refusing to overwrite an input" in message for _, message in problems)
+
+
+def test_an_opencv_rgba_tiff_round_trips_exactly_and_a_key_only_changes_png_outputs(tmp_path):
+    from deblur.runtime.jobs import Job, run_jobs
+
+    rgba = np.random.default_rng(6).integers(0, 256, (8, 16, 4), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "cv.tif"), rgba)  # no ExtraSamples, as OpenCV writes them
+    job = Job(tmp_path / "cv.tif", tmp_path / "out" / "cv.tif", "image")
+    assert run_jobs(lambda image: image, [job]).done == [job]
+    assert np.array_equal(cv2.imread(str(job.dst), cv2.IMREAD_UNCHANGED), rgba)  # still exact for OpenCV
+    Image = pytest.importorskip("PIL.Image")
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), "L").save(tmp_path / "key.png", transparency=0)
+    job = Job(tmp_path / "key.png", tmp_path / "out" / "key.tif", "image")
+    assert run_jobs(lambda image: image, [job]).done == [job]
+    assert cv2.imread(str(job.dst), cv2.IMREAD_UNCHANGED).ndim == 2  # grey stays grey outside PNG
+
+
+def test_new_metadata_parsers_never_raise_and_read_what_they_should():
+    import io
+
+    Image = pytest.importorskip("PIL.Image")
+    from deblur.runtime.metadata import read_metadata
+
+    assert read_metadata(b"\xff\xd8\xff\xc0\x00\x05\x08\x00\x01\xff\xd9").jpeg_sampling is None  # a cut SOF
+    frames = [Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)) for i in range(2)]
+    lossy, lossless = io.BytesIO(), io.BytesIO()
+    frames[0].save(lossy, "WEBP", save_all=True, append_images=frames[1:], lossless=False, quality=80)
+    frames[0].save(lossless, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    assert read_metadata(lossy.getvalue()).lossy and not read_metadata(lossless.getvalue()).lossy
+    png = io.BytesIO()
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(png, "PNG", dpi=(150, 72))
+    assert read_metadata(png.getvalue()).dpi == (150.0, 72.0)  # not 150.0114

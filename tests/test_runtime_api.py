@@ -453,3 +453,8 @@ def test_an_unwritable_place_is_refused_before_the_work_even_for_root():
 def test_none_from_a_failed_imread_is_named(deblurrer):
     with pytest.raises(InputError, match="got None: cv2.imread returns None for a missing or unreadable file"):
         deblurrer(None)
+
+
+def test_the_azure_provider_every_wheel_lists_is_refused_not_reported_while_the_cpu_runs(local_model):
+    with pytest.raises(ProviderError, match="AzureExecutionProvider calls models served on Azure"):
+        Deblurrer(local_model, "AzureExecutionProvider")
