@@ -663,3 +663,18 @@ def test_a_stream_ffmpeg_cannot_decode_is_named_not_a_crash(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert process_video(path, tmp_path / "out.mp4", identity).frames == 5
     assert "1 subtitle stream (a codec FFmpeg cannot read) dropped" in caplog.text
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov"])
+def test_an_ntsc_rate_from_matroska_comes_out_constant_in_mp4(tmp_path, ext):
+    # Matroska keeps 1 ms: 23.976 fps alternates 41 and 42 ms. Copied into MP4 that read as
+    # 320000/13339 fps, variable, to editors; on the frame grid it is 24000/1001 exactly.
+    src = make_clip(tmp_path / "ntsc.mkv", n=24, fps=Fraction(24000, 1001), audio="aac")
+    process_video(src, tmp_path / f"out{ext}", identity)
+    with av.open(str(tmp_path / f"out{ext}")) as c:
+        stream = c.streams.video[0]
+        pts = sorted(p.pts for p in c.demux(stream) if p.pts is not None)
+        steps = {(b - a) * stream.time_base for a, b in zip(pts, pts[1:])}
+        assert stream.average_rate == Fraction(24000, 1001)
+    assert steps == {Fraction(1001, 24000)}
+    assert audio_summary(tmp_path / f"out{ext}")[0] == "aac"

@@ -211,11 +211,16 @@ def _pix_fmt_candidates(codec: av.codec.Codec) -> list[str]:
     return wanted or supported[:1]
 
 
-def _time_base_candidates(source: _Source, variable_fps: bool) -> list[Fraction]:
+def _time_base_candidates(source: _Source, variable_fps: bool, even: bool = False) -> list[Fraction]:
     frame_tick = 1 / source.info.fps
     if not variable_fps:
         # Muxers without per-frame timestamps (AVI) want one tick per frame.
         return [frame_tick]
+    if even and (1 / (source.info.fps * source.time_base)).denominator != 1:
+        # Evenly spaced frames in a time base that cannot hold the step (Matroska's 1 ms at
+        # 23.976 fps: 41 and 42 ms in turn) go onto the frame grid: MP4 shows a constant rate
+        # (editors took 320000/13339 fps for variable), each frame moved by under a millisecond.
+        return list(dict.fromkeys([frame_tick, source.time_base, Fraction(1, 1000)]))
     # The source's own time base keeps every pts exact; some encoders (mpeg4)
     # cap the denominator at 65535, hence the coarser fallbacks.
     return list(dict.fromkeys([source.time_base, frame_tick, Fraction(1, 1000)]))
@@ -262,7 +267,8 @@ def _choose_video_plan(
     """Find the first encoder/pixel format/time base that really opens for this size."""
     info = source.info
     variable_fps = muxer.variable_fps
-    b_frames = not (muxer.name in {"mp4", "mov", "ipod"} and _uneven_times(source))
+    mp4 = muxer.name in {"mp4", "mov", "ipod"}
+    b_frames = not (mp4 and _uneven_times(source))
     if not b_frames:
         log.info("%s: uneven frame times (variable rate or a held frame): B-frames off, so %s keeps every "
                  "frame's time", source.path, muxer.name.upper())
@@ -285,7 +291,7 @@ def _choose_video_plan(
         )
         last_error = "no usable pixel format"
         for pix_fmt in _pix_fmt_candidates(codec_obj):
-            for tb in _time_base_candidates(source, variable_fps):
+            for tb in _time_base_candidates(source, variable_fps, even=mp4 and b_frames):
                 plan = _VideoPlan(
                     codec_obj.name, pix_fmt, tb, not variable_fps, options, bit_rate, qscale, b_frames
                 )
