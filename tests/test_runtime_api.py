@@ -61,8 +61,9 @@ def test_grey_input_and_grey_content_give_grey_output(deblurrer):
     # grey, not with the faint false colour of the model's unequal channels.
     colour = deblurrer(cv2.merge([grey, grey, grey]))
     assert np.array_equal(colour, cv2.merge([out, out, out]))
-    with_alpha = deblurrer(cv2.merge([grey, grey, grey, grey[::-1]]))
-    assert np.array_equal(with_alpha, cv2.merge([out, out, out, grey[::-1]]))
+    alpha = np.maximum(grey[::-1], 1)  # nothing fully transparent: no hidden colour is filled
+    with_alpha = deblurrer(cv2.merge([grey, grey, grey, alpha]))
+    assert np.array_equal(with_alpha, cv2.merge([out, out, out, alpha]))
     tinted = cv2.merge([grey, grey, np.clip(grey.astype(int) + 1, 0, 255).astype(np.uint8)])
     result = deblurrer(tinted)
     assert not np.array_equal(result[:, :, 0], result[:, :, 1])  # the rest stays colour
@@ -458,3 +459,17 @@ def test_none_from_a_failed_imread_is_named(deblurrer):
 def test_the_azure_provider_every_wheel_lists_is_refused_not_reported_while_the_cpu_runs(local_model):
     with pytest.raises(ProviderError, match="AzureExecutionProvider calls models served on Azure"):
         Deblurrer(local_model, "AzureExecutionProvider")
+
+
+def test_what_a_cut_out_hides_does_not_change_what_it_shows(deblurrer):
+    # The colour under fully transparent pixels is invisible, but the model saw it across the
+    # edge: the same cut-out over black and over white gave visible pixels up to 53 levels apart.
+    rng = np.random.default_rng(9)
+    cut = rng.integers(0, 256, (32, 40, 4), dtype=np.uint8)
+    cut[:, :, 3] = 255
+    cut[:, 20:, 3] = 0
+    over_black, over_white = cut.copy(), cut.copy()
+    over_black[:, 20:, :3], over_white[:, 20:, :3] = 0, 255
+    a, b = deblurrer(over_black), deblurrer(over_white)
+    assert np.array_equal(a[:, :20], b[:, :20])
+    assert np.array_equal(over_black[:, 20:, :3], np.zeros((32, 20, 3)))  # the caller's array untouched
