@@ -13,7 +13,10 @@ thumbnail (a small copy of the blurred picture, still in the old orientation) is
 A TIFF keeps its EXIF in its own first IFD, beside the tags that lay out its pixels, with
 offsets into the whole file: the descriptive tags (camera, date, author, the Exif and GPS
 IFDs) are copied out into a block of their own, every offset rebased, and into a TIFF output
-the same way back. Nothing else is interpreted. Nothing here raises on damaged input:
+the same way back. Besides, what an output of the same kind needs to be written like its
+source: print resolution, how the pixels were compressed (lossy or not, a JPEG's quality and
+chroma subsampling), how many pictures the file holds (OpenCV decodes the first), a grey PNG's
+transparent value and what a TIFF's 4th sample is. Nothing here raises on damaged input:
 damaged metadata is no metadata, and a damaged chunk costs only itself where the container
 allows.
 """
