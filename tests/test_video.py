@@ -141,20 +141,21 @@ def test_pcm_audio_is_transcoded_to_aac_for_mp4(tmp_path):
     assert audio_summary(tmp_path / "out.mov")[0] == "pcm_s16le"
 
 
-def test_audio_tracks_that_are_not_carried_are_said(tmp_path, caplog):
-    # A second language is dropped (one audio track is written): say so, not silently.
+@pytest.mark.parametrize("ext, labels", [(".mkv", "copied, copied"), (".mp4", "copied, copied"),
+                                         (".webm", "transcoded:opus, transcoded:opus")])
+def test_every_audio_track_is_carried_with_its_language(tmp_path, caplog, ext, labels):
+    # A second language was dropped (one audio track was written, with a warning).
     src = make_clip(tmp_path / "two.mkv", n=6, extra_audio=1)
+    with av.open(str(src)) as c:
+        languages = [s.metadata.get("language") for s in c.streams.audio]
     with caplog.at_level(logging.WARNING):
-        report = process_video(src, tmp_path / "out.mkv", identity)
-    assert report.audio == "copied"
-    assert ("two.mkv: 1 audio track (aac) dropped: the output holds the video and the aac audio track FFmpeg "
-            "ranks first") in caplog.text
-    with av.open(str(tmp_path / "out.mkv")) as c:
-        assert len(c.streams.audio) == 1
-    caplog.clear()
-    with caplog.at_level(logging.WARNING):
-        process_video(make_clip(tmp_path / "one.mkv", n=6), tmp_path / "out1.mkv", identity)
-    assert "dropped" not in caplog.text
+        report = process_video(src, tmp_path / f"out{ext}", identity)
+    assert report.audio == labels and "dropped" not in caplog.text
+    with av.open(str(tmp_path / f"out{ext}")) as c:
+        assert len(c.streams.audio) == 2
+        assert [s.metadata.get("language") for s in c.streams.audio] == languages
+        seconds = [float(s.duration * s.time_base) for s in c.streams.audio if s.duration]
+    assert all(x == pytest.approx(6 / 25, abs=0.1) for x in seconds)
 
 
 def test_variable_frame_rate_timestamps_are_kept(tmp_path):

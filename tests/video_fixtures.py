@@ -65,9 +65,11 @@ def make_clip(
         if rotation:
             vs.set_display_rotation(rotation)
         astreams, held = [], []
-        for _ in range(1 + extra_audio if audio else 0):
+        for i in range(1 + extra_audio if audio else 0):
             astreams.append(c.add_stream(audio, rate=SAMPLE_RATE))
             astreams[-1].layout = "stereo"
+            if extra_audio:  # languages tell the tracks apart
+                astreams[-1].metadata["language"] = ("eng", "deu", "fra", "spa")[i % 4]
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="bgr24")
             frame = frame.reformat(format=vs.pix_fmt, interpolation=SWS)

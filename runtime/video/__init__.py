@@ -12,8 +12,9 @@ Output guarantees:
 
 * every source frame, in order, same width/height, source timestamps kept
   (so the average frame rate, and variable frame rate timing, survive);
-* the first audio track is copied packet for packet when the output container
-  accepts its codec, and otherwise transcoded (AAC, or Opus/Vorbis for WebM);
+* every audio track (the default one first) is copied packet for packet when the
+  output container accepts its codec, and otherwise transcoded (AAC, or
+  Opus/Vorbis for WebM), with its language and title;
 * the output appears atomically: it is written to a hidden temporary file in
   the destination folder and renamed at the end, so an error or a stop never
   leaves a partial file behind.
@@ -30,11 +31,11 @@ Containers written: .mp4, .m4v, .mov, .mkv, .webm, .avi, .ts (others are refused
 up front rather than risking a late muxer failure). AVI has no per-frame
 timestamps, so there frames are re-timed at the average rate.
 
-Not carried over: subtitle, data and extra audio tracks, chapters.
+Not carried over: subtitle and data streams, further video streams, chapters.
 
 Layout: ``probe`` reads the source, ``encoders`` picks the encoder, pixel
 format and time base for the output muxer, ``audio`` copies or transcodes the
-audio track, ``output`` opens the output container, ``stages`` runs the three
+audio tracks, ``output`` opens the output container, ``stages`` runs the three
 threads and ``pipeline`` holds :func:`process_video` and the atomic write.
 """
 

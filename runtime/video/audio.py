@@ -1,4 +1,4 @@
-"""The output's audio: the source's chosen track, copied packet for packet or transcoded.
+"""The output's audio: each of the source's tracks, copied packet for packet or transcoded.
 
 Copying is tried when the output muxer is known to store the codec; otherwise
 (or when the muxer refuses the copy) the track is decoded and re-encoded with
@@ -39,11 +39,11 @@ class _AudioTrack:
     file and the muxer's interleaving buffer small.
     """
 
-    def __init__(self, source: _Source, out: Any, transcode_chain: tuple[str, ...] | None):
+    def __init__(self, source: _Source, index: int, out: Any, transcode_chain: tuple[str, ...] | None):
         self.label = "none"
         self._input = av.open(_local(source.path))
         try:
-            self._in_stream = self._input.streams[source.audio_index]
+            self._in_stream = self._input.streams[index]
             self._out_stream = None
             self._copy = transcode_chain is None
             if self._copy:
@@ -53,9 +53,9 @@ class _AudioTrack:
             else:
                 self._out_stream, codec_name = self._add_encoder(out, transcode_chain)
                 self.label = f"transcoded:{codec_name}"
-            lang = self._in_stream.metadata.get("language")
-            if lang:
-                self._out_stream.metadata["language"] = lang
+            for key in ("language", "title"):  # which track is which, in a player's menu
+                if self._in_stream.metadata.get(key):
+                    self._out_stream.metadata[key] = self._in_stream.metadata[key]
             self._packets: Iterator[Any] = self._input.demux(self._in_stream)
             self._pending: Any = None
             self._done = False

@@ -1,4 +1,4 @@
-"""The output container being written: its video stream, its audio track, its tags.
+"""The output container being written: its video stream, its audio tracks, its tags.
 
 Everything that can be refused (muxer, encoder, audio codec, header) is set up
 here, before the first frame is decoded, so a bad combination fails in seconds
@@ -32,7 +32,7 @@ class _Output:
         crf: int,
         copy_audio: bool,
     ) -> None:
-        self.audio: _AudioTrack | None = None
+        self.audio: list[_AudioTrack] = []
         try:
             self.container = av.open(tmp, "w")
         except (av.error.FFmpegError, ValueError) as e:
@@ -70,21 +70,20 @@ class _Output:
                     log.warning("%s: its %d-degree display rotation cannot be stored in AVI: the output plays "
                                 "turned; write .mp4, .mov or .mkv to keep it", source.path, source.info.rotation)
             self._copy_metadata(source.metadata)
-            if source.audio_index is not None:
+            for index, audio_codec in source.audio_tracks:
                 # Strict query: some muxers "accept" any codec, then fail or write junk.
                 allowed = _COPY_AUDIO[muxer.name]
                 copyable = copy_audio and (
-                    source.audio_codec in allowed
-                    if allowed is not None
-                    else muxer.stores(source.audio_codec or "")
+                    audio_codec in allowed if allowed is not None else muxer.stores(audio_codec)
                 )
                 chain = None if copyable else _transcode_chain(muxer)
                 try:
-                    self.audio = _AudioTrack(source, self.container, chain)
+                    track = _AudioTrack(source, index, self.container, chain)
                 except ValueError:
                     if chain is not None:
                         raise
-                    self.audio = _AudioTrack(source, self.container, _transcode_chain(muxer))
+                    track = _AudioTrack(source, index, self.container, _transcode_chain(muxer))
+                self.audio.append(track)
             # Writes the header now, so codec/muxer mismatches surface before any work.
             self.container.start_encoding()
         except BaseException:
@@ -93,7 +92,17 @@ class _Output:
 
     @property
     def audio_label(self) -> str:
-        return self.audio.label if self.audio else "none"
+        """"copied", "transcoded:aac", ...; one per track, comma-separated; "none"."""
+        return ", ".join(track.label for track in self.audio) or "none"
+
+    def mux_audio_until(self, t: float | None) -> None:
+        """Every audio track up to video time ``t`` (all that is left when None)."""
+        for track in self.audio:
+            track.mux_until(self.container, t)
+
+    def finish_audio(self) -> None:
+        for track in self.audio:
+            track.finish(self.container)
 
     def _copy_metadata(self, metadata: dict[str, str]) -> None:
         # The muxer writes its own brand/encoder tags; copying the source's would lie.
@@ -104,11 +113,8 @@ class _Output:
 
     def close(self, quiet: bool = False) -> None:
         """Close the audio source and the output (writing its trailer); idempotent."""
-        closers = []
-        if self.audio is not None:
-            closers.append(self.audio.close)
-        closers.append(self.container.close)
-        self.audio = None
+        closers = [track.close for track in self.audio] + [self.container.close]
+        self.audio = []
         for close in closers:
             try:
                 close()

@@ -36,7 +36,8 @@ class VideoReport:
         seconds: wall-clock time of the whole call.
         fps: frames per second achieved end to end.
         video_codec: the encoder that was used, e.g. ``"libx264"``.
-        audio: ``"copied"``, ``"transcoded:<codec>"`` (e.g. ``"transcoded:aac"``) or ``"none"``.
+        audio: per audio track ``"copied"`` or ``"transcoded:<codec>"`` (e.g. ``"transcoded:aac"``),
+            comma-separated, or ``"none"``.
         pix_fmt: encoded pixel format (``"yuv420p"``; ``"yuv444p"`` for odd sizes in H.264).
     """
 
@@ -100,7 +101,8 @@ def process_video(
         log.warning("%s: %d-bit video (%s) is processed and written with 8 bits per channel",
                     source.path, source.bits, source.pix_fmt)
     if source.dropped:
-        kept = "no audio" if source.audio_index is None else f"the {source.audio_codec} audio track FFmpeg ranks first"
+        tracks = len(source.audio_tracks)
+        kept = f"{tracks} audio track{'s' if tracks > 1 else ''}" if tracks else "no audio"
         log.warning("%s: %s dropped: the output holds the video and %s", source.path, " and ".join(source.dropped),
                     kept)
     if source.alpha:
@@ -121,11 +123,11 @@ def process_video(
         try:
             output = _Output(tmp, ext, source, codec, crf, copy_audio=True)
         except av.error.FFmpegError as e:
-            if source.audio_index is None:
+            if not source.audio_tracks:
                 raise VideoError(f"{dst_path}: cannot start writing ({_why(e)})") from e
             # Header writing rejected the copied audio (a codec the muxer cannot
             # store despite saying so); retry with transcoded audio.
-            log.warning("cannot copy the audio track into %s; transcoding it", dst_path)
+            log.warning("cannot copy the audio into %s; transcoding it", dst_path)
             _remove_quietly(tmp)
             tmp = _temp_path(dst_path)
             try:

@@ -59,8 +59,9 @@ class _Source:
     path: str
     info: VideoInfo
     video_index: int
-    audio_index: int | None
-    audio_codec: str | None
+    # Every audio track as (stream index, codec), the one FFmpeg ranks first (the "default"
+    # of a multi-language file) first: all are carried.
+    audio_tracks: tuple[tuple[int, str], ...]
     time_base: Fraction
     colorspace: int
     color_range: int
@@ -166,8 +167,8 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             path=p,
             info=info,
             video_index=vs.index,
-            audio_index=None if audio is None else audio.index,
-            audio_codec=None if audio is None else audio.codec_context.codec.canonical_name,
+            audio_tracks=tuple((s.index, _codec_name(s)) for s in ([audio] if audio is not None else [])
+                               + [s for s in container.streams.audio if s is not audio and s.codec_context]),
             time_base=Fraction(tb),
             colorspace=int(first.colorspace),
             color_range=int(first.color_range),
@@ -177,7 +178,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),
-            dropped=_dropped_streams(container, vs, audio),
+            dropped=_dropped_streams(container, vs),
             untimed="avi" in container.format.name.split(","),
         )
 
@@ -215,16 +216,19 @@ def _pixel_shape(vs: Any) -> Fraction | None:
     return None
 
 
-def _dropped_streams(container: Any, kept_video: Any, kept_audio: Any) -> tuple[str, ...]:
-    """What a user would miss in the output, named (codec, language): audio tracks beside the
-    kept one, further video streams and cover art, subtitles."""
+def _codec_name(stream: Any) -> str:
+    # No codec context where FFmpeg has no decoder for it (TTML subtitles in MP4).
+    return stream.codec_context.codec.canonical_name if stream.codec_context is not None else "a codec FFmpeg cannot read"
+
+
+def _dropped_streams(container: Any, kept_video: Any) -> tuple[str, ...]:
+    """What a user would miss in the output, named (codec, language): further video streams and
+    cover art, subtitles, audio FFmpeg cannot read."""
     def name(stream: Any) -> str:
         language = stream.metadata.get("language")
-        # No codec context where FFmpeg has no decoder for it (TTML subtitles in MP4).
-        codec = stream.codec_context.name if stream.codec_context is not None else "a codec FFmpeg cannot read"
-        return codec + (f" {language}" if language and language != "und" else "")
+        return _codec_name(stream) + (f" {language}" if language and language != "und" else "")
 
-    groups = {"audio track": [s for s in container.streams.audio if s is not kept_audio],
+    groups = {"audio track": [s for s in container.streams.audio if s.codec_context is None],
               "video stream": [s for s in container.streams.video if s is not kept_video],
               "subtitle stream": list(container.streams.subtitles)}
     return tuple(f"{len(streams)} {what}{'s' if len(streams) > 1 else ''} ({', '.join(map(name, streams))})"

@@ -227,15 +227,13 @@ def _encode_stage(
             frame.time_base = plan.time_base
             # By pts: encoders reorder frames, and libx264 does not carry frame durations over.
             durations[frame.pts] = stamps.duration(item.duration)
-            if output.audio is not None:
-                output.audio.mux_until(container, float(frame.pts * plan.time_base))
+            output.mux_audio_until(float(frame.pts * plan.time_base))
             for packet in stream.encode(frame):
                 _mux_timed(container, packet, durations)
             written[0] += 1
         for packet in stream.encode(None):
             _mux_timed(container, packet, durations)
-        if output.audio is not None:
-            output.audio.finish(container)
+        output.finish_audio()
         if stamps.repaired:
             log.warning("%d frames had missing or non-increasing timestamps", stamps.repaired)
     except BaseException as e:
