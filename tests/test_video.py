@@ -679,3 +679,41 @@ def test_an_ntsc_rate_from_matroska_comes_out_constant_in_mp4(tmp_path, ext):
         assert stream.average_rate == Fraction(24000, 1001)
     assert steps == {Fraction(1001, 24000)}
     assert audio_summary(tmp_path / f"out{ext}")[0] == "aac"
+
+
+def _clip_with_subtitles(path):
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
+        subs = c.add_mux_stream("subrip")
+        subs.time_base = Fraction(1, 1000)
+        subs.metadata["language"] = "eng"
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = i
+            for p in vs.encode(frame):
+                c.mux(p)
+        for p in vs.encode():
+            c.mux(p)
+        for k, text in enumerate([b"Hello", b"World"]):
+            packet = av.Packet(text)
+            packet.stream, packet.pts, packet.dts, packet.duration = subs, k * 500, k * 500, 400
+            packet.time_base = Fraction(1, 1000)
+            c.mux(packet)
+    return path
+
+
+def test_subtitles_are_copied_where_the_container_holds_them_and_said_where_not(tmp_path, caplog):
+    src = _clip_with_subtitles(tmp_path / "subs.mkv")
+    with caplog.at_level(logging.WARNING):
+        assert process_video(src, tmp_path / "out.mkv", identity).frames == 10
+    assert "subtitle" not in caplog.text
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        stream = c.streams.subtitles[0]
+        assert stream.metadata.get("language") == "eng"
+        assert [(bytes(p), p.pts) for p in c.demux(stream) if p.size] == [(b"Hello", 0), (b"World", 500)]
+    with caplog.at_level(logging.WARNING):
+        assert process_video(src, tmp_path / "out.mp4", identity).frames == 10
+    assert "a subrip subtitle track is dropped: .mp4 files cannot hold subrip; write .mkv to keep it" in caplog.text
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert not c.streams.subtitles

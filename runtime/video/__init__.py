@@ -31,7 +31,10 @@ Containers written: .mp4, .m4v, .mov, .mkv, .webm, .avi, .ts (others are refused
 up front rather than risking a late muxer failure). AVI has no per-frame
 timestamps, so there frames are re-timed at the average rate.
 
-Not carried over: subtitle and data streams, further video streams, chapters.
+* subtitle tracks are copied where the output container holds their format
+  (Matroska: SRT/ASS/WebVTT, MP4: mov_text), and said to be dropped elsewhere.
+
+Not carried over: data streams, further video streams, chapters.
 
 Layout: ``probe`` reads the source, ``encoders`` picks the encoder, pixel
 format and time base for the output muxer, ``audio`` copies or transcodes the

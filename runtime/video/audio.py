@@ -1,8 +1,11 @@
-"""The output's audio: each of the source's tracks, copied packet for packet or transcoded.
+"""The output's audio and subtitle tracks: each of the source's, copied packet for packet
+or (audio) transcoded.
 
 Copying is tried when the output muxer is known to store the codec; otherwise
-(or when the muxer refuses the copy) the track is decoded and re-encoded with
+(or when the muxer refuses the copy) an audio track is decoded and re-encoded with
 the first encoder in the muxer's chain that opens (AAC, or Opus/Vorbis for WebM).
+Subtitles are copied or left out (text subtitles would need converting between
+the containers' own formats: SRT in Matroska, mov_text in MP4).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ _WEBM_AUDIO_CHAIN = ("libopus", "opus", "libvorbis", "vorbis")
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
 
 
-class _AudioTrack:
-    """Feeds the source's audio into the output, interleaved with the video.
+class _Track:
+    """Feeds one of the source's audio or subtitle tracks into the output, interleaved with
+    the video.
 
     It reads the source through its own demuxer so audio never queues behind
     frames waiting for the model; the writer thread asks it for everything up

@@ -12,7 +12,7 @@ import logging
 import av
 import av.error
 
-from .audio import _AudioTrack, _transcode_chain
+from .audio import _Track, _transcode_chain
 from .encoders import _COPY_AUDIO, _EXTENSIONS, _choose_video_plan, _configure_video, _Muxer
 from .errors import VideoError, _why
 from .probe import _Source
@@ -32,7 +32,8 @@ class _Output:
         crf: int,
         copy_audio: bool,
     ) -> None:
-        self.audio: list[_AudioTrack] = []
+        self.audio: list[_Track] = []
+        self.subtitles: list[_Track] = []
         try:
             self.container = av.open(tmp, "w")
         except (av.error.FFmpegError, ValueError) as e:
@@ -78,12 +79,24 @@ class _Output:
                 )
                 chain = None if copyable else _transcode_chain(muxer)
                 try:
-                    track = _AudioTrack(source, index, self.container, chain)
+                    track = _Track(source, index, self.container, chain)
                 except ValueError:
                     if chain is not None:
                         raise
-                    track = _AudioTrack(source, index, self.container, _transcode_chain(muxer))
+                    track = _Track(source, index, self.container, _transcode_chain(muxer))
                 self.audio.append(track)
+            for index, subtitle_codec in source.subtitle_tracks if copy_audio else ():
+                track = None
+                if muxer.stores(subtitle_codec):
+                    try:
+                        track = _Track(source, index, self.container, None)
+                    except ValueError:
+                        pass
+                if track is None:
+                    log.warning("%s: a %s subtitle track is dropped: %s files cannot hold %s; write .mkv to keep it",
+                                source.path, subtitle_codec, ext, subtitle_codec)
+                else:
+                    self.subtitles.append(track)
             # Writes the header now, so codec/muxer mismatches surface before any work.
             self.container.start_encoding()
         except BaseException:
@@ -95,13 +108,13 @@ class _Output:
         """"copied", "transcoded:aac", ...; one per track, comma-separated; "none"."""
         return ", ".join(track.label for track in self.audio) or "none"
 
-    def mux_audio_until(self, t: float | None) -> None:
-        """Every audio track up to video time ``t`` (all that is left when None)."""
-        for track in self.audio:
+    def mux_tracks_until(self, t: float | None) -> None:
+        """Every audio and subtitle track up to video time ``t``."""
+        for track in self.audio + self.subtitles:
             track.mux_until(self.container, t)
 
-    def finish_audio(self) -> None:
-        for track in self.audio:
+    def finish_tracks(self) -> None:
+        for track in self.audio + self.subtitles:
             track.finish(self.container)
 
     def _copy_metadata(self, metadata: dict[str, str]) -> None:
@@ -113,8 +126,8 @@ class _Output:
 
     def close(self, quiet: bool = False) -> None:
         """Close the audio source and the output (writing its trailer); idempotent."""
-        closers = [track.close for track in self.audio] + [self.container.close]
-        self.audio = []
+        closers = [track.close for track in self.audio + self.subtitles] + [self.container.close]
+        self.audio, self.subtitles = [], []
         for close in closers:
             try:
                 close()

@@ -123,11 +123,12 @@ def process_video(
         try:
             output = _Output(tmp, ext, source, codec, crf, copy_audio=True)
         except av.error.FFmpegError as e:
-            if not source.audio_tracks:
+            if not (source.audio_tracks or source.subtitle_tracks):
                 raise VideoError(f"{dst_path}: cannot start writing ({_why(e)})") from e
             # Header writing rejected the copied audio (a codec the muxer cannot
             # store despite saying so); retry with transcoded audio.
-            log.warning("cannot copy the audio into %s; transcoding it", dst_path)
+            log.warning("cannot copy the audio or subtitles into %s; transcoding the audio, leaving the subtitles "
+                        "out", dst_path)
             _remove_quietly(tmp)
             tmp = _temp_path(dst_path)
             try:

@@ -62,6 +62,8 @@ class _Source:
     # Every audio track as (stream index, codec), the one FFmpeg ranks first (the "default"
     # of a multi-language file) first: all are carried.
     audio_tracks: tuple[tuple[int, str], ...]
+    # Subtitle tracks as (stream index, codec): copied where the output container holds the codec.
+    subtitle_tracks: tuple[tuple[int, str], ...]
     time_base: Fraction
     colorspace: int
     color_range: int
@@ -178,6 +180,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             pix_fmt=first.format.name,
             bits=max((c.bits for c in first.format.components), default=8),
             alpha=any(c.is_alpha for c in first.format.components),
+            subtitle_tracks=tuple((s.index, _codec_name(s)) for s in container.streams.subtitles if s.codec_context),
             dropped=_dropped_streams(container, vs),
             untimed="avi" in container.format.name.split(","),
         )
@@ -223,14 +226,14 @@ def _codec_name(stream: Any) -> str:
 
 def _dropped_streams(container: Any, kept_video: Any) -> tuple[str, ...]:
     """What a user would miss in the output, named (codec, language): further video streams and
-    cover art, subtitles, audio FFmpeg cannot read."""
+    cover art, audio and subtitles FFmpeg cannot read."""
     def name(stream: Any) -> str:
         language = stream.metadata.get("language")
         return _codec_name(stream) + (f" {language}" if language and language != "und" else "")
 
     groups = {"audio track": [s for s in container.streams.audio if s.codec_context is None],
               "video stream": [s for s in container.streams.video if s is not kept_video],
-              "subtitle stream": list(container.streams.subtitles)}
+              "subtitle stream": [s for s in container.streams.subtitles if s.codec_context is None]}
     return tuple(f"{len(streams)} {what}{'s' if len(streams) > 1 else ''} ({', '.join(map(name, streams))})"
                  for what, streams in groups.items() if streams)
 

@@ -227,13 +227,13 @@ def _encode_stage(
             frame.time_base = plan.time_base
             # By pts: encoders reorder frames, and libx264 does not carry frame durations over.
             durations[frame.pts] = stamps.duration(item.duration)
-            output.mux_audio_until(float(frame.pts * plan.time_base))
+            output.mux_tracks_until(float(frame.pts * plan.time_base))
             for packet in stream.encode(frame):
                 _mux_timed(container, packet, durations)
             written[0] += 1
         for packet in stream.encode(None):
             _mux_timed(container, packet, durations)
-        output.finish_audio()
+        output.finish_tracks()
         if stamps.repaired:
             log.warning("%d frames had missing or non-increasing timestamps", stamps.repaired)
     except BaseException as e:
