@@ -641,29 +641,37 @@ def test_a_chosen_codec_is_used_and_one_the_container_cannot_hold_is_refused_up_
     assert leftovers(tmp_path) == []
 
 
-def test_a_stream_ffmpeg_cannot_decode_is_named_not_a_crash(tmp_path, caplog):
-    # TTML subtitles in MP4 have no decoder: PyAV gives them no codec context, and naming the
-    # dropped streams raised AttributeError, ending a whole batch.
-    path = tmp_path / "ttml.mp4"
+def _clip_with_subtitles(path, codec="subrip", texts=(b"Hello", b"World"), frames=10):
+    """A tiny clip with a subtitle track of ``texts``, one every 0.5 s (English)."""
     with av.open(str(path), "w") as c:
         vs = c.add_stream("libx264", rate=10)
         vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
-        subs = c.add_mux_stream("ttml")
+        subs = c.add_mux_stream(codec)
         subs.time_base = Fraction(1, 1000)
-        for i in range(5):
+        subs.metadata["language"] = "eng"
+        for i in range(frames):
             frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
             frame.pts = i
             for p in vs.encode(frame):
                 c.mux(p)
         for p in vs.encode():
             c.mux(p)
-        packet = av.Packet(b"<tt xmlns='http://www.w3.org/ns/ttml'><body><div><p begin='0s' end='1s'>hi</p>"
-                           b"</div></body></tt>")
-        packet.stream, packet.pts, packet.dts, packet.time_base = subs, 0, 0, Fraction(1, 1000)
-        c.mux(packet)
+        for k, text in enumerate(texts):
+            packet = av.Packet(text)
+            packet.stream, packet.pts, packet.dts, packet.duration = subs, k * 500, k * 500, 400
+            packet.time_base = Fraction(1, 1000)
+            c.mux(packet)
+    return path
+
+
+def test_a_stream_ffmpeg_cannot_decode_is_named_not_a_crash(tmp_path, caplog):
+    # TTML subtitles in MP4 have no decoder: PyAV gives them no codec context, and naming the
+    # dropped streams raised AttributeError, ending a whole batch.
+    ttml = (b"<tt xmlns='http://www.w3.org/ns/ttml'><body><div><p begin='0s' end='1s'>hi</p></div></body></tt>",)
+    path = _clip_with_subtitles(tmp_path / "ttml.mp4", "ttml", ttml, frames=5)
     with caplog.at_level(logging.WARNING):
         assert process_video(path, tmp_path / "out.mp4", identity).frames == 5
-    assert "1 subtitle stream (a codec FFmpeg cannot read) dropped" in caplog.text
+    assert "1 subtitle stream (a codec FFmpeg cannot read, eng) dropped" in caplog.text
 
 
 @pytest.mark.parametrize("ext", [".mp4", ".mov"])
@@ -679,28 +687,6 @@ def test_an_ntsc_rate_from_matroska_comes_out_constant_in_mp4(tmp_path, ext):
         assert stream.average_rate == Fraction(24000, 1001)
     assert steps == {Fraction(1001, 24000)}
     assert audio_summary(tmp_path / f"out{ext}")[0] == "aac"
-
-
-def _clip_with_subtitles(path):
-    with av.open(str(path), "w") as c:
-        vs = c.add_stream("libx264", rate=10)
-        vs.width, vs.height, vs.pix_fmt = 32, 32, "yuv420p"
-        subs = c.add_mux_stream("subrip")
-        subs.time_base = Fraction(1, 1000)
-        subs.metadata["language"] = "eng"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
-            frame.pts = i
-            for p in vs.encode(frame):
-                c.mux(p)
-        for p in vs.encode():
-            c.mux(p)
-        for k, text in enumerate([b"Hello", b"World"]):
-            packet = av.Packet(text)
-            packet.stream, packet.pts, packet.dts, packet.duration = subs, k * 500, k * 500, 400
-            packet.time_base = Fraction(1, 1000)
-            c.mux(packet)
-    return path
 
 
 def test_subtitles_are_copied_where_the_container_holds_them_and_said_where_not(tmp_path, caplog):

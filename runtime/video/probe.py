@@ -229,7 +229,7 @@ def _dropped_streams(container: Any, kept_video: Any) -> tuple[str, ...]:
     cover art, audio and subtitles FFmpeg cannot read."""
     def name(stream: Any) -> str:
         language = stream.metadata.get("language")
-        return _codec_name(stream) + (f" {language}" if language and language != "und" else "")
+        return _codec_name(stream) + (f", {language}" if language and language != "und" else "")
 
     groups = {"audio track": [s for s in container.streams.audio if s.codec_context is None],
               "video stream": [s for s in container.streams.video if s is not kept_video],
