@@ -134,6 +134,11 @@ class Deblurrer:
                 self_ensemble, bool):
             raise InputError(f"self_ensemble must be one of {', '.join(map(str, SELF_ENSEMBLE))}, got {self_ensemble!r}")
         self.self_ensemble = self_ensemble
+        # What pickling sends instead of the session and its lock: the receiving process (a
+        # multiprocessing pool's worker) opens its own, as it would have.
+        self._args = dict(model=model, provider=provider, tile=tile, overlap=overlap, blend=blend,
+                          tile_batch=tile_batch, max_whole_pixels=max_whole_pixels, device_id=device_id,
+                          threads=threads, self_ensemble=self_ensemble)
         # Fixed tile shapes make cuDNN's exhaustive algorithm search pay off; whole images of
         # varying sizes would re-tune on every new shape.
         self.choice = resolve_provider(provider, device_id=device_id, fixed_shapes=bool(tile))
@@ -207,6 +212,9 @@ class Deblurrer:
             raise ModelError("no default model ships with this version of deblur-edge; pass a model file "
                              "(make one with: deblur-export CHECKPOINT model.onnx)")
         return create_session(str(_check_model_file(path)), self.choice, threads=threads), path
+
+    def __reduce__(self):
+        return _reopen, (self._args,)
 
     # -- public API ---------------------------------------------------------------------
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -525,6 +533,10 @@ def _fill_hidden(image: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     filled = image.copy()  # never the caller's array
     filled[hidden] = visible[nearest[hidden] - 1]
     return filled
+
+
+def _reopen(args: dict) -> Deblurrer:
+    return Deblurrer(**args)
 
 
 def _check_model_file(path: Path) -> Path:

@@ -473,3 +473,16 @@ def test_what_a_cut_out_hides_does_not_change_what_it_shows(deblurrer):
     a, b = deblurrer(over_black), deblurrer(over_white)
     assert np.array_equal(a[:, :20], b[:, :20])
     assert np.array_equal(over_black[:, 20:, :3], np.zeros((32, 20, 3)))  # the caller's array untouched
+
+
+def test_a_deblurrer_goes_to_worker_processes(local_model):
+    # It held a lock and a session: `cannot pickle '_thread.lock'` for any multiprocessing pool.
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    deblur = Deblurrer(local_model, "cpu", tile=0, threads=1)
+    image = np.random.default_rng(8).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    copy = pickle.loads(pickle.dumps(deblur))
+    assert copy.model_path == deblur.model_path and copy.tile == 0
+    with ProcessPoolExecutor(1) as pool:
+        assert np.array_equal(pool.submit(deblur, image).result(), deblur(image))
