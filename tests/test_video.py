@@ -703,3 +703,14 @@ def test_subtitles_are_copied_where_the_container_holds_them_and_said_where_not(
     assert "a subrip subtitle track is dropped: .mp4 files cannot hold subrip; write .mkv to keep it" in caplog.text
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert not c.streams.subtitles
+
+
+def test_mp4_subtitles_into_matroska_are_said_with_the_right_fix(tmp_path, caplog):
+    src = _clip_with_subtitles(tmp_path / "subs.mp4", "mov_text", (b"\x00\x05Hello",))
+    with caplog.at_level(logging.WARNING):
+        process_video(src, tmp_path / "out.mkv", identity)
+    assert "a mov_text subtitle track is dropped: .mkv files cannot hold mov_text; write .mp4 or .mov" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        process_video(src, tmp_path / "out.mp4", identity)
+    assert "subtitle" not in caplog.text

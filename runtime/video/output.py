@@ -93,8 +93,10 @@ class _Output:
                     except ValueError:
                         pass
                 if track is None:
-                    log.warning("%s: a %s subtitle track is dropped: %s files cannot hold %s; write .mkv to keep it",
-                                source.path, subtitle_codec, ext, subtitle_codec)
+                    home = ".mp4 or .mov" if subtitle_codec == "mov_text" else ".mkv"
+                    fix = f"; write {home} to keep it" if ext.lower() not in home.split(" or ") else ""
+                    log.warning("%s: a %s subtitle track is dropped: %s files cannot hold %s%s",
+                                source.path, subtitle_codec, ext, subtitle_codec, fix)
                 else:
                     self.subtitles.append(track)
             # Writes the header now, so codec/muxer mismatches surface before any work.
