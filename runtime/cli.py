@@ -69,7 +69,7 @@ def _parse_tile(value: str) -> int | None:
 @report_errors
 def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, self_ensemble,
          video_codec, crf, compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
-    """Deblur images (png, jpg, bmp, tif, webp), folders (recursively) and videos
+    """Deblur images (png, jpg/jfif, bmp, tif, webp), folders (recursively) and videos
     (mp4, m4v, mov, mkv, avi, webm; every frame, same size and rate, every audio track kept; subtitles too where
     the output container holds their format, else dropped with a warning).
 

@@ -11,17 +11,17 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError, first_line
-from .metadata import (METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata,
+from .metadata import (JPEG_SUFFIXES, METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata,
                        TIFF_PHOTOMETRIC, tiff_short, tiff_with_straight_alpha)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".png", *JPEG_SUFFIXES, ".bmp", ".tif", ".tiff", ".webp")
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
 FLOAT_SUFFIXES = (".tif", ".tiff")  # float pixels are taken as [0, 1], as Deblurrer takes them
 ALPHA_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp")  # JPEG has no alpha: OpenCV drops it
 _JPEG_SAMPLING = {"444": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "422": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
                   "420": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "440": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440,
                   "411": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411}
-MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}  # what each encoder takes, px a side
+MAX_SIDE = {".webp": 16383, **dict.fromkeys(JPEG_SUFFIXES, 65500)}  # what each encoder takes, px a side
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 
 
@@ -212,7 +212,7 @@ def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -
     image = native_order(image)
     like = like or Metadata()
     params: list[int] = []
-    if suffix.lower() in (".jpg", ".jpeg"):
+    if suffix.lower() in JPEG_SUFFIXES:
         params = [cv2.IMWRITE_JPEG_QUALITY, max(95, like.jpeg_quality or 0)]
         if like.jpeg_sampling in _JPEG_SAMPLING:
             params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _JPEG_SAMPLING[like.jpeg_sampling]]
@@ -223,7 +223,8 @@ def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -
             and equal_channels(image)):
         return _png_grey_alpha(image[:, :, 0], image[:, :, 3])
     try:
-        ok, buffer = cv2.imencode(suffix.lower(), image, params)
+        # OpenCV picks the encoder by suffix and knows JPEG only as .jpg, .jpeg and .jpe.
+        ok, buffer = cv2.imencode(".jpg" if suffix.lower() in JPEG_SUFFIXES else suffix.lower(), image, params)
     except cv2.error as exc:  # e.g. wider than a format allows (WebP: 16383 px)
         raise InputError(f"cannot encode a {image.shape[1]}x{image.shape[0]} image as {suffix} "
                          f"({str(exc).strip().splitlines()[-1]})") from None

@@ -21,7 +21,7 @@ import numpy as np
 
 from .atomic import check_can_write
 from .errors import DeblurError, InputError, first_line
-from .metadata import MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space, upright_exif
+from .metadata import JPEG_SUFFIXES, MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space, upright_exif
 from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, check_size, fit_side,
                        read_image_and_metadata, side_by_side, write_image)
 
@@ -350,7 +350,7 @@ def _carried_exif(job: Job, exif: bytes | None) -> bytes | None:
         log.warning("%s: its EXIF data (date, camera, place) is dropped: only %s outputs carry it here",
                     job.src, ", ".join(METADATA_SUFFIXES))
         return None
-    if suffix in (".jpg", ".jpeg") and len(exif) > MAX_JPEG_EXIF_BYTES:
+    if suffix in JPEG_SUFFIXES and len(exif) > MAX_JPEG_EXIF_BYTES:
         log.warning("%s: its EXIF data (%d bytes) is dropped: a JPEG holds at most %d; write .png or .webp "
                     "to keep it", job.src, len(exif), MAX_JPEG_EXIF_BYTES)
         return None

@@ -1057,3 +1057,16 @@ def test_new_metadata_parsers_never_raise_and_read_what_they_should():
     png = io.BytesIO()
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(png, "PNG", dpi=(150, 72))
     assert read_metadata(png.getvalue()).dpi == (150.0, 72.0)  # not 150.0114
+
+
+def test_jfif_is_jpeg(tmp_path):
+    # What browsers on Windows save photos as: refused as "unknown file type".
+    from deblur.runtime.jobs import Job, plan_jobs, run_jobs
+    from deblur.runtime.metadata import read_metadata
+
+    photo = tmp_path / "saved.jfif"
+    photo.write_bytes(cv2.imencode(".jpg", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
+    jobs, problems = plan_jobs([photo], None)
+    assert not problems and jobs == [Job(photo, tmp_path / "saved_deblurred.jfif", "image")]
+    assert run_jobs(lambda image: image, jobs).done == jobs
+    assert read_metadata(jobs[0].dst.read_bytes()).jpeg_quality == 95  # a JPEG, as named
