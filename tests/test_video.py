@@ -141,8 +141,8 @@ def test_pcm_audio_is_transcoded_to_aac_for_mp4(tmp_path):
     assert audio_summary(tmp_path / "out.mov")[0] == "pcm_s16le"
 
 
-@pytest.mark.parametrize("ext, labels", [(".mkv", "copied, copied"), (".mp4", "copied, copied"),
-                                         (".webm", "transcoded:opus, transcoded:opus")])
+@pytest.mark.parametrize("ext, labels", [(".mkv", "copied (eng), copied (deu)"), (".mp4", "copied (eng), copied (deu)"),
+                                         (".webm", "transcoded:opus (eng), transcoded:opus (deu)")])
 def test_every_audio_track_is_carried_with_its_language(tmp_path, caplog, ext, labels):
     # A second language was dropped (one audio track was written, with a warning).
     src = make_clip(tmp_path / "two.mkv", n=6, extra_audio=1)
@@ -714,3 +714,64 @@ def test_mp4_subtitles_into_matroska_are_said_with_the_right_fix(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         process_video(src, tmp_path / "out.mp4", identity)
     assert "subtitle" not in caplog.text
+
+
+def test_containers_hold_codecs_by_their_standard_names_too(tmp_path):
+    # FFmpeg lists dca/dvdsub/pgssub: a DTS track was transcoded and DVD subtitles dropped,
+    # even Matroska to Matroska.
+    from deblur.runtime.video.encoders import _Muxer
+
+    with av.open(str(tmp_path / "x.mkv"), "w") as c:
+        mkv = _Muxer(c)
+    assert all(mkv.stores(name) for name in ("dts", "dvd_subtitle", "hdmv_pgs_subtitle", "subrip", "h264"))
+
+
+def test_codec_quality_settings_reach_the_encoder(clips, tmp_path):
+    from deblur.runtime.video.encoders import _video_quality
+
+    sizes = {}
+    for crf in (6, 48):  # mpeg4 took every --crf as the same quantiser
+        process_video(clips["even25_aac"], tmp_path / f"q{crf}.mkv", invert, codec="mpeg4", crf=crf)
+        sizes[crf] = (tmp_path / f"q{crf}.mkv").stat().st_size
+    assert sizes[48] < sizes[6]  # were byte-identical
+    # SVT-AV1 reads CRF 0 as "unset", its default: --crf 0 came out worse than 18.
+    assert _video_quality("libsvtav1", 0, 64, 48, Fraction(25))[0]["crf"] == "1"
+    with pytest.raises(VideoError, match="mov files cannot hold vp9"):  # the MOV header failed, blamed on audio
+        process_video(clips["even25_aac"], tmp_path / "x.mov", identity, codec="libvpx-vp9")
+
+
+def test_matroska_5994_comes_out_as_60000_1001(tmp_path):
+    src = make_clip(tmp_path / "obs.mkv", n=30, fps=Fraction(60000, 1001), audio=None)
+    assert probe_video(src).fps == Fraction(60000, 1001)  # FFmpeg reads Matroska's 1 ms duration as 19001/317
+    process_video(src, tmp_path / "out.mp4", identity)
+    assert average_rate(tmp_path / "out.mp4") == Fraction(60000, 1001)
+
+
+def test_track_flags_and_order_are_kept(tmp_path):
+    # Forced subtitles (shown without asking) lost their flag; with no default flagged, FFmpeg's
+    # "best" audio (by bitrate) went first.
+    src = _clip_with_subtitles(tmp_path / "flags.mkv")
+    with av.open(str(src)) as c, av.open(str(tmp_path / "flagged.mkv"), "w") as out:
+        streams = {}
+        for s in c.streams:
+            streams[s.index] = out.add_stream_from_template(s)
+            streams[s.index].metadata.update(s.metadata)
+        streams[1].disposition = av.stream.Disposition.forced
+        for packet in c.demux():
+            if packet.size:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    process_video(tmp_path / "flagged.mkv", tmp_path / "out.mkv", identity)
+    with av.open(str(tmp_path / "out.mkv")) as c:
+        assert c.streams.subtitles[0].disposition & av.stream.Disposition.forced
+    two = make_clip(tmp_path / "two.mkv", n=6, extra_audio=1)
+    process_video(two, tmp_path / "two_out.mp4", identity)
+    with av.open(str(tmp_path / "two_out.mp4")) as c:
+        assert [s.metadata.get("language") for s in c.streams.audio] == ["eng", "deu"]
+
+
+def test_avi_says_what_it_cannot_keep(tmp_path, caplog):
+    src = make_clip(tmp_path / "vfr.mkv", n=6, audio=None, pts_ms=[0, 40, 80, 400, 440, 1000])
+    with caplog.at_level(logging.WARNING):
+        process_video(src, tmp_path / "out.avi", identity)
+    assert "AVI stores no frame times: frames are re-timed at the average rate from 0" in caplog.text

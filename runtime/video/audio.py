@@ -60,6 +60,11 @@ class _Track:
             for key in ("language", "title"):  # which track is which, in a player's menu
                 if self._in_stream.metadata.get(key):
                     self._out_stream.metadata[key] = self._in_stream.metadata[key]
+            # default, forced (subtitles shown without asking), commentary, hearing impaired
+            self._out_stream.disposition = self._in_stream.disposition
+            language = self._in_stream.metadata.get("language")
+            if language and language != "und":
+                self.label += f" ({language})"
             self._packets: Iterator[Any] = self._input.demux(self._in_stream)
             self._pending: Any = None
             self._done = False

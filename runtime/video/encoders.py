@@ -68,6 +68,8 @@ _CANONICAL = {
     "libvorbis": "vorbis",
     "libfdk_aac": "aac",
 }
+# Pairings the MOV muxer claims but fails at its header ("Invalid argument"): MP4 writes them.
+_CLAIMED_NOT_WRITTEN = {"mov": frozenset({"vp8", "vp9", "av1"})}
 # Pairings FFmpeg's codec query denies for MPEG-TS although the muxer writes them.
 _ALSO_STORES = {"mpegts": frozenset({"h264", "hevc", "aac", "ac3", "eac3", "mp3", "opus"})}
 
@@ -83,7 +85,10 @@ class _Muxer:
         )
         self.default_video: str | None = container.default_video_codec
         self.default_audio: str | None = container.default_audio_codec
-        self._stores = frozenset(container.supported_codecs) | _ALSO_STORES.get(
+        # FFmpeg lists implementation names (dca, dvdsub, pgssub); probes give the standard
+        # ones (dts, dvd_subtitle, hdmv_pgs_subtitle): both count.
+        names = frozenset(container.supported_codecs)
+        self._stores = names | frozenset(filter(None, map(_standard_name, names))) | _ALSO_STORES.get(
             self.name, frozenset()
         )
 
@@ -97,6 +102,15 @@ class _Muxer:
         names = list(dict.fromkeys([*chain, *extra]))
         fitting = [n for n in names if self.stores(_canonical(n))]
         return fitting or names
+
+
+def _standard_name(name: str) -> str | None:
+    for mode in ("r", "w"):
+        try:
+            return av.codec.Codec(name, mode).canonical_name
+        except Exception:
+            continue
+    return None
 
 
 def _canonical(encoder: str) -> str:
@@ -168,7 +182,7 @@ def _video_quality(
     bits = width * height * float(rate) * 0.25 * 2 ** ((18 - crf) / 6)
     bit_rate = int(min(max(bits, 200_000), 200_000_000))
     # libvpx/SVT-AV1 CRF runs 0..63 and lands near x264's look at ~1.75x the value.
-    crf63 = str(min(63, max(0, round(crf * 1.75))))
+    crf63 = str(min(63, max(1, round(crf * 1.75))))  # SVT-AV1 takes 0 for "unset": its default
     if name == "libx264":
         return {"crf": str(crf)}, 0, None
     if name == "libx265":  # x265's CRF 28 looks like x264's 23 (x265's documentation): +5
@@ -182,25 +196,38 @@ def _video_quality(
     if name == "libsvtav1":
         return {"crf": crf63, "preset": "8"}, 0, None
     if name in {"mpeg4", "mpeg2video", "mpeg1video", "msmpeg4", "mjpeg"}:
-        return {}, 0, min(31, max(1, round(crf / 6)))
+        # The quantiser through qmin = qmax: FFmpeg takes a fixed one from each frame, which
+        # PyAV never sets, so global_quality alone changed nothing.
+        q = min(31, max(1, round(crf / 6)))
+        return {"qmin": str(q), "qmax": str(q)}, 0, q
     return {}, bit_rate, None
 
 
-def _uneven_times(source: _Source) -> bool:
-    """Whether the source's frames are unevenly spaced (a phone's variable rate, a held final
-    still): one demux pass over packet times, no decoding (seconds for an hour of video)."""
+@dataclass(frozen=True)
+class _Timing:
+    uneven: bool  # a phone's variable rate, a held final still
+    on_grid: bool  # every frame rounds to its own slot of the frame grid (index / fps)
+    offset: bool  # the video starts later than 0
+
+
+def _frame_timing(source: _Source) -> _Timing:
+    """How the source's frames are spaced: one demux pass over packet times, no decoding
+    (seconds for an hour of video)."""
     with av.open(_local(source.path)) as container:
         stream = container.streams[source.video_index]
-        packets = [(p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None]
+        packets = sorted((p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None)
     if len(packets) < 2:
-        return False
-    packets.sort()
+        return _Timing(False, True, bool(packets) and packets[0][0] * source.time_base > 0.01)
     steps = [b[0] - a[0] for a, b in zip(packets, packets[1:])]
     steps.append(packets[-1][1] or steps[-1])  # the last frame shows for its packet's duration
     typical = sorted(steps)[len(steps) // 2]
     # Containers round times (Matroska to 1 ms: 23.976 fps alternates 41 and 42 ms): that is even.
     slack = max(2, typical // 50)
-    return any(abs(step - typical) > slack for step in steps)
+    frame = 1 / (source.info.fps * source.time_base)  # in source ticks
+    start = packets[0][0]
+    return _Timing(uneven=any(abs(step - typical) > slack for step in steps),
+                   on_grid=all(round((pts - start) / frame) == i for i, (pts, _) in enumerate(packets)),
+                   offset=start * source.time_base > 0.01)
 
 
 def _pix_fmt_candidates(codec: av.codec.Codec) -> list[str]:
@@ -268,10 +295,15 @@ def _choose_video_plan(
     info = source.info
     variable_fps = muxer.variable_fps
     mp4 = muxer.name in {"mp4", "mov", "ipod"}
-    b_frames = not (mp4 and _uneven_times(source))
+    timing = _frame_timing(source) if mp4 or not variable_fps else _Timing(False, False, False)
+    b_frames = not (mp4 and timing.uneven)
     if not b_frames:
         log.info("%s: uneven frame times (variable rate or a held frame): B-frames off, so %s keeps every "
                  "frame's time", source.path, muxer.name.upper())
+    if not variable_fps and (timing.uneven or timing.offset):
+        log.warning("%s: %s stores no frame times: frames are re-timed at the average rate from 0, so uneven "
+                    "times, held frames and a late start are lost (and audio may drift from the picture); "
+                    "write .mp4 or .mkv to keep them", source.path, muxer.name.upper())
     chain = _WEBM_CHAIN if muxer.name == "webm" else _H264_CHAIN
     candidates = [codec] if codec else muxer.order(chain, muxer.default_video)
     reasons: list[str] = []
@@ -283,7 +315,8 @@ def _choose_video_plan(
         if codec_obj.type != "video":
             reasons.append(f"{name}: not a video encoder")
             continue
-        if codec and not muxer.stores(codec_obj.canonical_name):  # asked for by name: say why not, up front
+        if codec and (not muxer.stores(codec_obj.canonical_name)  # asked for by name: say why not, up front
+                      or codec_obj.canonical_name in _CLAIMED_NOT_WRITTEN.get(muxer.name, ())):
             reasons.append(f"{name}: {muxer.name} files cannot hold {codec_obj.canonical_name}")
             continue
         options, bit_rate, qscale = _video_quality(
@@ -291,7 +324,9 @@ def _choose_video_plan(
         )
         last_error = "no usable pixel format"
         for pix_fmt in _pix_fmt_candidates(codec_obj):
-            for tb in _time_base_candidates(source, variable_fps, even=mp4 and b_frames):
+            # Onto the frame grid only where every frame has its own slot there: snapping
+            # frames that are not (a declared rate slower than the real one) pushed them late.
+            for tb in _time_base_candidates(source, variable_fps, even=mp4 and not timing.uneven and timing.on_grid):
                 plan = _VideoPlan(
                     codec_obj.name, pix_fmt, tb, not variable_fps, options, bit_rate, qscale, b_frames
                 )

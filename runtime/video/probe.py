@@ -146,6 +146,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
         if not rate:
             rate = Fraction(25)
             log.warning("%s: frame rate unknown; assuming 25 fps", p)
+        rate = _standard_rate(Fraction(rate))
         if vs.duration:
             duration: float | None = float(vs.duration * tb)
         elif container.duration:
@@ -238,15 +239,23 @@ def _dropped_streams(container: Any, kept_video: Any) -> tuple[str, ...]:
                  for what, streams in groups.items() if streams)
 
 
+def _standard_rate(rate: Fraction) -> Fraction:
+    """An NTSC-family rate as itself: Matroska's 1 ms frame duration reads 59.94 as 19001/317,
+    which MP4 outputs then carried as their rate (editors show 59.940063)."""
+    for ntsc in (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(48000, 1001), Fraction(60000, 1001),
+                 Fraction(120000, 1001)):
+        if abs(rate - ntsc) < ntsc * Fraction(1, 10_000):
+            return ntsc
+    return rate
+
+
 def _pick_audio(container: Any) -> Any:
     if not container.streams.audio:
         return None
-    try:
-        # FFmpeg's pick honours the "default" disposition of multi-language files.
-        best = container.streams.best("audio")
-    except Exception:  # older PyAV without best(): fall back to the first track
-        best = None
-    return best if best is not None else container.streams.audio[0]
+    # The track flagged default goes first; with none flagged, the source's order stands
+    # (FFmpeg's "best" would pick by bitrate, putting a 5.1 dub before the original).
+    flagged = [s for s in container.streams.audio if s.disposition & av.stream.Disposition.default]
+    return flagged[0] if flagged else container.streams.audio[0]
 
 
 def _rotation_of(frame: Any) -> int:
