@@ -368,7 +368,9 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         raise InputError(str(exc)) from None
     # The middle frame; Matroska/WebM give no count, the video stream's duration does (frame 0
     # stays as the fallback should the estimate overshoot).
-    frames = info.frame_count or (round(info.video_duration_s * info.fps) if info.video_duration_s else 1)
+    estimate = round(info.video_duration_s * info.fps) if info.video_duration_s else None
+    frames = info.frame_count or estimate or 1
+    total = info.frame_count or estimate  # the progress bar's end: Matroska's is estimated, not absent
     snapshot_at = frames // 2
     counter = {"n": 0}
     snapshot: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -382,7 +384,7 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
 
     def progress(frames: int) -> None:
         if frame_progress:
-            frame_progress(job, frames, info.frame_count)
+            frame_progress(job, frames, total)
 
     try:
         process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop, codec=video_codec, crf=crf)
