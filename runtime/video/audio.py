@@ -33,47 +33,91 @@ _WEBM_AUDIO_CHAIN = ("libopus", "opus", "libvorbis", "vorbis")
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
 
 
-class _Track:
-    """Feeds one of the source's audio or subtitle tracks into the output, interleaved with
-    the video.
+class _SideStreams:
+    """The source's audio and subtitle tracks, fed into the output interleaved with the video.
 
-    It reads the source through its own demuxer so audio never queues behind
-    frames waiting for the model; the writer thread asks it for everything up
-    to the current video time, which keeps both streams close together in the
-    file and the muxer's interleaving buffer small.
+    They are read through one demuxer of their own (one more pass over the file, however many
+    tracks: a movie with five languages is not read six times), so audio never queues behind
+    frames waiting for the model; the writer thread asks for everything up to the current
+    video time, which keeps the streams close together in the file and the muxer's
+    interleaving buffer small.
     """
 
-    def __init__(self, source: _Source, index: int, out: Any, transcode_chain: tuple[str, ...] | None):
-        self.label = "none"
+    def __init__(self, source: _Source) -> None:
         self._input = av.open(_local(source.path))
-        try:
-            self._in_stream = self._input.streams[index]
-            self._out_stream = None
-            self._copy = transcode_chain is None
-            if self._copy:
-                # Raises ValueError when the muxer does not accept the codec.
-                self._out_stream = out.add_stream_from_template(self._in_stream)
-                self.label = "copied"
-            else:
-                self._out_stream, codec_name = self._add_encoder(out, transcode_chain)
-                self.label = f"transcoded:{codec_name}"
-            for key in ("language", "title"):  # which track is which, in a player's menu
-                if self._in_stream.metadata.get(key):
-                    self._out_stream.metadata[key] = self._in_stream.metadata[key]
-            # default, forced (subtitles shown without asking), commentary, hearing impaired
-            self._out_stream.disposition = self._in_stream.disposition
-            language = self._in_stream.metadata.get("language")
-            if language and language != "und":
-                self.label += f" ({language})"
-            self._packets: Iterator[Any] = self._input.demux(self._in_stream)
-            self._pending: Any = None
-            self._done = False
-        except BaseException:
-            self._input.close()
-            raise
+        self.tracks: dict[int, _Track] = {}
+        self._packets: Iterator[Any] | None = None
+        self._pending: Any = None
+        self._done = False
+
+    def add(self, index: int, out: Any, transcode_chain: tuple[str, ...] | None) -> _Track:
+        """Track ``index`` into ``out``: copied (``transcode_chain`` None; ValueError when the
+        muxer refuses the codec) or transcoded with the chain's first encoder that opens."""
+        track = _Track(self._input.streams[index], out, transcode_chain)
+        self.tracks[index] = track
+        return track
+
+    @staticmethod
+    def _time(packet: Any) -> float | None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.time_base is None:
+            return None
+        return float(ts * packet.time_base)
+
+    def _next(self) -> Any:
+        if self._packets is None:
+            self._packets = self._input.demux([track.in_stream for track in self.tracks.values()])
+        if self._pending is None and not self._done:
+            self._pending = next(self._packets, None)
+            if self._pending is None:
+                self._done = True
+        return self._pending
+
+    def mux_until(self, out: Any, t: float | None) -> None:
+        """Write every track up to video time ``t`` seconds (everything when ``t`` is None)."""
+        if not self.tracks:
+            return
+        while (packet := self._next()) is not None:
+            pt = self._time(packet)
+            if t is not None and pt is not None and pt > t:
+                return
+            self._pending = None
+            self.tracks[packet.stream.index].write(out, packet)
+
+    def finish(self, out: Any) -> None:
+        self.mux_until(out, None)
+        for track in self.tracks.values():
+            track.flush(out)
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class _Track:
+    """One audio or subtitle track's way into the output: copied packet for packet, or (audio)
+    decoded and re-encoded."""
+
+    def __init__(self, in_stream: Any, out: Any, transcode_chain: tuple[str, ...] | None):
+        self.in_stream = in_stream
+        self._copy = transcode_chain is None
+        if self._copy:
+            # Raises ValueError when the muxer does not accept the codec.
+            self._out_stream = out.add_stream_from_template(in_stream)
+            self.label = "copied"
+        else:
+            self._out_stream, codec_name = self._add_encoder(out, transcode_chain)
+            self.label = f"transcoded:{codec_name}"
+        for key in ("language", "title"):  # which track is which, in a player's menu
+            if in_stream.metadata.get(key):
+                self._out_stream.metadata[key] = in_stream.metadata[key]
+        # default, forced (subtitles shown without asking), commentary, hearing impaired
+        self._out_stream.disposition = in_stream.disposition
+        language = in_stream.metadata.get("language")
+        if language and language != "und":
+            self.label += f" ({language})"
 
     def _add_encoder(self, out: Any, chain: tuple[str, ...]) -> tuple[Any, str]:
-        src_ctx = self._in_stream.codec_context
+        src_ctx = self.in_stream.codec_context
         reasons = []
         for name in chain:
             codec = _find_encoder(name)
@@ -119,30 +163,7 @@ class _Track:
             # FFmpeg's native Vorbis encoder is flagged experimental.
             ctx.options = {"strict": "experimental"}
 
-    @staticmethod
-    def _time(packet: Any) -> float | None:
-        ts = packet.pts if packet.pts is not None else packet.dts
-        if ts is None or packet.time_base is None:
-            return None
-        return float(ts * packet.time_base)
-
-    def _next(self) -> Any:
-        if self._pending is None and not self._done:
-            self._pending = next(self._packets, None)
-            if self._pending is None:
-                self._done = True
-        return self._pending
-
-    def mux_until(self, out: Any, t: float | None) -> None:
-        """Write audio up to video time ``t`` seconds (everything when ``t`` is None)."""
-        while (packet := self._next()) is not None:
-            pt = self._time(packet)
-            if t is not None and pt is not None and pt > t:
-                return
-            self._pending = None
-            self._write(out, packet)
-
-    def _write(self, out: Any, packet: Any) -> None:
+    def write(self, out: Any, packet: Any) -> None:
         if self._copy:
             if packet.dts is None and packet.size == 0:
                 return  # demuxer's end-of-stream marker
@@ -154,14 +175,11 @@ class _Track:
             for p in self._out_stream.encode(frame):
                 out.mux(p)
 
-    def finish(self, out: Any) -> None:
-        self.mux_until(out, None)
+    def flush(self, out: Any) -> None:
+        """The encoder's last packets, after the source's end (a copied track has none)."""
         if not self._copy:
             for p in self._out_stream.encode(None):
                 out.mux(p)
-
-    def close(self) -> None:
-        self._input.close()
 
 
 def _transcode_chain(muxer: _Muxer) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ import logging
 import av
 import av.error
 
-from .audio import _Track, _transcode_chain
+from .audio import _SideStreams, _Track, _transcode_chain
 from .encoders import _COPY_AUDIO, _EXTENSIONS, _choose_video_plan, _configure_video, _Muxer
 from .errors import VideoError, _why
 from .probe import _Source
@@ -33,7 +33,7 @@ class _Output:
         copy_audio: bool,
     ) -> None:
         self.audio: list[_Track] = []
-        self.subtitles: list[_Track] = []
+        self._side: _SideStreams | None = None
         try:
             self.container = av.open(tmp, "w")
         except (av.error.FFmpegError, ValueError) as e:
@@ -71,6 +71,8 @@ class _Output:
                     log.warning("%s: its %d-degree display rotation cannot be stored in AVI: the output plays "
                                 "turned; write .mp4, .mov or .mkv to keep it", source.path, source.info.rotation)
             self._copy_metadata(source.metadata)
+            if source.audio_tracks or source.subtitle_tracks:
+                self._side = _SideStreams(source)
             for index, audio_codec in source.audio_tracks:
                 # Strict query: some muxers "accept" any codec, then fail or write junk.
                 allowed = _COPY_AUDIO[muxer.name]
@@ -79,17 +81,17 @@ class _Output:
                 )
                 chain = None if copyable else _transcode_chain(muxer)
                 try:
-                    track = _Track(source, index, self.container, chain)
+                    track = self._side.add(index, self.container, chain)
                 except ValueError:
                     if chain is not None:
                         raise
-                    track = _Track(source, index, self.container, _transcode_chain(muxer))
+                    track = self._side.add(index, self.container, _transcode_chain(muxer))
                 self.audio.append(track)
             for index, subtitle_codec in source.subtitle_tracks if copy_audio else ():
                 track = None
                 if muxer.stores(subtitle_codec):
                     try:
-                        track = _Track(source, index, self.container, None)
+                        track = self._side.add(index, self.container, None)
                     except ValueError:
                         pass
                 if track is None:
@@ -97,8 +99,6 @@ class _Output:
                     fix = f"; write {home} to keep it" if ext.lower() not in home.split(" or ") else ""
                     log.warning("%s: a %s subtitle track is dropped: %s files cannot hold %s%s",
                                 source.path, subtitle_codec, ext, subtitle_codec, fix)
-                else:
-                    self.subtitles.append(track)
             # Writes the header now, so codec/muxer mismatches surface before any work.
             self.container.start_encoding()
         except BaseException:
@@ -112,12 +112,12 @@ class _Output:
 
     def mux_tracks_until(self, t: float | None) -> None:
         """Every audio and subtitle track up to video time ``t``."""
-        for track in self.audio + self.subtitles:
-            track.mux_until(self.container, t)
+        if self._side is not None:
+            self._side.mux_until(self.container, t)
 
     def finish_tracks(self) -> None:
-        for track in self.audio + self.subtitles:
-            track.finish(self.container)
+        if self._side is not None:
+            self._side.finish(self.container)
 
     def _copy_metadata(self, metadata: dict[str, str]) -> None:
         # The muxer writes its own brand/encoder tags; copying the source's would lie.
@@ -128,8 +128,8 @@ class _Output:
 
     def close(self, quiet: bool = False) -> None:
         """Close the audio source and the output (writing its trailer); idempotent."""
-        closers = [track.close for track in self.audio + self.subtitles] + [self.container.close]
-        self.audio, self.subtitles = [], []
+        closers = ([self._side.close] if self._side is not None else []) + [self.container.close]
+        self.audio, self._side = [], None
         for close in closers:
             try:
                 close()
