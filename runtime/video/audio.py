@@ -10,6 +10,7 @@ the containers' own formats: SRT in Matroska, mov_text in MP4).
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections.abc import Iterator
 from fractions import Fraction
@@ -49,6 +50,9 @@ class _SideStreams:
         self._packets: Iterator[Any] | None = None
         self._pending: Any = None
         self._done = False
+        # Subtitle packets read ahead of their time: set aside (they are small and sparse)
+        # rather than holding back the audio behind them in the file.
+        self._early: list[tuple[float, int, Any]] = []
 
     def add(self, index: int, out: Any, transcode_chain: tuple[str, ...] | None) -> _Track:
         """Track ``index`` into ``out``: copied (``transcode_chain`` None; ValueError when the
@@ -77,12 +81,18 @@ class _SideStreams:
         """Write every track up to video time ``t`` seconds (everything when ``t`` is None)."""
         if not self.tracks:
             return
+        while self._early and (t is None or self._early[0][0] <= t):
+            _, _, packet = heapq.heappop(self._early)
+            self.tracks[packet.stream.index].write(out, packet)
         while (packet := self._next()) is not None:
             pt = self._time(packet)
             if t is not None and pt is not None and pt > t:
-                return
+                if packet.stream.type != "subtitle":
+                    return  # audio waits for the video to catch up
+                heapq.heappush(self._early, (pt, id(packet), packet))
+            else:
+                self.tracks[packet.stream.index].write(out, packet)
             self._pending = None
-            self.tracks[packet.stream.index].write(out, packet)
 
     def finish(self, out: Any) -> None:
         self.mux_until(out, None)
