@@ -775,3 +775,18 @@ def test_avi_says_what_it_cannot_keep(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         process_video(src, tmp_path / "out.avi", identity)
     assert "AVI stores no frame times: frames are re-timed at the average rate from 0" in caplog.text
+    caplog.clear()
+    # An even H.264 AVI (its first pts one reorder delay late: no late start) says nothing.
+    even = make_clip(tmp_path / "even.avi", n=10, audio=None)
+    with caplog.at_level(logging.WARNING):
+        process_video(even, tmp_path / "again.avi", identity)
+        process_video(make_clip(tmp_path / "bframes.mp4", n=10, audio=None), tmp_path / "b.avi", identity)
+    assert "stores no frame times" not in caplog.text
+
+
+def test_only_rates_next_to_ntsc_ones_are_taken_for_them():
+    from deblur.runtime.video.probe import _standard_rate
+
+    assert _standard_rate(Fraction(19001, 317)) == Fraction(60000, 1001)  # Matroska's 1 ms reading
+    assert _standard_rate(Fraction(2997, 100)) == Fraction(30000, 1001)
+    assert _standard_rate(Fraction(29972, 1000)) == Fraction(29972, 1000)  # a measured average stays

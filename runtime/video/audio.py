@@ -63,7 +63,8 @@ class _SideStreams:
 
     @staticmethod
     def _time(packet: Any) -> float | None:
-        ts = packet.pts if packet.pts is not None else packet.dts
+        # Decode time: the order the file keeps packets in (a PGS subtitle's pts runs far ahead).
+        ts = packet.dts if packet.dts is not None else packet.pts
         if ts is None or packet.time_base is None:
             return None
         return float(ts * packet.time_base)

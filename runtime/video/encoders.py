@@ -171,7 +171,7 @@ class _VideoPlan:
     options: dict[str, str]
     bit_rate: int
     qscale: int | None  # mpeg4-style fixed quantiser, None for rate-controlled encoders
-    b_frames: bool = True  # off for uneven frame times into MP4/MOV (see _uneven_times)
+    b_frames: bool = True  # off for uneven frame times into MP4/MOV (see _frame_timing)
 
 
 def _video_quality(
@@ -215,11 +215,19 @@ class _Timing:
 def _frame_timing(source: _Source) -> _Timing:
     """How the source's frames are spaced: one demux pass over packet times, no decoding
     (seconds for an hour of video)."""
-    with av.open(_local(source.path)) as container:
-        stream = container.streams[source.video_index]
-        packets = sorted((p.pts, p.duration or 0) for p in container.demux(stream) if p.pts is not None)
+    try:
+        with av.open(_local(source.path)) as container:
+            stream = container.streams[source.video_index]
+            timed = [(p.pts, p.duration or 0, p.dts) for p in container.demux(stream) if p.pts is not None]
+    except av.error.FFmpegError:  # damage the decoder will report: assume the worst, quietly
+        return _Timing(uneven=True, on_grid=False, offset=False)
+    packets = sorted((pts, duration) for pts, duration, _ in timed)
+    # Where the video starts: its first decode time (AVI and B-frame MP4s give the first frame
+    # a pts one reorder delay late, which is no late start); AVI sources are re-timed anyway.
+    first = min((dts if dts is not None else pts for pts, _, dts in timed), default=0)
+    offset = not source.untimed and first * source.time_base > 0.01
     if len(packets) < 2:
-        return _Timing(False, True, bool(packets) and packets[0][0] * source.time_base > 0.01)
+        return _Timing(False, True, offset)
     steps = [b[0] - a[0] for a, b in zip(packets, packets[1:])]
     steps.append(packets[-1][1] or steps[-1])  # the last frame shows for its packet's duration
     typical = sorted(steps)[len(steps) // 2]
@@ -229,7 +237,7 @@ def _frame_timing(source: _Source) -> _Timing:
     start = packets[0][0]
     return _Timing(uneven=any(abs(step - typical) > slack for step in steps),
                    on_grid=all(round((pts - start) / frame) == i for i, (pts, _) in enumerate(packets)),
-                   offset=start * source.time_base > 0.01)
+                   offset=offset)
 
 
 def _pix_fmt_candidates(codec: av.codec.Codec) -> list[str]:

@@ -244,7 +244,9 @@ def _standard_rate(rate: Fraction) -> Fraction:
     which MP4 outputs then carried as their rate (editors show 59.940063)."""
     for ntsc in (Fraction(24000, 1001), Fraction(30000, 1001), Fraction(48000, 1001), Fraction(60000, 1001),
                  Fraction(120000, 1001)):
-        if abs(rate - ntsc) < ntsc * Fraction(1, 10_000):
+        # Matroska's 19001/317 is 5e-8 away, a decimal 29.97 1e-6; a measured 29.972 (a phone's
+        # variable rate) is 7e-5 away and stays itself.
+        if abs(rate - ntsc) < ntsc * Fraction(1, 500_000):
             return ntsc
     return rate
 
@@ -254,8 +256,9 @@ def _pick_audio(container: Any) -> Any:
         return None
     # The track flagged default goes first; with none flagged, the source's order stands
     # (FFmpeg's "best" would pick by bitrate, putting a 5.1 dub before the original).
-    flagged = [s for s in container.streams.audio if s.disposition & av.stream.Disposition.default]
-    return flagged[0] if flagged else container.streams.audio[0]
+    readable = [s for s in container.streams.audio if s.codec_context is not None]
+    flagged = [s for s in readable if s.disposition & av.stream.Disposition.default]
+    return flagged[0] if flagged else readable[0] if readable else None
 
 
 def _rotation_of(frame: Any) -> int:
