@@ -156,10 +156,8 @@ class Deblurrer:
         shipped = default_model_path()  # the FP32 one
         # The shipped GPU model sees 8 bits: 16-bit and float images go through the FP32 one
         # instead, opened on the first such image (most callers never send one).
-        self._deep_args = None if model is not None or shipped in (None, path) else dict(
-            model=shipped, provider=self.choice.name, tile=tile, overlap=overlap, blend=blend,
-            tile_batch=tile_batch, max_whole_pixels=max_whole_pixels, device_id=device_id, threads=threads,
-            self_ensemble=self_ensemble)
+        self._deep_args = None if model is not None or shipped in (None, path) else {
+            **self._args, "model": shipped, "provider": self.choice.name}
         self._deep: Deblurrer | None = None
         self._deep_lock = threading.Lock()
         self.info = _read_info(self.session, path)

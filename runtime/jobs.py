@@ -391,9 +391,7 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     except VideoInterrupted as exc:
         raise _Stopped(exc.frames_done, exc.frames_total) from None
     except VideoError as exc:
-        message = str(exc)  # the encoder's choice does not know the file: name it
-        named = message.startswith((str(job.src), str(job.dst), str(job.dst.absolute())))
-        raise InputError(message if named else f"{job.src} -> {job.dst}: {message}") from None
+        raise InputError(str(exc)) from None
     if compare and "halves" in snapshot:
         # Upright as players show it (images get their EXIF orientation applied likewise).
         turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(

@@ -119,9 +119,16 @@ def process_video(
     tmp = _temp_path(dst_path)
     output: _Output | None = None
     committed = False
+
+    def open_output(path: str, copy_audio: bool) -> _Output:
+        try:
+            return _Output(path, ext, source, codec, crf, copy_audio=copy_audio)
+        except VideoError as e:  # the encoder and muxer choice knows no file names: say which
+            raise VideoError(f"{source.path} -> {dst_path}: {e}") from None
+
     try:
         try:
-            output = _Output(tmp, ext, source, codec, crf, copy_audio=True)
+            output = open_output(tmp, copy_audio=True)
         except av.error.FFmpegError as e:
             if not (source.audio_tracks or source.subtitle_tracks):
                 raise VideoError(f"{dst_path}: cannot start writing ({_why(e)})") from e
@@ -132,7 +139,7 @@ def process_video(
             _remove_quietly(tmp)
             tmp = _temp_path(dst_path)
             try:
-                output = _Output(tmp, ext, source, codec, crf, copy_audio=False)
+                output = open_output(tmp, copy_audio=False)
             except av.error.FFmpegError as e2:
                 raise VideoError(f"{dst_path}: cannot start writing ({_why(e2)})") from e2
 
