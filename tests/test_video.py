@@ -158,6 +158,20 @@ def test_every_audio_track_is_carried_with_its_language(tmp_path, caplog, ext, l
     assert all(x == pytest.approx(6 / 25, abs=0.1) for x in seconds)
 
 
+def test_mov_labels_tracks_with_quicktime_language_codes(tmp_path, caplog):
+    # MOV keeps only QuickTime's language codes: "deu" and "swe" came out unlabelled while the
+    # report named them. Their QuickTime spellings are written; a code it has none for is said.
+    src = make_clip(tmp_path / "six.mkv", n=6, extra_audio=5)
+    with caplog.at_level(logging.WARNING):
+        report = process_video(src, tmp_path / "out.mov", identity)
+    with av.open(str(tmp_path / "out.mov")) as c:
+        languages = [s.metadata.get("language") for s in c.streams.audio]
+    assert languages == ["eng", "ger", "fra", "spa", "sve", None]
+    assert report.audio.split(", ")[:5] == [f"copied ({x})" for x in languages[:5]]
+    assert report.audio.split(", ")[5] == "copied"
+    assert "'zul'" in caplog.text and "unlabelled" in caplog.text and caplog.text.count("MOV files") == 1
+
+
 def test_variable_frame_rate_timestamps_are_kept(tmp_path):
     pts_ms = [0, 40, 80, 200, 240, 400, 420, 440, 700, 720, 760, 1000]
     src = make_clip(tmp_path / "vfr.mkv", n=len(pts_ms), pts_ms=pts_ms, audio=None)

@@ -69,7 +69,7 @@ def make_clip(
             astreams.append(c.add_stream(audio, rate=SAMPLE_RATE))
             astreams[-1].layout = "stereo"
             if extra_audio:  # languages tell the tracks apart
-                astreams[-1].metadata["language"] = ("eng", "deu", "fra", "spa")[i % 4]
+                astreams[-1].metadata["language"] = ("eng", "deu", "fra", "spa", "swe", "zul")[i % 6]
         for i in range(n):
             frame = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="bgr24")
             frame = frame.reformat(format=vs.pix_fmt, interpolation=SWS)

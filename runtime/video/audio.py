@@ -29,6 +29,24 @@ log = logging.getLogger(__name__)
 _AAC_CHAIN = ("aac", "libfdk_aac")
 _WEBM_AUDIO_CHAIN = ("libopus", "opus", "libvorbis", "vorbis")
 
+# MOV (QuickTime) files label a track with one of the old Macintosh language codes, which
+# FFmpeg's MOV muxer writes from its own table: any other code leaves the track unlabelled.
+# These are the codes that table holds (checked by writing and reading back each one) ...
+_MOV_LANGUAGES = frozenset(
+    "eng fra ger ita dut sve spa dan por nor heb jpn ara fin gre ice mlt tur chi urd hin tha kor "
+    "lit pol hun est lav rus iri alb ron ces slk slv yid mac bul ukr bel uzb kaz aze arm geo mol "
+    "kir tgk tuk mon pus kur kas snd tib nep san mar ben asm guj ori mal kan tam tel bur khm lao "
+    "vie ind tgl may amh tir orm som swa run mlg epo wel baq cat lat que grn aym tat uig dzo jav "
+    "per".split()
+)
+# ... and the ISO 639-2 spellings (terminology/bibliographic twins) that mean the same language.
+_MOV_ALIASES = {
+    "deu": "ger", "fre": "fra", "swe": "sve", "nld": "dut", "zho": "chi", "cze": "ces",
+    "slo": "slk", "rum": "ron", "ell": "gre", "isl": "ice", "gle": "iri", "sqi": "alb",
+    "mkd": "mac", "hye": "arm", "kat": "geo", "bod": "tib", "mya": "bur", "msa": "may",
+    "fas": "per", "nob": "nor", "nno": "nor", "eus": "baq", "cym": "wel", "fil": "tgl",
+}
+
 # FFmpeg's default layout per channel count, for sources whose layout is only
 # "N channels" (PCM in Matroska, say), which most encoders refuse.
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}
@@ -118,14 +136,15 @@ class _Track:
         else:
             self._out_stream, codec_name = self._add_encoder(out, transcode_chain)
             self.label = f"transcoded:{codec_name}"
-        for key in ("language", "title"):  # which track is which, in a player's menu
-            if in_stream.metadata.get(key):
-                self._out_stream.metadata[key] = in_stream.metadata[key]
+        # which track is which, in a player's menu
+        if in_stream.metadata.get("title"):
+            self._out_stream.metadata["title"] = in_stream.metadata["title"]
+        language = _output_language(in_stream, out.format.name)
+        if language:
+            self._out_stream.metadata["language"] = language
+            self.label += f" ({language})"
         # default, forced (subtitles shown without asking), commentary, hearing impaired
         self._out_stream.disposition = in_stream.disposition
-        language = in_stream.metadata.get("language")
-        if language and language != "und":
-            self.label += f" ({language})"
 
     def _add_encoder(self, out: Any, chain: tuple[str, ...]) -> tuple[Any, str]:
         src_ctx = self.in_stream.codec_context
@@ -191,6 +210,24 @@ class _Track:
         if not self._copy:
             for p in self._out_stream.encode(None):
                 out.mux(p)
+
+
+def _output_language(in_stream: Any, muxer_name: str) -> str | None:
+    """The language code the output track will carry (None: unlabelled), said when it is lost."""
+    language = (in_stream.metadata.get("language") or "").strip().lower()
+    if not language or language == "und":
+        return None
+    if muxer_name != "mov":
+        return language
+    mac = _MOV_ALIASES.get(language, language)
+    if mac not in _MOV_LANGUAGES:
+        log.warning(
+            "%s track %d: MOV files cannot label its language %r (QuickTime's own language "
+            "codes only); the track is carried unlabelled. Write .mp4 or .mkv to keep it",
+            in_stream.type, in_stream.index, language,
+        )
+        return None
+    return mac
 
 
 def _transcode_chain(muxer: _Muxer) -> tuple[str, ...]:
