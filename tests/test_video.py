@@ -804,3 +804,39 @@ def test_only_rates_next_to_ntsc_ones_are_taken_for_them():
     assert _standard_rate(Fraction(19001, 317)) == Fraction(60000, 1001)  # Matroska's 1 ms reading
     assert _standard_rate(Fraction(2997, 100)) == Fraction(30000, 1001)
     assert _standard_rate(Fraction(29972, 1000)) == Fraction(29972, 1000)  # a measured average stays
+
+
+@pytest.mark.parametrize("ext", [".mkv", ".mp4", ".mov", ".webm"])
+def test_chapters_are_carried(tmp_path, ext):
+    # A film's chapter list was dropped.
+    src = make_clip(tmp_path / "film.mkv", n=50, audio=None)
+    with av.open(str(src)) as c, av.open(str(tmp_path / "chaptered.mkv"), "w") as out:
+        out.add_stream_from_template(c.streams.video[0])
+        out.set_chapters([{"id": 9_000_000_001, "start": 0, "end": 1000, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "Intro"}},
+                          {"id": 9_000_000_002, "start": 1000, "end": 2000, "time_base": Fraction(1, 1000),
+                           "metadata": {"title": "Zweiter Teil"}}])
+        for packet in c.demux():
+            if packet.size:
+                packet.stream = out.streams[0]
+                out.mux(packet)
+    process_video(tmp_path / "chaptered.mkv", tmp_path / f"out{ext}", identity)
+    with av.open(str(tmp_path / f"out{ext}")) as c:
+        chapters = [(float(ch["start"] * ch["time_base"]), float(ch["end"] * ch["time_base"]), ch["metadata"]["title"])
+                    for ch in c.chapters()]
+        assert not c.streams.subtitles
+    assert chapters == [(0.0, 1.0, "Intro"), (1.0, 2.0, "Zweiter Teil")]
+
+
+def test_avi_says_its_chapters_are_dropped(tmp_path, caplog):
+    src = make_clip(tmp_path / "film.mp4", n=10, audio=None)
+    with av.open(str(src)) as c, av.open(str(tmp_path / "chaptered.mp4"), "w") as out:
+        out.add_stream_from_template(c.streams.video[0])
+        out.set_chapters([{"id": 1, "start": 0, "end": 400, "time_base": Fraction(1, 1000), "metadata": {"title": "A"}}])
+        for packet in c.demux():
+            if packet.size:
+                packet.stream = out.streams[0]
+                out.mux(packet)
+    with caplog.at_level(logging.WARNING):
+        process_video(tmp_path / "chaptered.mp4", tmp_path / "out.avi", identity)
+    assert "chapter list (1) cannot be stored in AVI" in caplog.text

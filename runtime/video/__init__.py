@@ -14,7 +14,8 @@ Output guarantees:
   (so the average frame rate, and variable frame rate timing, survive);
 * every audio track (the default one first) is copied packet for packet when the
   output container accepts its codec, and otherwise transcoded (AAC, or
-  Opus/Vorbis for WebM), with its language and title;
+  Opus/Vorbis for WebM), with its language and title; subtitle tracks and
+  chapters where the output container holds them;
 * the output appears atomically: it is written to a hidden temporary file in
   the destination folder and renamed at the end, so an error or a stop never
   leaves a partial file behind.

@@ -71,6 +71,8 @@ class _Output:
                     log.warning("%s: its %d-degree display rotation cannot be stored in AVI: the output plays "
                                 "turned; write .mp4, .mov or .mkv to keep it", source.path, source.info.rotation)
             self._copy_metadata(source.metadata)
+            if source.chapters:
+                self._copy_chapters(source, muxer.name)
             if source.audio_tracks or source.subtitle_tracks:
                 self._side = _SideStreams(source)
             for index, audio_codec in source.audio_tracks:
@@ -125,6 +127,14 @@ class _Output:
         for k, v in metadata.items():
             if k.lower() not in skip:
                 self.container.metadata[k] = v
+
+    def _copy_chapters(self, source: _Source, muxer_name: str) -> None:
+        if muxer_name == "avi":
+            log.warning("%s: its chapter list (%d) cannot be stored in AVI and is dropped; write "
+                        ".mp4, .mov or .mkv to keep it", source.path, len(source.chapters))
+            return
+        # Numbered afresh: Matroska's chapter ids are 64-bit UIDs, MP4 counts from 0.
+        self.container.set_chapters([dict(chapter, id=i + 1) for i, chapter in enumerate(source.chapters)])
 
     def close(self, quiet: bool = False) -> None:
         """Close the audio source and the output (writing its trailer); idempotent."""

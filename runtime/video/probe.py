@@ -78,6 +78,8 @@ class _Source:
     # Frame times to re-derive from the rate: AVI stores none (only decode order), so frames
     # with B-frames come back with best-effort times out of order.
     untimed: bool = False
+    # Chapters as PyAV gives them (start, end, time_base, metadata with the title).
+    chapters: tuple[dict[str, Any], ...] = ()
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -184,6 +186,7 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             subtitle_tracks=tuple((s.index, _codec_name(s)) for s in container.streams.subtitles if s.codec_context),
             dropped=_dropped_streams(container, vs),
             untimed="avi" in container.format.name.split(","),
+            chapters=tuple(container.chapters()),
         )
 
 
