@@ -52,8 +52,9 @@ def _parse_tile(value: str) -> int | None:
               help="Average the model over N (1, 2, 4 or 8) flipped/rotated copies of each input: more quality for N times "
                    "the time (default model, Set5+Set14 blurred: +0.16 / +0.20 / +0.25 dB).")
 @click.option("--video-codec", type=click.Choice(sorted(VIDEO_CODECS)), default=None,
-              help="Video encoder [default: H.264 (libx264), VP9 for .webm]; hevc and av1 make ~half the file "
-                   "at the same look, slower; .webm takes vp9 or av1.")
+              help="Video encoder [default: H.264 (libx264), VP9 for .webm; for 10/12-bit sources (HDR, ProRes) HEVC, AV1 "
+                   "for .webm, keeping their depth]; hevc and av1 make ~half the file at the same look, slower; .webm "
+                   "takes vp9 or av1.")
 @click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
               help="Video quality on x264's scale (lower: better, larger; mapped for the other codecs): 18 looks "
                    "like the source, 23 is x264's default at about half the size.")

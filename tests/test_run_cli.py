@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from conftest import run_cli
 from deblur.runtime.video import probe_video
 from local_models import LOCAL_METADATA, local_conv_model
-from video_fixtures import audio_summary, make_clip
+from video_fixtures import audio_summary, make_clip, make_deep_clip
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,16 @@ def test_video_keeps_every_frame_rate_size_and_audio(model, tmp_path):
     assert out_info.frame_count == src_info.frame_count == 20
     assert out_info.has_audio and audio_summary(out)[0] == "aac"
     assert (tmp_path / "clip_deblurred_compare_mp4.png").exists()
+
+
+def test_deep_video_is_deblurred_in_16_bits(model, tmp_path):
+    # An HDR phone clip: 10 bits in, 10 bits out, through the model's 16-bit route.
+    src = make_deep_clip(tmp_path / "hdr.mov", "yuv420p10le", hdr=True, frames=3)
+    run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.mp4"), "-m", model, "--compare", check=True)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        stream = c.streams.video[0]
+        assert (stream.codec_context.name, stream.format.name, stream.frames) == ("hevc", "yuv420p10le", 3)
+    assert cv2.imread(str(tmp_path / "out_compare_mp4.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
 
 
 def test_video_codec_and_quality_can_be_chosen(model, tmp_path):

@@ -24,7 +24,7 @@ from deblur.runtime.video import (
 )
 
 from video_fixtures import (frame_level, audio_packets, audio_summary, average_rate, identity, invert, leftovers,
-                            make_clip, ramp, read_frames, write_sine)
+                            make_clip, make_deep_clip, ramp, read_frames, write_sine)
 
 
 # ---------------------------------------------------------------- processing
@@ -444,11 +444,55 @@ def _flat_clip(path, codec: str, pix_fmt: str, source_format: str, frames: int =
     return path
 
 
-def test_high_bit_depth_video_is_processed_and_says_it_is_written_with_8_bits(tmp_path, caplog):
-    p = _flat_clip(tmp_path / "ten bit.mkv", "libx264", "yuv420p10le", "bgr24")
-    with caplog.at_level("WARNING"):
-        process_video(p, tmp_path / "out.mkv", lambda frame: frame)
-    assert "10-bit video (yuv420p10le) is processed and written with 8 bits" in caplog.text
+def _decoded16(path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="bgr48le").astype(np.int64) for f in c.decode(video=0)]
+
+
+@pytest.mark.parametrize("pix_fmt, ext, codec, written", [
+    ("yuv420p10le", ".mp4", "libx265", "yuv420p10le"),   # a phone's HDR video
+    ("yuv422p10le", ".mov", "libx265", "yuv422p10le"),   # ProRes-like 4:2:2 footage
+    ("yuv444p12le", ".mkv", "libx265", "yuv444p12le"),
+    ("yuv420p10le", ".webm", "libsvtav1", "yuv420p10le"),
+])
+def test_deep_video_keeps_its_bits_and_chroma(tmp_path, caplog, pix_fmt, ext, codec, written):
+    # 10-bit sources were processed and written with 8 bits (HDR gradients banded) and 4:2:2
+    # became 4:2:0; frames now reach frame_fn as uint16 and the output keeps depth and chroma.
+    src = make_deep_clip(tmp_path / "deep.mkv", pix_fmt, hdr=True)
+    seen = []
+    with caplog.at_level(logging.WARNING):
+        report = process_video(src, tmp_path / f"out{ext}", lambda f: seen.append(f.dtype) or f)
+    assert (report.video_codec, report.pix_fmt) == (codec, written)
+    assert set(seen) == {np.dtype(np.uint16)} and "bits per channel" not in caplog.text
+    with av.open(str(tmp_path / f"out{ext}")) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.color_primaries, ctx.colorspace, ctx.color_trc) == (9, 9, 16)  # still HDR
+    src_frames, out_frames = _decoded16(src), _decoded16(tmp_path / f"out{ext}")
+    # Within a few 10-bit levels (64 in 16-bit units) of the source: 8 bits would be 4+ levels
+    # apart on every step of the ramp.
+    assert np.abs(out_frames[1] - src_frames[1]).mean() < 4 * 64
+
+
+def test_deep_video_in_eight_bits_says_so(tmp_path, caplog):
+    src = make_deep_clip(tmp_path / "hdr.mkv", "yuv420p10le", hdr=True)
+    with caplog.at_level(logging.WARNING):
+        report = process_video(src, tmp_path / "out.mp4", lambda f: f, codec="mpeg4")
+    assert report.pix_fmt == "yuv420p"
+    assert "10-bit video (yuv420p10le) is written with 8 bits per channel as mpeg4 has no deeper format" in caplog.text
+    assert "PQ HDR picture will show banding" in caplog.text and "--video-codec hevc" in caplog.text
+    # Asked for: uint8 frames, an 8-bit 4:2:0 H.264, no warning.
+    caplog.clear()
+    seen = []
+    with caplog.at_level(logging.WARNING):
+        report = process_video(src, tmp_path / "out8.mp4", lambda f: seen.append(f.dtype) or f, keep_depth=False)
+    assert (report.video_codec, report.pix_fmt) == ("libx264", "yuv420p") and set(seen) == {np.dtype(np.uint8)}
+    assert not caplog.text
+
+
+def test_frame_fn_must_keep_the_frames_dtype(tmp_path):
+    src = make_deep_clip(tmp_path / "deep.mkv", "yuv420p10le")
+    with pytest.raises(ValueError, match="expected .* uint16"):
+        process_video(src, tmp_path / "out.mkv", lambda f: (f >> 8).astype(np.uint8))
 
 
 @pytest.mark.parametrize("name, options", [("cut.mkv", {}), ("cut.mp4", {"movflags": "faststart"})])

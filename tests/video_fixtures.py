@@ -156,3 +156,20 @@ def identity(img: np.ndarray) -> np.ndarray:
 
 def invert(img: np.ndarray) -> np.ndarray:
     return 255 - img
+
+
+def make_deep_clip(path, pix_fmt: str, codec: str = "libx265", hdr: bool = False, frames: int = 4):
+    """A 64x48 clip of a smooth 16-bit ramp (banding shows in 8 bits), optionally tagged PQ HDR."""
+    ramp = np.linspace(0, 65535, 48 * 64 * 3).reshape(48, 64, 3).astype(np.uint16)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream(codec, rate=25, options={"x265-params": "log-level=none"})
+        vs.width, vs.height, vs.pix_fmt = 64, 48, pix_fmt
+        if hdr:  # BT.2020 primaries and matrix, PQ transfer: a phone's HDR video
+            ctx = vs.codec_context
+            ctx.color_primaries, ctx.colorspace, ctx.color_trc = 9, 9, 16
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(ramp, format="bgr48le").reformat(format=pix_fmt)
+            frame.pts = i
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+    return path

@@ -25,8 +25,11 @@ the next encoder that really opens (libopenh264, then FFmpeg's built-in mpeg4;
 libvpx-vp9, libvpx, SVT-AV1 for .webm), logged as a warning. H.264 4:2:0 cannot
 represent odd widths/heights (its cropping works in 2-pixel steps), so odd-sized
 video is written as 4:4:4 H.264 to keep the exact size; VP9 and mpeg4 keep odd
-sizes in 4:2:0. Colour matrix, range, primaries and transfer tags of the source
-are kept, and so is its rotation metadata.
+sizes in 4:2:0. A source with more than 8 bits per channel (a phone's HDR video,
+10-bit log, ProRes) keeps its depth and chroma (4:2:2, 4:4:4): HEVC by default
+(AV1 for .webm), frames handed on as uint16; ``keep_depth=False`` gives the 8-bit
+path. Colour matrix, range, primaries and transfer tags of the source are kept,
+and so is its rotation metadata.
 
 Containers written: .mp4, .m4v, .mov, .mkv, .webm, .avi, .ts (others are refused
 up front rather than risking a late muxer failure). AVI has no per-frame
@@ -35,7 +38,7 @@ timestamps, so there frames are re-timed at the average rate.
 * subtitle tracks are copied where the output container holds their format
   (Matroska: SRT/ASS/WebVTT, MP4: mov_text), and said to be dropped elsewhere.
 
-Not carried over: data streams, further video streams, chapters.
+Not carried over: data streams (timecode, telemetry), further video streams.
 
 Layout: ``probe`` reads the source, ``encoders`` picks the encoder, pixel
 format and time base for the output muxer, ``audio`` copies or transcodes the

@@ -29,6 +29,13 @@ os.environ.setdefault("SVT_LOG", "1")
 # every player handles it; mpeg4 is FFmpeg's built-in last resort.
 _H264_CHAIN = ("libx264", "libopenh264", "mpeg4")
 _WEBM_CHAIN = ("libvpx-vp9", "libvpx", "libsvtav1")
+# A source with more than 8 bits per channel (HDR from phones, 10-bit log, ProRes) keeps them:
+# HEVC Main 10 is what such cameras record and what players decode in hardware (H.264's
+# High 10 profile mostly is not); in WebM AV1, as this build's VP9 has 8 bits only.
+_DEEP_CHAIN = ("libx265", "libx264", "libopenh264", "mpeg4")
+_DEEP_WEBM_CHAIN = ("libsvtav1", "libvpx-vp9", "libvpx")
+# Transfer functions of HDR video (PQ, HLG): in 8 bits their wide range shows steps.
+_HDR_TRC = {16: "PQ", 18: "HLG"}
 
 # The output muxers we write, each with the audio codecs copied into it as-is.
 # The muxers claim more (PCM in MP4 fails when writing the trailer, after all the
@@ -173,6 +180,30 @@ class _VideoPlan:
     qscale: int | None  # mpeg4-style fixed quantiser, None for rate-controlled encoders
     b_frames: bool = True  # off for uneven frame times into MP4/MOV (see _frame_timing)
 
+    @property
+    def bits(self) -> int:
+        return _bits(self.pix_fmt)
+
+    @property
+    def frame_format(self) -> str:
+        """The packed BGR format frames travel in: 16 bits per channel for a deeper output."""
+        return "bgr48le" if self.bits > 8 else "bgr24"
+
+
+def _bits(pix_fmt: str) -> int:
+    return max((c.bits for c in av.VideoFormat(pix_fmt).components), default=8)
+
+
+def _chroma(pix_fmt: str) -> str:
+    """"420", "422" or "444": the source's chroma resolution (RGB counts as 444)."""
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    if fmt.is_rgb or len(fmt.components) < 3:
+        return "444"
+    luma, chroma = fmt.components[0], fmt.components[1]
+    if chroma.width == luma.width:
+        return "444"
+    return "422" if chroma.height == luma.height else "420"
+
 
 def _video_quality(
     name: str, crf: int, width: int, height: int, rate: Fraction
@@ -240,12 +271,35 @@ def _frame_timing(source: _Source) -> _Timing:
                    offset=offset)
 
 
-def _pix_fmt_candidates(codec: av.codec.Codec) -> list[str]:
-    # 4:2:0 first for compatibility; 4:4:4 is the exact-size escape for odd frame
-    # sizes in H.264, whose 4:2:0 cropping works in 2-pixel steps only.
+def _pix_fmt_candidates(codec: av.codec.Codec, source: _Source, keep_depth: bool = True) -> list[str]:
+    # 8-bit sources: 4:2:0 for compatibility (a webcam's 4:2:2 MJPEG or a 4:4:4 screen capture
+    # as H.264 4:2:2/4:4:4 would not play on phones or in browsers). Deeper sources are
+    # professional or HDR footage: their depth, and their chroma (ProRes 4:2:2), are kept
+    # where the encoder can (x265 up to 12 bits, x264 10, SVT-AV1 10 in 4:2:0). 4:4:4 is the
+    # exact-size escape for odd frame sizes, whose 4:2:0 cropping works in 2-pixel steps only.
+    wanted = []
+    if keep_depth and source.bits > 8:
+        depths = dict.fromkeys(["12le" if source.bits >= 12 else "10le", "10le"])
+        wanted = [f"yuv{chroma}p{depth}" for chroma in dict.fromkeys([_chroma(source.pix_fmt), "420", "444"])
+                  for depth in depths]
+    wanted += ["yuv420p", "yuv444p"]
     supported = [f.name for f in (codec.video_formats or [])]
-    wanted = [f for f in ("yuv420p", "yuv444p") if not supported or f in supported]
-    return wanted or supported[:1]
+    fitting = [f for f in wanted if not supported or f in supported]
+    return fitting or supported[:1]
+
+
+def _say_depth(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name: str) -> None:
+    """Warn when the output holds fewer bits per channel than the source: HDR shows steps."""
+    if source.bits <= plan.bits:
+        return
+    if not keep_depth:  # asked for
+        log.info("%s: %d-bit video written with 8 bits per channel", source.path, source.bits)
+        return
+    hdr = _HDR_TRC.get(source.color_trc)
+    fix = "write .mkv or .mp4 (HEVC)" if muxer_name == "webm" else "choose --video-codec hevc"
+    why = f"as {plan.encoder} has no deeper format here; {fix} to keep them"
+    log.warning("%s: %d-bit video (%s) is written with %d bits per channel %s%s", source.path, source.bits,
+                source.pix_fmt, plan.bits, why, f": its {hdr} HDR picture will show banding" if hdr else "")
 
 
 def _time_base_candidates(source: _Source, variable_fps: bool, even: bool = False) -> list[Fraction]:
@@ -299,7 +353,7 @@ def _configure_video(ctx: Any, plan: _VideoPlan, source: _Source) -> None:
 
 
 def _choose_video_plan(
-    source: _Source, muxer: _Muxer, codec: str | None, crf: int
+    source: _Source, muxer: _Muxer, codec: str | None, crf: int, keep_depth: bool = True
 ) -> _VideoPlan:
     """Find the first encoder/pixel format/time base that really opens for this size."""
     info = source.info
@@ -314,7 +368,11 @@ def _choose_video_plan(
         log.warning("%s: %s stores no frame times: frames are re-timed at the average rate from 0, so uneven "
                     "times, held frames and a late start are lost (and audio may drift from the picture); "
                     "write .mp4 or .mkv to keep them", source.path, muxer.name.upper())
-    chain = _WEBM_CHAIN if muxer.name == "webm" else _H264_CHAIN
+    deep = keep_depth and source.bits > 8
+    if muxer.name == "webm":
+        chain = _DEEP_WEBM_CHAIN if deep else _WEBM_CHAIN
+    else:
+        chain = _DEEP_CHAIN if deep else _H264_CHAIN
     candidates = [codec] if codec else muxer.order(chain, muxer.default_video)
     reasons: list[str] = []
     for name in candidates:
@@ -333,7 +391,7 @@ def _choose_video_plan(
             codec_obj.name, crf, info.width, info.height, info.fps
         )
         last_error = "no usable pixel format"
-        for pix_fmt in _pix_fmt_candidates(codec_obj):
+        for pix_fmt in _pix_fmt_candidates(codec_obj, source, keep_depth):
             # Onto the frame grid only where every frame has its own slot there: snapping
             # frames that are not (a declared rate slower than the real one) pushed them late.
             for tb in _time_base_candidates(source, variable_fps, even=mp4 and not timing.uneven and timing.on_grid):
@@ -346,12 +404,14 @@ def _choose_video_plan(
                     last_error = _why(e)
                     continue
                 _log_fallback("video", codec_obj.name, reasons)
-                if pix_fmt != "yuv420p":
+                _say_depth(source, plan, keep_depth, muxer.name)
+                meant = _chroma(source.pix_fmt) if plan.bits > 8 else "420"
+                if _chroma(pix_fmt) == "444" and meant != "444":
                     log.warning(
-                        "%s cannot encode %dx%d as yuv420p (4:2:0 needs even sizes there); "
-                        "writing %s to keep the exact size; some hardware players cannot play "
-                        "that: write .webm (VP9 keeps odd sizes in 4:2:0) or crop the input to "
-                        "even sizes",
+                        "%s cannot encode %dx%d with subsampled colour (4:2:0 needs even sizes "
+                        "there); writing %s to keep the exact size; some hardware players cannot "
+                        "play that: write .webm (VP9 keeps odd sizes in 4:2:0) or crop the input "
+                        "to even sizes",
                         codec_obj.name,
                         info.width,
                         info.height,

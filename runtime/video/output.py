@@ -31,6 +31,7 @@ class _Output:
         codec: str | None,
         crf: int,
         copy_audio: bool,
+        keep_depth: bool = True,
     ) -> None:
         self.audio: list[_Track] = []
         self._side: _SideStreams | None = None
@@ -49,7 +50,7 @@ class _Output:
             if muxer.name in {"mp4", "mov", "ipod"}:
                 # Index up front so the file streams/plays before fully downloaded.
                 self.container.container_options["movflags"] = "+faststart"
-            self.plan = _choose_video_plan(source, muxer, codec, crf)
+            self.plan = _choose_video_plan(source, muxer, codec, crf, keep_depth)
             self.stream = self.container.add_stream(self.plan.encoder, rate=source.info.fps)
             _configure_video(self.stream.codec_context, self.plan, source)
             self.stream.time_base = self.plan.time_base

@@ -38,7 +38,8 @@ class VideoReport:
         video_codec: the encoder that was used, e.g. ``"libx264"``.
         audio: per audio track ``"copied"`` or ``"transcoded:<codec>"`` (e.g. ``"transcoded:aac"``),
             comma-separated, or ``"none"``.
-        pix_fmt: encoded pixel format (``"yuv420p"``; ``"yuv444p"`` for odd sizes in H.264).
+        pix_fmt: encoded pixel format (``"yuv420p"``; ``"yuv444p"`` for odd sizes in H.264;
+            ``"yuv420p10le"``, ``"yuv422p10le"``, ... for sources deeper than 8 bits).
     """
 
     frames: int
@@ -59,6 +60,7 @@ def process_video(
     queue_size: int = 8,
     progress: Callable[[int], None] | None = None,
     stop_event: threading.Event | None = None,
+    keep_depth: bool = True,
 ) -> VideoReport:
     """Run ``frame_fn`` over every frame of ``src`` and write the result to ``dst``.
 
@@ -67,8 +69,10 @@ def process_video(
         dst: output path; its extension picks the container (.mp4, .mkv, .mov,
             .webm, ...). An existing file is replaced only once the new one is
             complete.
-        frame_fn: takes an HxWx3 uint8 BGR frame and returns one of the same shape
-            and dtype. Called from the calling thread, frames in order.
+        frame_fn: takes an HxWx3 BGR frame and returns one of the same shape and dtype:
+            uint8, or uint16 (full 0..65535 scale) when the output keeps a source's
+            10 or 12 bits per channel (see ``keep_depth``). Called from the calling
+            thread, frames in order.
         codec: video encoder to use (e.g. ``"libx264"``, ``"mpeg4"``,
             ``"libvpx-vp9"``); ``None`` picks H.264 (VP9 for .webm) and falls back
             to what this PyAV build has, logging the choice.
@@ -79,6 +83,10 @@ def process_video(
             frames processed so far, after each frame.
         stop_event: when set (e.g. by a SIGINT/SIGTERM handler), processing stops
             at the next frame and :class:`VideoInterrupted` is raised.
+        keep_depth: a source with more than 8 bits per channel (HDR, 10-bit log,
+            ProRes) is written with its depth and chroma (HEVC, or AV1 for .webm,
+            unless ``codec`` says otherwise), its frames handed to ``frame_fn`` as
+            uint16. False: uint8 frames and an 8-bit 4:2:0 output whatever the source.
 
     Returns:
         A :class:`VideoReport`.
@@ -97,9 +105,6 @@ def process_video(
         raise ValueError(f"crf must be within 0..63 (x264 uses 0..51), got {crf}")
     started = time.perf_counter()
     source = _probe(src)
-    if source.bits > 8:
-        log.warning("%s: %d-bit video (%s) is processed and written with 8 bits per channel",
-                    source.path, source.bits, source.pix_fmt)
     if source.dropped:
         tracks = len(source.audio_tracks)
         kept = f"{tracks} audio track{'s' if tracks > 1 else ''}" if tracks else "no audio"
@@ -122,7 +127,7 @@ def process_video(
 
     def open_output(path: str, copy_audio: bool) -> _Output:
         try:
-            return _Output(path, ext, source, codec, crf, copy_audio=copy_audio)
+            return _Output(path, ext, source, codec, crf, copy_audio=copy_audio, keep_depth=keep_depth)
         except VideoError as e:  # the encoder and muxer choice knows no file names: say which
             raise VideoError(f"{source.path} -> {dst_path}: {e}") from None
 

@@ -106,7 +106,7 @@ def _stage_error(exc: BaseException, failure: str) -> BaseException:
     return err
 
 
-def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> None:
+def _decode_stage(source: _Source, frame_format: str, out_q: queue.Queue[Any], pipe: _Pipeline) -> None:
     w, h = source.info.width, source.info.height
     index = 0
     last_pts: int | None = None
@@ -120,7 +120,7 @@ def _decode_stage(source: _Source, out_q: queue.Queue[Any], pipe: _Pipeline) -> 
                 # Fixed size even if the stream changes resolution midway: the
                 # encoder cannot. to_ndarray converts with the frame's own YUV tags.
                 image = frame.to_ndarray(
-                    format="bgr24", width=w, height=h, interpolation=_SWS_FLAGS
+                    format=frame_format, width=w, height=h, interpolation=_SWS_FLAGS
                 )
                 if not pipe.put(out_q, _Item(index, frame.pts, image, frame.duration or 0)):
                     return
@@ -215,7 +215,7 @@ def _encode_stage(
                 return
             if item is _END:
                 break
-            frame = av.VideoFrame.from_ndarray(item.image, format="bgr24")
+            frame = av.VideoFrame.from_ndarray(item.image, format=plan.frame_format)
             # Convert to YUV with the source's matrix/range so colours round-trip.
             frame = frame.reformat(
                 format=plan.pix_fmt,
@@ -254,10 +254,10 @@ def _check_output(result: Any, like: np.ndarray, index: int) -> np.ndarray:
             f"frame_fn returned {type(result).__name__} for frame {index}; "
             "expected a numpy array"
         )
-    if result.shape != like.shape or result.dtype != np.uint8:
+    if result.shape != like.shape or result.dtype != like.dtype:
         raise ValueError(
             f"frame_fn returned shape {result.shape} dtype {result.dtype} for frame {index}; "
-            f"expected {like.shape} uint8 (same as its input)"
+            f"expected {like.shape} {like.dtype} (same as its input)"
         )
     return np.ascontiguousarray(result)
 
@@ -276,7 +276,7 @@ def _run(
     processed: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
     written = [0]
     reader = threading.Thread(
-        target=_decode_stage, args=(source, decoded, pipe), name="deblur-decode", daemon=True
+        target=_decode_stage, args=(source, output.plan.frame_format, decoded, pipe), name="deblur-decode", daemon=True
     )
     writer = threading.Thread(
         target=_encode_stage,
