@@ -44,8 +44,9 @@ class BlurConfig:
     # kernel_size). Paths that would not fit are shrunk to fit.
     min_trajectory_length: float = 10.0
     max_trajectory_length: float = 60.0
-    # Boracchi & Foi's anxiety term (shake strength, abrupt-turn rate); DeblurGAN drew it from
-    # [0.003, 0.01]; much larger values make the walk jitter in place into a small blob.
+    # Boracchi & Foi's anxiety term (shake strength, abrupt-turn rate); DeblurGAN's script
+    # draws it between 0.001 and 0.01 (with exposures down to 1/1000: nearly sharp pairs);
+    # much larger values make the walk jitter in place into a small blob.
     expl: tuple[float, float] = (0.003, 0.01)
     # Fraction of the trajectory the shutter was open for; short exposures give the network
     # mildly blurred inputs too, so it learns not to over-sharpen.

@@ -85,7 +85,12 @@ def load_vgg19(path: str | Path | None = None) -> VGG19:
 
 
 class PerceptualLoss(nn.Module):
-    """MSE between VGG19 conv3_3 features of two images given in [-1, 1]."""
+    """MSE between VGG19 conv3_3 features (before its ReLU) of two images given in [-1, 1].
+
+    The images are normalised with ImageNet's statistics first, as torchvision's VGG19 weights
+    expect (and DeblurGAN-v2 does). DeblurGAN v1 fed [-1, 1] as is: its features differ about
+    2.2x less, so its 100 x perceptual weighs ~5x less against the critic than here.
+    """
 
     def __init__(self, vgg: VGG19, layer: int = CONV3_3) -> None:
         super().__init__()

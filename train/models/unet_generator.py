@@ -44,7 +44,9 @@ class UnetSkipConnectionBlock(nn.Module):
             upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
             layers = [downrelu, downconv, norm_layer(inner_nc), submodule, uprelu, upconv, norm_layer(outer_nc)]
             if dropout:
-                # pix2pix's only source of noise: dropout in the decoder, at train and test time.
+                # pix2pix's only source of noise: dropout in the decoder. pix2pix also tests
+                # with it on (and with batch statistics); our exports and validation run in eval
+                # mode, as pix2pix's --eval does: deterministic output, running statistics.
                 layers.append(nn.Dropout(0.5))
         self.model = nn.Sequential(*layers)
 
