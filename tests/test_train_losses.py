@@ -70,6 +70,16 @@ def test_content_losses():
     assert isinstance(fft, L1FFTLoss)
     assert fft(a, a).item() == 0.0
     assert fft(a, b).item() > l1(a, b).item()
+    # The spectral term's weight is the run's: 0 leaves plain L1, and MIMO-UNet-like weights
+    # (tens, on the orthonormal spectrum) make it dominate.
+    assert build_content_loss("l1+fft", fft_weight=0.0)(a, b).item() == pytest.approx(l1(a, b).item())
+    strong = build_content_loss("l1+fft", fft_weight=25.6)(a, b).item()
+    assert strong - l1(a, b).item() == pytest.approx(256 * (fft(a, b).item() - l1(a, b).item()), rel=1e-5)
+    assert make_config(data=["x"], content="l1+fft", fft_weight=2.0).fft_weight == 2.0
+    with pytest.raises(TrainError, match="--fft-weight weighs the spectral term of --content l1\+fft"):
+        make_config(data=["x"], content="l1", fft_weight=2.0)
+    with pytest.raises(TrainError, match="fft-weight must be >= 0"):
+        make_config(data=["x"], content="l1+fft", fft_weight=-1.0)
     mse = build_content_loss("mse")  # the metric: PSNR of [-1, 1] images is 10 log10(4 / mse)
     assert mse(a, b).item() == pytest.approx(((a - b) ** 2).mean().item())
     with pytest.raises(TrainError, match="unknown content loss"):

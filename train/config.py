@@ -54,6 +54,9 @@ class TrainConfig:
     critic_steps: int = 5  # critic updates per generator update
     content: str = "perceptual"  # perceptual | l1 | l1+fft | mse
     content_weight: float = 100.0
+    # l1+fft: weight of the spectral L1 term against the pixel one (orthonormal spectrum, see
+    # losses.L1FFTLoss: 0.1 is ~8 % of the pixel term; MIMO-UNet's setting is ~25.6 at 256 px).
+    fft_weight: float = 0.1
     vgg_weights: str | None = None  # None: look in the torch hub cache
     # --- optimisation
     steps: int = 300_000  # generator updates
@@ -157,6 +160,11 @@ def validate(config: TrainConfig) -> None:
             raise TrainError(f"{name.replace('_', '-')} must be >= 1, got {getattr(config, name)}")
     if config.adv_weight < 0:
         raise TrainError(f"adv-weight must be >= 0, got {config.adv_weight}")
+    if config.fft_weight < 0:
+        raise TrainError(f"fft-weight must be >= 0, got {config.fft_weight}")
+    if config.fft_weight != TrainConfig.fft_weight and config.content != "l1+fft":
+        raise TrainError(f"--fft-weight weighs the spectral term of --content l1+fft; this run's content loss "
+                         f"is {config.content}: pass --content l1+fft or leave --fft-weight out")
     if config.workers < 0 or config.val_count < 1:
         raise TrainError("workers must be >= 0 and val-count >= 1")
     if config.warmup < 0:

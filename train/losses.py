@@ -106,7 +106,7 @@ class L1FFTLoss(nn.Module):
         return F.l1_loss(restored, sharp) + self.fft_weight * F.l1_loss(spectrum_restored, spectrum_sharp)
 
 
-def build_content_loss(name: str, vgg_weights: str | None = None) -> nn.Module:
+def build_content_loss(name: str, vgg_weights: str | None = None, fft_weight: float = 0.1) -> nn.Module:
     """``perceptual`` needs torchvision's VGG19 weights; it fails clearly without them."""
     if name == "perceptual":
         from .vgg import PerceptualLoss, load_vgg19
@@ -115,7 +115,7 @@ def build_content_loss(name: str, vgg_weights: str | None = None) -> nn.Module:
     if name == "l1":
         return L1Loss()
     if name == "l1+fft":
-        return L1FFTLoss()
+        return L1FFTLoss(fft_weight)
     if name == "mse":
         return MSELoss()
     raise TrainError(f"unknown content loss {name!r}; choose perceptual, l1, l1+fft or mse")

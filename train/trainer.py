@@ -110,7 +110,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
         # Losses and models come before the data: a missing VGG file or a wrong model flag
         # should fail before minutes of image scanning.
-        content_loss = build_content_loss(config.content, config.vgg_weights).to(device)
+        content_loss = build_content_loss(config.content, config.vgg_weights, config.fft_weight).to(device)
 
         # ----------------------------------------------------------- models
         try:

@@ -22,7 +22,8 @@
 # --channels-last and trains with whichever fits more steps into the time left, compilation
 # included, not with FIXED_STEPS; `deblur-bench train-speed --device cuda` compares all four
 # variants on its own), COARSE (0: blocks of a coarse branch at 1/8 resolution, grown silent
-# onto an INIT without one) and TRAIN_ONLY (a parameter-name prefix to train alone, e.g.
+# onto an INIT without one), FFT_WEIGHT (0.1: the spectral term of the L1 + FFT loss, see
+# experiments.md 2026-11-28) and TRAIN_ONLY (a parameter-name prefix to train alone, e.g.
 # coarse. to train only that branch on frozen weights).
 # Writes to OUT_DIR:
 # generator.pt (generator-only checkpoint; over 15 MiB it comes as generator.pt.part_* plus
@@ -62,6 +63,7 @@ if [ "$DROPOUT" = 1 ]; then extra+=(--dropout); else extra+=(--no-dropout); fi
 [ -n "$INIT" ] && extra+=(--init-from "$INIT")
 [ "${COARSE:-0}" != 0 ] && extra+=(--coarse-blocks "$COARSE")
 [ -n "${TRAIN_ONLY:-}" ] && extra+=(--train-only "$TRAIN_ONLY")
+[ -n "${FFT_WEIGHT:-}" ] && extra+=(--fft-weight "$FFT_WEIGHT")
 started=$(date +%s)
 work=$(mktemp -d /tmp/deblur_gpu.XXXX)
 mkdir -p "$OUT"
