@@ -141,6 +141,14 @@ def test_pcm_audio_is_transcoded_to_aac_for_mp4(tmp_path):
     assert audio_summary(tmp_path / "out.mov")[0] == "pcm_s16le"
 
 
+def test_flac_audio_stays_lossless_in_mp4(tmp_path):
+    # FLAC was transcoded to AAC for MP4, which stores it (fLaC); MOV does not.
+    src = make_clip(tmp_path / "flac.mkv", audio="flac")
+    assert process_video(src, tmp_path / "out.mp4", identity).audio == "copied"
+    assert audio_packets(tmp_path / "out.mp4") == audio_packets(src)
+    assert process_video(src, tmp_path / "out.mov", identity).audio == "transcoded:aac"
+
+
 @pytest.mark.parametrize("ext, labels", [(".mkv", "copied (eng), copied (deu)"), (".mp4", "copied (eng), copied (deu)"),
                                          (".webm", "transcoded:opus (eng), transcoded:opus (deu)")])
 def test_every_audio_track_is_carried_with_its_language(tmp_path, caplog, ext, labels):

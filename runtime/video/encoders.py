@@ -43,7 +43,8 @@ _HDR_TRC = {16: "PQ", 18: "HLG"}
 # is transcoded, and other containers are refused up front. None: whatever the
 # muxer says it stores (Matroska stores nearly everything).
 _COPY_AUDIO: dict[str, frozenset[str] | None] = {
-    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus"}),
+    # FLAC in MP4 (ISO/IEC 14496-12's fLaC): lossless stays lossless (browsers, VLC, Android).
+    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}),
     # MOV (unlike MP4) stores PCM: cameras and ProRes workflows record it so.
     "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_s24be",
                       "pcm_s32le", "pcm_s32be", "pcm_f32le", "pcm_f32be"}),
