@@ -57,7 +57,8 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 # What each extra of pyproject.toml brings, and the extra each tool is installed with: a hint
 # names the tool's own extra when it brings the missing module, never one already installed.
 _EXTRA_MODULES = {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime"}, "train": {"torch", "skimage"},
-                  "export": {"torch", "onnx", "onnxsim", "onnxconverter_common"}, "bench": {"skimage"}}
+                  "export": {"torch", "onnx", "onnxsim", "onnxconverter_common"}, "bench": {"skimage"},
+                 "heif": {"pillow_heif"}}
 # deblur-run has none: its onnxruntime comes from [cpu] or [gpu], and the hint names both.
 _TOOL_EXTRA = {"deblur-export": "export", "deblur-train": "train", "deblur-bench": "bench"}
 

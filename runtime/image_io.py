@@ -11,13 +11,14 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError, first_line
-from .metadata import (JPEG_SUFFIXES, METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation, read_metadata,
-                       TIFF_PHOTOMETRIC, tiff_short, tiff_with_straight_alpha)
+from .heif import encode_heif, is_heif, read_heif
+from .metadata import (HEIF_SUFFIXES, JPEG_SUFFIXES, METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation,
+                       read_metadata, TIFF_PHOTOMETRIC, tiff_short, tiff_with_straight_alpha)
 
-IMAGE_SUFFIXES = (".png", *JPEG_SUFFIXES, ".bmp", ".tif", ".tiff", ".webp")
-SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", *JPEG_SUFFIXES, ".bmp", ".tif", ".tiff", ".webp", *HEIF_SUFFIXES)
+SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", *HEIF_SUFFIXES)  # HEIF: as 10 bits
 FLOAT_SUFFIXES = (".tif", ".tiff")  # float pixels are taken as [0, 1], as Deblurrer takes them
-ALPHA_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp")  # JPEG has no alpha: OpenCV drops it
+ALPHA_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".webp", *HEIF_SUFFIXES)  # JPEG has no alpha: OpenCV drops it
 _JPEG_SAMPLING = {"444": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444, "422": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
                   "420": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, "440": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_440,
                   "411": cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411}
@@ -51,6 +52,8 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(f"{path}: file is empty")
+    if is_heif(data):  # upright already, its EXIF orientation superseded (see runtime/heif.py)
+        return read_heif(path, data)
     # Decoded as stored and turned upright here: UNCHANGED ignores the EXIF orientation, and
     # OpenCV's own reading of it misses some a viewer honours (big-endian LONG in JPEGs); one
     # parser must decide both the turn and the EXIF edit of the output. TIFFs are the
@@ -67,8 +70,8 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metada
                                         "variable OPENCV_IO_MAX_IMAGE_PIXELS raises the limit)" if too_big else
                                         f"cannot be decoded ({first_line(exc.err or exc)})")) from None
     if image is None or image.size == 0:
-        raise InputError(f"{path}: not a readable image (corrupt, truncated, or not an image format "
-                         f"OpenCV decodes: {', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"{path}: not a readable image (corrupt, truncated, or not one of the image formats "
+                         f"{', '.join(IMAGE_SUFFIXES)})")
     metadata = read_metadata(data)
     if not is_tiff:
         image = apply_orientation(image, exif_orientation(metadata.exif))
@@ -198,18 +201,28 @@ def _png_grey_alpha(grey: np.ndarray, alpha: np.ndarray) -> bytes:
                      chunk(b"IEND", b"")))
 
 
-def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -> bytes:
-    """``image`` as a ``suffix`` file's bytes, encoded ``like`` the file it came from (its
-    :class:`Metadata`): a grey + alpha source goes into a PNG as grey + alpha (when the colour
-    channels are still equal), not RGBA; a JPEG keeps its source's chroma subsampling (4:4:4
-    stays 4:4:4) and at least its quality (95 at the least); a WebP is lossy (quality 95) when
-    its source was lossy (JPEG, lossy WebP), lossless otherwise, as OpenCV writes it."""
+def _writable(image: np.ndarray, suffix: str) -> np.ndarray:
+    """``image`` checked for a ``suffix`` file: a picture's shape, a dtype the format stores."""
     if not isinstance(image, np.ndarray):
         raise InputError(f"expected a numpy image array, got {type(image).__name__}")
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)) or not image.size:
         raise InputError(f"cannot write an image of shape {image.shape}: HxW, HxWx3 (BGR) or HxWx4 (BGRA) "
                          "with pixels is needed")
     image = native_order(image)
+    check_format(suffix, image.dtype)
+    return image
+
+
+def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -> bytes:
+    """``image`` as a ``suffix`` file's bytes, encoded ``like`` the file it came from (its
+    :class:`Metadata`): a grey + alpha source goes into a PNG as grey + alpha (when the colour
+    channels are still equal), not RGBA; a JPEG keeps its source's chroma subsampling (4:4:4
+    stays 4:4:4) and at least its quality (95 at the least); a WebP is lossy (quality 95) when
+    its source was lossy (JPEG, lossy WebP), lossless otherwise, as OpenCV writes it; a HEIC
+    (through pillow-heif) at quality 90, 16-bit pictures with 10 bits."""
+    image = _writable(image, suffix)
+    if suffix.lower() in HEIF_SUFFIXES:
+        return encode_heif(image)
     like = like or Metadata()
     params: list[int] = []
     if suffix.lower() in JPEG_SUFFIXES:
@@ -218,7 +231,6 @@ def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -
             params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _JPEG_SAMPLING[like.jpeg_sampling]]
     elif suffix.lower() == ".webp" and like.lossy:  # lossless from a lossy photo: 7x the file
         params = [cv2.IMWRITE_WEBP_QUALITY, 95]
-    check_format(suffix, image.dtype)
     if (like.grey_alpha and suffix.lower() == ".png" and image.ndim == 3 and image.shape[2] == 4 and image.size
             and equal_channels(image)):
         return _png_grey_alpha(image[:, :, 0], image[:, :, 3])
@@ -254,12 +266,15 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
                              f"got {type(blob).__name__}")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         raise InputError(f"{path}: unknown image type {path.suffix!r}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    suffix = path.suffix.lower()
     try:
-        data = encode_image(image, path.suffix, like)
+        if suffix in HEIF_SUFFIXES:  # pillow-heif embeds them itself
+            data, icc, exif = encode_heif(_writable(image, suffix), icc, exif), None, None
+        else:
+            data = encode_image(image, path.suffix, like)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-    suffix = path.suffix.lower()
-    dpi = like.dpi if like else None
+    dpi = like.dpi if like and suffix not in HEIF_SUFFIXES else None
     if suffix in METADATA_SUFFIXES and (icc or exif or dpi):
         try:
             data = embed_metadata(data, icc, exif, dpi)

@@ -31,7 +31,9 @@ import numpy as np
 
 # JPEG under every name it goes by (.jfif: what browsers on Windows save).
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
-METADATA_SUFFIXES = (*JPEG_SUFFIXES, ".png", ".webp", ".tif", ".tiff")  # the outputs that get a profile and EXIF
+HEIF_SUFFIXES = (".heic", ".heif", ".hif")  # through pillow-heif (runtime/heif.py), an optional extra
+# the outputs that get a profile and EXIF
+METADATA_SUFFIXES = (*JPEG_SUFFIXES, ".png", ".webp", ".tif", ".tiff", *HEIF_SUFFIXES)
 _JPEG_ICC = b"ICC_PROFILE\x00"
 _JPEG_ICC_CHUNK = 65535 - 2 - len(_JPEG_ICC) - 2  # segment length field, tag, sequence bytes
 MAX_ICC_BYTES = 255 * _JPEG_ICC_CHUNK  # what a JPEG can carry (16.7 MB; real profiles: 0.5-600 kB)

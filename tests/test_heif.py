@@ -1,0 +1,120 @@
+"""HEIC/HEIF photos (iPhones) through pillow-heif: read upright, written with their metadata."""
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from local_models import LOCAL_METADATA, local_conv_model
+from deblur.runtime import InputError, read_image, read_image_and_metadata
+from deblur.runtime.image_io import write_image
+from deblur.runtime.metadata import exif_orientation
+
+pillow_heif = pytest.importorskip("pillow_heif")
+Image = pytest.importorskip("PIL.Image")
+ImageCms = pytest.importorskip("PIL.ImageCms")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return str(local_conv_model(tmp_path_factory.mktemp("m") / "local.onnx", metadata=LOCAL_METADATA))
+
+
+def _photo(h: int = 48, w: int = 64) -> np.ndarray:
+    """BGR with a marked corner (top-left red), smooth elsewhere: HEVC keeps it within a few levels."""
+    y, x = np.mgrid[0:h, 0:w]
+    image = np.dstack([x * 255 // w, y * 255 // h, np.full((h, w), 128)]).astype(np.uint8)
+    image[:8, :8] = (0, 0, 255)
+    return image
+
+
+def _iphone_like(path, image: np.ndarray, orientation: int = 6) -> bytes:
+    """A HEIC as an iPhone stores one: pixels sideways, turned by the file's rotation box, and an
+    EXIF orientation tag that says the same (viewers follow the box). pillow-heif writes the box
+    from the EXIF tag, so the pixels are stored turned back the other way first."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112], exif[0x010F] = orientation, "Apple"
+    stored = cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)  # orientation 6 turns it clockwise
+    heif = pillow_heif.from_bytes(mode="BGR", size=(stored.shape[1], stored.shape[0]), data=stored.tobytes())
+    heif.save(str(path), quality=95, exif=exif.tobytes(), icc_profile=profile)
+    return profile
+
+
+def test_an_iphone_heic_is_read_upright_once_with_its_metadata(tmp_path):
+    # libheif applies the rotation box; the EXIF tag must not turn the picture a second time.
+    photo = _photo()
+    profile = _iphone_like(tmp_path / "IMG_0001.HEIC", photo)
+    image, metadata = read_image_and_metadata(tmp_path / "IMG_0001.HEIC")
+    assert image.shape == photo.shape and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - photo).mean() < 3 and (image[2, 2] > (0, 0, 200)).tolist() == [False, False, True]
+    assert metadata.icc == profile and exif_orientation(metadata.exif) == 6 and b"Apple" in metadata.exif
+
+
+@pytest.mark.parametrize("shape, dtype", [((40, 56, 3), np.uint8), ((40, 56, 4), np.uint8), ((40, 56), np.uint8),
+                                          ((40, 56, 3), np.uint16)])
+def test_heic_round_trips_colour_alpha_grey_and_ten_bits(tmp_path, shape, dtype):
+    rng = np.random.default_rng(0)
+    top = np.iinfo(dtype).max
+    image = cv2.GaussianBlur(rng.integers(0, top, shape, dtype=dtype), (9, 9), 3)  # smooth: codable
+    if len(shape) == 3 and shape[2] == 4:
+        image[..., 3] = np.where(np.arange(56) < 28, top, top // 3)  # half opaque, half translucent
+    write_image(tmp_path / "x.heic", image)
+    back = read_image(tmp_path / "x.heic")
+    assert back.shape == image.shape and back.dtype == image.dtype
+    # Lossy (quality 90): within a couple of 8-bit levels; 16-bit pictures travel as 10 bits
+    # (values between 8-bit levels).
+    level = 1 if dtype == np.uint8 else 256
+    assert np.abs(back.astype(float) - image).mean() < 2.5 * level
+    if dtype == np.uint16:
+        assert (back % 256 != 0).mean() > 0.5
+
+
+def test_deblur_run_on_heic_keeps_format_orientation_and_metadata(model, tmp_path):
+    photo = _photo()
+    profile = _iphone_like(tmp_path / "IMG_0002.heic", photo)
+    cv2.imwrite(str(tmp_path / "upright.png"), photo)  # what the model makes of the upright photo
+    run_cli("deblur-run", str(tmp_path / "upright.png"), "-m", model, check=True)
+    expected = cv2.imread(str(tmp_path / "upright_deblurred.png")).astype(int)
+    run_cli("deblur-run", str(tmp_path / "IMG_0002.heic"), "-m", model, "--compare", check=True)
+    out = tmp_path / "IMG_0002_deblurred.heic"
+    image, metadata = read_image_and_metadata(out)
+    assert image.shape == photo.shape  # upright, not turned again by its EXIF
+    assert np.abs(image.astype(int) - expected).mean() < 4  # two HEVC passes apart
+    assert metadata.icc == profile and b"Apple" in metadata.exif and exif_orientation(metadata.exif) in (None, 1)
+    assert read_image(tmp_path / "IMG_0002_deblurred_compare.heic").shape == (48, 64 * 2 + 8, 3)
+    # Into a JPEG: upright pixels, orientation 1, the camera and the profile kept.
+    run_cli("deblur-run", str(tmp_path / "IMG_0002.heic"), "-o", str(tmp_path / "out.jpg"), "-m", model, check=True)
+    assert cv2.imread(str(tmp_path / "out.jpg")).shape == photo.shape
+    jpeg, jpeg_meta = read_image_and_metadata(tmp_path / "out.jpg")
+    assert np.abs(jpeg.astype(int) - expected).mean() < 4
+    assert jpeg.shape == photo.shape and jpeg_meta.icc == profile and b"Apple" in jpeg_meta.exif
+    assert exif_orientation(jpeg_meta.exif) in (None, 1)
+
+
+def test_a_folder_picks_up_heic_photos(model, tmp_path):
+    (tmp_path / "album").mkdir()
+    _iphone_like(tmp_path / "album" / "a.HEIC", _photo())
+    run_cli("deblur-run", str(tmp_path / "album"), "-m", model, check=True)
+    assert (tmp_path / "album_deblurred" / "a.HEIC").exists()
+
+
+def test_damaged_heic_and_missing_pillow_heif_are_input_errors(tmp_path, monkeypatch):
+    _iphone_like(tmp_path / "a.heic", _photo())
+    data = (tmp_path / "a.heic").read_bytes()
+    (tmp_path / "cut.heic").write_bytes(data[:300])
+    with pytest.raises(InputError, match=r"cut.heic: cannot be decoded as HEIF .*truncated"):
+        read_image(tmp_path / "cut.heic")
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
+    with pytest.raises(InputError, match=r"need pillow-heif.*pip install '\.\[heif\]'"):
+        read_image(tmp_path / "a.heic")
+    with pytest.raises(InputError, match="need pillow-heif"):
+        write_image(tmp_path / "b.heic", _photo())
+    assert not (tmp_path / "b.heic").exists()
+
+
+def test_heic_cannot_take_float_pixels(tmp_path):
+    with pytest.raises(InputError, match=r"\.heic cannot store float32 pixels"):
+        write_image(tmp_path / "f.heic", np.zeros((8, 8, 3), np.float32))
