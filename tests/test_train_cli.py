@@ -30,7 +30,9 @@ def _error_line(result) -> str:
 
 def test_help_documents_the_content_loss_default_and_version():
     result = run_cli("deblur-train", "--help", check=True)
-    for needle in ("--content", "perceptual", "l1+fft", "--vgg-weights", "--resume", "--amp", "torchrun"):
+    # --no-amp / --no-compile: a resumed run keeps the stored setting unless told otherwise.
+    for needle in ("--content", "perceptual", "l1+fft", "--vgg-weights", "--resume", "--amp / --no-amp",
+                   "--compile / --no-compile", "--fft-weight", "torchrun"):
         assert needle in result.stdout
     assert run_cli("deblur-train", "--version", check=True).stdout.strip().endswith("0.1.0")
 

@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -104,13 +105,25 @@ def test_a_new_run_does_not_append_to_the_logs_of_one_that_died_before_its_check
     assert (run / "train.csv").read_text().startswith("step,lr,loss_critic")
 
 
-def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path):
+def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path, caplog):
     config = make_config(**tiny_overrides(photos, steps=3, critic_steps=1))
     train(config, tmp_path / "run")
     with pytest.raises(TrainError, match="already holds a run"):
         train(config, tmp_path / "run")
-    with pytest.raises(TrainError, match=r"these differ: lr \(0.0001 -> 0.001\)"):
-        resume_config(tmp_path / "run", {"lr": 1e-3})
+    with pytest.raises(TrainError, match=r"these differ: seed \(0 -> 1\)"):
+        resume_config(tmp_path / "run", {"seed": 1})
+    # Refused changes leave no notice of accepted ones behind (a --steps notice, then the refusal).
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(TrainError, match="these differ: seed"):
+        resume_config(tmp_path / "run", {"steps": 9, "seed": 1})
+    assert "--steps" not in caplog.text
+    # What a non-finite loss asks for: a lower LR, or no AMP, from the last good checkpoint.
+    with caplog.at_level(logging.WARNING):
+        assert resume_config(tmp_path / "run", {"lr": 1e-5}).lr == 1e-5
+    assert "--lr 0.0001 -> 1e-05: the learning rate differs from here on" in caplog.text
+    with caplog.at_level(logging.WARNING):
+        resume_config(tmp_path / "run", {"val": [str(photos)]})
+    assert "--val changed" in caplog.text and "not comparable" in caplog.text
     with pytest.raises(TrainError, match="arch_args"):
         resume_config(tmp_path / "run", {"arch_args": {"ngf": 16}})
     assert resume_config(tmp_path / "run", {"workers": 2, "val_every": 7, "arch_args": {"ngf": 8}}).workers == 2
@@ -137,11 +150,15 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint_intact(photos, tmp_
     monkeypatch.setattr(losses.L1Loss, "forward", poisoned)
     config = make_config(**tiny_overrides(photos, steps=20, critic_steps=1, checkpoint_every=5))
     latest = tmp_path / "run" / "checkpoints" / "latest.pt"
-    with pytest.raises(TrainError, match=r"non-finite loss at step 7 \(loss_g=nan.*Last good checkpoint: .*latest.pt \(step 5\)"):
+    with pytest.raises(TrainError, match=r"non-finite loss at step 7 \(loss_g=nan.*Last good checkpoint: .*latest.pt "
+                                         r"\(step 5\); continue from it with --resume --lr 1e-05"):
         train(config, tmp_path / "run")
     ckpt = load_checkpoint(latest)
     assert ckpt["step"] == 5
     assert all(torch.isfinite(v).all() for v in ckpt["generator"].values())
+    calls["n"] = 0  # before the first checkpoint: nothing to resume, so not told to
+    with pytest.raises(TrainError, match=r"No checkpoint was written yet: start again with a lower --lr \(e.g. 1e-05\)$"):
+        train(make_config(**tiny_overrides(photos, steps=20, critic_steps=1)), tmp_path / "run2")
 
 
 def test_pix2pix_recipe_trains_a_few_steps(photos, tmp_path):

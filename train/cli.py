@@ -64,10 +64,10 @@ log = logging.getLogger("deblur.train")
 @click.option("--warmup", type=int, help="Ramp the LR up linearly over the first N steps (default 0). Worth a "
               "few hundred when starting from trained weights (--init-from), grown ones above all.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Default auto: CUDA when available.")
-@click.option("--amp", is_flag=True, default=None, help="Mixed precision: bf16 (or fp16 with loss scaling) on CUDA; bf16 on CPUs "
+@click.option("--amp/--no-amp", default=None, help="Mixed precision: bf16 (or fp16 with loss scaling) on CUDA; bf16 on CPUs "
               "with native bf16 (AVX512-BF16/AMX), ~1.6x per training step there (0.27 -> 0.17 s for the default recipe).")
 @click.option("--amp-dtype", type=click.Choice(["bf16", "fp16"]), help="Precision of --amp (default bf16).")
-@click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the generator.")
+@click.option("--compile/--no-compile", "compile_", default=None, help="torch.compile the generator.")
 @click.option("--channels-last/--no-channels-last", default=None, help="NHWC memory layout for the models (GPUs "
               "with tensor cores; slower on CPUs unless with --compile); `deblur-bench train-speed` measures "
               "whether it pays on yours.")

@@ -54,7 +54,7 @@ LOSS_NAMES = ("loss_critic", "loss_g", "loss_adv", "loss_content", "critic_gap",
 # Flags that may differ on --resume: they change how a run is watched or where it reads from,
 # not what it computes (steps changes the LR schedule from there on, and says so).
 RESUME_MAY_CHANGE = {"data", "val", "workers", "device", "log_every", "val_every", "checkpoint_every",
-                     "snapshot_every", "compile", "channels_last", "steps", "amp", "amp_dtype"}
+                     "snapshot_every", "compile", "channels_last", "steps", "amp", "amp_dtype", "lr"}
 
 
 @dataclass
@@ -303,9 +303,13 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
             stopping = stop_requested > 0 and step < end_step
             if not all(math.isfinite(v) for v in values.values()):
                 bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
-                good = f"{latest} (step {_stored_step(latest)})" if latest.is_file() else "none was written yet"
-                raise TrainError(f"non-finite loss at step {step} ({bad}); stopped. Last good checkpoint: {good}. "
-                                 "Lower --lr, or drop --amp, and --resume")
+                if latest.is_file():
+                    fix = (f"Last good checkpoint: {latest} (step {_stored_step(latest)}); continue from it with "
+                           f"--resume --lr {config.lr / 10:g}" + (" (or --no-amp)" if config.amp else ""))
+                else:
+                    fix = (f"No checkpoint was written yet: start again with a lower --lr (e.g. {config.lr / 10:g})"
+                           + (" or without --amp" if config.amp else ""))
+                raise TrainError(f"non-finite loss at step {step} ({bad}); stopped. {fix}")
             interval_time += time.perf_counter() - t0
             interval_steps += 1
             row = {"step": step, "lr": lr, **values, "step_time": interval_time / interval_steps}
@@ -385,7 +389,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
     if not isinstance(stored, dict):
         raise TrainError(f"{latest}: holds no training config; it was not written by deblur-train")
     config = TrainConfig.from_dict(stored)
-    conflicts = []
+    conflicts, notices = [], []  # notices are said only once the resume is accepted
     for key, value in overrides.items():
         current = getattr(config, key)
         if key == "arch_args":
@@ -396,20 +400,30 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
             conflicts.append(f"{key} ({current!r} -> {value!r})")
             continue
         if key == "steps":
-            log.warning("--steps %d -> %d: the learning-rate schedule changes from here on", current, value)
+            notices.append(f"--steps {current} -> {value}: the learning-rate schedule changes from here on")
+        if key == "lr":  # what a non-finite loss asks for
+            notices.append(f"--lr {current:g} -> {value:g}: the learning rate differs from here on (the schedule's "
+                           "shape stays)")
         if key == "channels_last":
-            log.warning("--channels-last changed: the same computation in another memory layout "
-                        "(floating-point sums round differently from here on)")
+            notices.append("--channels-last changed: the same computation in another memory layout "
+                           "(floating-point sums round differently from here on)")
         if key in ("amp", "amp_dtype"):
-            log.warning("--%s changed: the precision differs from here on (e.g. another machine); "
-                        "the data and schedule do not", key.replace("_", "-"))
+            notices.append(f"--{key.replace('_', '-')} changed: the precision differs from here on (e.g. another "
+                           "machine); the data and schedule do not")
         if key == "data":
-            log.warning("--data changed: batches from here on follow the new image list, not the old run's")
+            notices.append("--data changed: batches from here on follow the new image list, not the old run's"
+                           + ("" if config.val else ", and so does validation (no --val): val.csv rows from here "
+                              "on are not comparable with earlier ones"))
+        if key == "val":
+            notices.append("--val changed: validation uses other images from here on; val.csv rows from here on "
+                           "are not comparable with earlier ones")
         setattr(config, key, value)
     if conflicts:
         raise TrainError(f"--resume keeps the run's settings; these differ: {', '.join(conflicts)}. "
                          "Drop those options, or start a new run with another --out")
     validate(config)
+    for notice in notices:
+        log.warning("%s", notice)
     return config
 
 
