@@ -185,3 +185,38 @@ def test_a_blur_folder_given_alone_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         items = scan([str(tmp_path / "GOPR0001")], crop=32)
     assert all(i.blurred is not None for i in items) and "its name says" not in caplog.text
+
+
+@pytest.mark.parametrize("blurred, sharp", [("A", "B"), ("trainA", "trainB"), ("lq", "gt"), ("input", "target")])
+def test_other_tools_pair_layouts_are_warned_about_once(tmp_path, caplog, blurred, sharp):
+    # pix2pix's A/ (input) + B/ (target) were trained as 12 sharp-only images, A blurred again.
+    write_photos(tmp_path / "facades" / blurred, 2)
+    write_photos(tmp_path / "facades" / sharp, 2)
+    with caplog.at_level(logging.WARNING):
+        items = scan([str(tmp_path / "facades")], crop=32)
+        scan([str(tmp_path / "facades")], crop=32)  # validation reads the same folders: said once
+    assert all(i.blurred is None for i in items)
+    assert caplog.text.count(f"{blurred}/ and {sharp}/ look like (blurred, sharp) pairs") == 1
+    assert "rename them blur/ and sharp/" in caplog.text
+
+
+def test_side_by_side_pairs_are_warned_about(tmp_path, caplog):
+    write_photos(tmp_path / "ab", 3, size=(48, 96))
+    with caplog.at_level(logging.WARNING):
+        scan([str(tmp_path / "ab")], crop=32)
+    assert "twice as wide as high, like pix2pix's side-by-side" in caplog.text
+    caplog.clear()
+    write_photos(tmp_path / "photos", 3, size=(48, 80))
+    with caplog.at_level(logging.WARNING):
+        scan([str(tmp_path / "photos")], crop=32)
+    assert "side-by-side" not in caplog.text
+
+
+def test_training_reads_what_deblur_run_reads(tmp_path):
+    # .jfif photos were "no images found" for training while deblur-run took them.
+    paths = write_photos(tmp_path / "photos", 2)
+    for path in paths:
+        cv2.imwrite(str(path.with_suffix(".jpg")), cv2.imread(str(path)))
+        path.with_suffix(".jpg").rename(path.with_suffix(".jfif"))
+        path.unlink()
+    assert len(scan([str(tmp_path / "photos")], crop=32)) == 2

@@ -287,12 +287,22 @@ def test_channels_last_with_the_critic_and_its_gradient_penalty(photos, tmp_path
     assert all(np.isfinite(v) for v in losses.values()) and losses["gradient_penalty"] > 0
 
 
-@pytest.mark.parametrize("crop, val_crop, bad", [(4, 32, "--crop 4"), (32, 4, "--val-crop 4"), (30, 32, "--crop 30")])
-def test_crops_the_generator_cannot_take_are_refused_with_the_smallest(photos, tmp_path, crop, val_crop, bad):
+@pytest.mark.parametrize("crop, val_crop, bad, fit", [(4, 32, "--crop 4", "--crop 8"), (32, 4, "--val-crop 4", "--val-crop 8"),
+                                                   (30, 32, "--crop 30", "--crop 32")])
+def test_crops_the_generator_cannot_take_are_refused_with_the_smallest(photos, tmp_path, crop, val_crop, bad, fit):
     # 4 px reach InstanceNorm as 1 x 1 (a RuntimeError deep in torch); validation's SSIM needs 7 px.
     config = make_config(**tiny_overrides(photos, steps=1, crop=crop, val_crop=val_crop))
-    with pytest.raises(TrainError, match=f"^{bad}: this generator needs sides that are multiples of 4, at least 8$"):
+    with pytest.raises(TrainError, match=f"^{bad}: this generator needs sides that are multiples of 4, at least 8; "
+                                         f"pass {fit}$"):
         train(config, tmp_path / "run")
+
+
+def test_a_crop_too_small_for_the_unet_names_num_downs():
+    from deblur.train.models import UnetGenerator, check_crop
+
+    with pytest.raises(ValueError, match=r"--crop 128: .*multiples of 256, at least 256; pass --crop 256, "
+                                         r"or --num-downs 7 for 128 px$"):
+        check_crop(UnetGenerator(num_downs=8, ngf=4), 128)
 
 
 def test_a_signal_in_the_last_step_ends_the_run_as_finished(photos, tmp_path, monkeypatch):
@@ -325,3 +335,18 @@ def test_an_output_that_cannot_hold_the_run_is_refused_before_the_work(photos, t
     (tmp_path / "afile").write_text("")
     with pytest.raises(TrainError, match=r"afile is a file, not a folder\); choose another --out"):
         train(config, tmp_path / "afile" / "run")
+
+
+def test_resume_says_when_the_training_folders_changed(tmp_path, caplog):
+    # Same flags, other files: the step -> batch mapping (and the validation crops without --val)
+    # silently stopped being the saved run's.
+    write_photos(tmp_path / "photos", 4)
+    train(make_config(**tiny_overrides(tmp_path / "photos", steps=2, critic_steps=1)), tmp_path / "run")
+    with caplog.at_level(logging.WARNING):
+        train(resume_config(tmp_path / "run", {"steps": 3}), tmp_path / "run", resume=True)
+    assert "training folders changed" not in caplog.text
+    write_photos(tmp_path / "photos" / "more", 1, seed=9)
+    with caplog.at_level(logging.WARNING):
+        train(resume_config(tmp_path / "run", {"steps": 4}), tmp_path / "run", resume=True)
+    assert "the training folders changed since this checkpoint (4 images then, 5 now)" in caplog.text
+    assert "val.csv rows from here on are not comparable" in caplog.text

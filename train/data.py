@@ -8,6 +8,7 @@ gets exactly the batches the uninterrupted run would have, whatever the worker c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -22,14 +23,26 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deblur.runtime.errors import DeblurError, InputError
-from deblur.runtime.image_io import as_bgr8, read_image_and_metadata
+from deblur.runtime.image_io import IMAGE_SUFFIXES as RUNTIME_SUFFIXES, as_bgr8, read_image_and_metadata
 from deblur.runtime.metadata import exif_orientation
 
 from .blur import BlurConfig, degrade
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# What deblur-run reads (.jfif, HEIC with pillow-heif, ...), and the netpbm files datasets use.
+IMAGE_SUFFIXES = {*RUNTIME_SUFFIXES, ".ppm", ".pgm"}
+# Sibling folders that other tools' paired datasets use for (blurred, sharp): pix2pix's A/B,
+# CycleGAN's trainA/trainB, BasicSR's lq/gt, and input/target spellings.
+_FOREIGN_PAIRS = (("a", "b"), ("traina", "trainb"), ("testa", "testb"), ("lq", "gt"), ("input", "target"),
+                  ("inputs", "targets"), ("input", "gt"), ("blurred", "sharp"), ("blurry", "sharp"))
+_said: set[str] = set()  # training and validation scan the same folders: each warning once
+
+
+def _warn_once(message: str) -> None:
+    if message not in _said:
+        _said.add(message)
+        log.warning("%s", message)
 
 
 @dataclass(frozen=True)
@@ -89,11 +102,18 @@ def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
                 found.append((path, None))
         if ignored:
             log.info("%s: ignored %d images in folders beside paired sharp/ + blur/ (e.g. blur_gamma/)", root, ignored)
-        blurry = sorted({path.parent for path, partner in found[start:] if partner is None
-                         and path.parent.name.lower() in ("blur", "blurred", "blurry")})
+        unpaired = {path.parent for path, partner in found[start:] if partner is None}
+        for parent in sorted({folder.parent for folder in unpaired if folder != root}):
+            names = {child.name.lower(): child.name for child in parent.iterdir() if child.is_dir()}
+            for blurred, sharp in _FOREIGN_PAIRS:
+                if blurred in names and sharp in names:  # pix2pix's A/ + B/: A would be trained as sharp
+                    _warn_once(f"{parent}: {names[blurred]}/ and {names[sharp]}/ look like (blurred, sharp) pairs, "
+                               "but deblur-train pairs only sharp/ + blur/ folders side by side: every image in "
+                               f"both is taken as a sharp target and blurred again; rename them blur/ and sharp/")
+        blurry = sorted(folder for folder in unpaired if folder.name.lower() in ("blur", "blurred", "blurry"))
         for folder in blurry:  # e.g. --data GOPR0001/blur: trained on as the sharp targets
-            log.warning("%s: its name says blurred images, but unpaired they are taken as sharp targets; pass "
-                        "the folder above it (pairs are sharp/ + blur/, lower-case) or sharp photos", folder)
+            _warn_once(f"{folder}: its name says blurred images, but unpaired they are taken as sharp targets; "
+                       "pass the folder above it (pairs are sharp/ + blur/, lower-case) or sharp photos")
     return found
 
 
@@ -164,9 +184,21 @@ def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "
                          "generator needs; use larger photos")
     if small:
         log.warning("%s: %d %s images smaller than the %d px crop skipped", where, small, what, crop)
+    sharp_only = [item for item in items if item.blurred is None]
+    if len(sharp_only) >= 2 and all(item.width == 2 * item.height for item in sharp_only):
+        _warn_once(f"{where}: every unpaired image is exactly twice as wide as high, like pix2pix's side-by-side "
+                   "(blurred | sharp) pairs; they are taken whole as sharp targets. Split each into blur/ and "
+                   "sharp/ folders (same file names) to train on the pairs")
     log.info("%s data: %d image%s (%d paired, %d sharp-only)", what, len(items), "" if len(items) == 1 else "s",
              sum(i.blurred is not None for i in items), sum(i.blurred is None for i in items))
     return items
+
+
+def fingerprint(items: list[Item]) -> dict:
+    """What the training images are, to tell on ``--resume`` whether the folders changed: their
+    count and a hash of names and sizes (not paths: a run may resume from another directory)."""
+    listing = "\n".join(f"{i.sharp.name}|{i.blurred.name if i.blurred else ''}|{i.height}x{i.width}" for i in items)
+    return {"count": len(items), "sha1": hashlib.sha1(listing.encode()).hexdigest()}
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

@@ -41,7 +41,8 @@ from deblur.runtime.signals import StopOnSignal
 
 from .checkpoint import init_generator_from, load_checkpoint, save_checkpoint
 from .config import TrainConfig, TrainError, lr_at, validate
-from .data import StepSampler, TrainPairs, scan, single_threaded_opencv, validation_pairs, worker_init
+from .data import (StepSampler, TrainPairs, fingerprint, scan, single_threaded_opencv, validation_pairs,
+                   worker_init)
 from .distributed import gather_rng, pick_device, restore_rng, seed_everything, this_process
 from .losses import CriticTerms, build_content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
 from .models import check_crop, create_generator, crop_limits
@@ -157,6 +158,14 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
 
         # ------------------------------------------------------------- data
         train_items = scan(config.data, config.crop, what="training", multiple=multiple, smallest=smallest)
+        data_files = fingerprint(train_items)
+        saved_meta = (checkpoint.get("meta") or {}) if checkpoint else {}
+        if master and saved_meta.get("data_files") not in (None, data_files) and saved_meta.get("data") == config.data:
+            # Same folders, other contents: the step -> batch mapping is not the saved run's any more.
+            log.warning("the training folders changed since this checkpoint (%d images then, %d now): batches from "
+                        "here on differ from an uninterrupted run's%s", saved_meta["data_files"]["count"],
+                        data_files["count"], "" if config.val else ", and so does validation (no --val): val.csv "
+                        "rows from here on are not comparable with earlier ones")
         if master:
             if not config.val:
                 log.warning("no --val folder: validating on crops of the training photos "
@@ -334,7 +343,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
                     continue  # never when stopping: final saves
                 state = dict(
                     arch=config.arch, arch_args=raw_generator.arch_args, step=step,
-                    meta={"config": config.to_dict(), "data": config.data, "losses": values, "val": last_val,
+                    meta={"config": config.to_dict(), "data": config.data, "data_files": data_files,
+                          "losses": values, "val": last_val,
                           "init": init, "total_steps": _total_steps(step, init)},
                     critic=raw_critic.state_dict(),
                     optimizers={"generator": opt_g.state_dict(), "critic": opt_d.state_dict()},

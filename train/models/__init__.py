@@ -56,8 +56,14 @@ def check_crop(generator: nn.Module, crop: int, option: str = "--crop", *, ssim:
     if ssim:
         smallest = max(smallest, -(-7 // multiple) * multiple)
     if crop % multiple or crop < smallest:
+        fit = max(smallest, -(-crop // multiple) * multiple)
+        fix = f"; pass {option} {fit}"
+        downs = getattr(generator, "num_downs", None)
+        if downs is not None and crop >= 8 and crop & (crop - 1) == 0:
+            # A U-Net halves its input num_downs times: fewer levels take a smaller crop.
+            fix += f", or --num-downs {min(downs, crop.bit_length() - 1)} for {crop} px"
         raise ValueError(f"{option} {crop}: this generator needs sides that are multiples of {multiple}, at least "
-                         f"{smallest}")
+                         f"{smallest}{fix}")
 
 
 def infer_arch(state_dict: dict) -> tuple[str, dict] | None:
