@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, first_line
-from .metadata import Metadata, _checked_exif, _checked_icc
+from .metadata import _JPEG_EXIF, Metadata, _checked_exif, _checked_icc
 
-# ftyp brands of HEVC-coded HEIF (AVIF's "avif"/"avis" are not: pillow-heif dropped AV1).
+# ftyp brands of HEIF. AVIF files list the generic mif1/msf1 too, but their "avif"/"avis" brand
+# sends them to OpenCV, which decodes AV1 (pillow-heif dropped it).
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
-_EXIF_PREFIX = b"Exif\x00\x00"
+_AVIF_BRANDS = {b"avif", b"avis"}
 # x265 at pillow-heif's quality 90: ~JPEG 95 to the eye at about half the file.
 HEIF_QUALITY = 90
 _MODES = {(1, np.dtype(np.uint8)): "L", (1, np.dtype(np.uint16)): "I;16",
@@ -28,11 +29,15 @@ _MODES = {(1, np.dtype(np.uint8)): "L", (1, np.dtype(np.uint16)): "I;16",
           (4, np.dtype(np.uint8)): "BGRA", (4, np.dtype(np.uint16)): "BGRA;16"}
 
 
+class HeifSupportMissing(InputError):
+    """pillow-heif is not installed: every HEIF file fails alike (a batch should say so once)."""
+
+
 def _pillow_heif() -> Any:
     try:
         import pillow_heif
     except ImportError:
-        raise InputError("HEIC/HEIF images need pillow-heif, which is not installed: pip install pillow-heif "
+        raise HeifSupportMissing("HEIC/HEIF images need pillow-heif, which is not installed: pip install pillow-heif "
                          "(or the checkout's extra: pip install '.[heif]'), or convert the photos to JPEG "
                          "or PNG first") from None
     return pillow_heif
@@ -45,7 +50,7 @@ def is_heif(data: bytes | np.ndarray) -> bool:
         return False
     size = min(int.from_bytes(head[:4], "big"), len(head))
     brands = {head[8:12]} | {head[i:i + 4] for i in range(16, size - 3, 4)}
-    return bool(brands & _HEIF_BRANDS)
+    return bool(brands & _HEIF_BRANDS) and not brands & _AVIF_BRANDS
 
 
 def read_heif(name: object, data: np.ndarray) -> tuple[np.ndarray, Metadata]:
@@ -58,10 +63,9 @@ def read_heif(name: object, data: np.ndarray) -> tuple[np.ndarray, Metadata]:
     except (ValueError, RuntimeError, OSError, EOFError) as exc:
         raise InputError(f"{name}: cannot be decoded as HEIF ({first_line(exc)}); the file may be truncated "
                          "or damaged") from None
-    exif = heif.info.get("exif") or None
-    if exif and exif.startswith(_EXIF_PREFIX):
-        exif = exif[len(_EXIF_PREFIX):]
-    metadata = Metadata(icc=_checked_icc(heif.info.get("icc_profile") or None), exif=_checked_exif(exif),
+    # pillow-heif gives the EXIF with JPEG's "Exif\0\0" prefix, which _checked_exif takes off.
+    metadata = Metadata(icc=_checked_icc(heif.info.get("icc_profile") or None),
+                        exif=_checked_exif(heif.info.get("exif") or None),
                         frames=len(heif), lossy=True)
     return np.ascontiguousarray(image), metadata
 
@@ -82,7 +86,7 @@ def encode_heif(image: np.ndarray, icc: bytes | None = None, exif: bytes | None 
     if icc:
         options["icc_profile"] = icc
     if exif:
-        options["exif"] = _EXIF_PREFIX + exif
+        options["exif"] = _JPEG_EXIF + exif
     out = io.BytesIO()
     try:
         heif.save(out, **options)

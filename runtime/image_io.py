@@ -38,7 +38,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_image_and_metadata(path: str | os.PathLike) -> tuple[np.ndarray, Metadata]:
     """:func:`read_image`, and the ICC colour profile and EXIF block embedded in the file (JPEG,
-    PNG, WebP, TIFF), from one read of the file."""
+    PNG, WebP, TIFF, HEIF), from one read of the file."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")

@@ -192,12 +192,29 @@ def test_other_tools_pair_layouts_are_warned_about_once(tmp_path, caplog, blurre
     # pix2pix's A/ (input) + B/ (target) were trained as 12 sharp-only images, A blurred again.
     write_photos(tmp_path / "facades" / blurred, 2)
     write_photos(tmp_path / "facades" / sharp, 2)
+    said: set[str] = set()
     with caplog.at_level(logging.WARNING):
-        items = scan([str(tmp_path / "facades")], crop=32)
-        scan([str(tmp_path / "facades")], crop=32)  # validation reads the same folders: said once
+        items = scan([str(tmp_path / "facades")], crop=32, said=said)
+        scan([str(tmp_path / "facades")], crop=32, said=said)  # validation reads the same folders: said once
     assert all(i.blurred is None for i in items)
     assert caplog.text.count(f"{blurred}/ and {sharp}/ look like (blurred, sharp) pairs") == 1
     assert "rename them blur/ and sharp/" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # another run (a notebook's second call) is told again
+        scan([str(tmp_path / "facades")], crop=32)
+    assert "look like (blurred, sharp) pairs" in caplog.text
+
+
+def test_pix2pix_own_layout_and_blurred_sharp_folders_are_warned_about(tmp_path, caplog):
+    # pix2pix keeps A/train + B/train; blurred/ + sharp/ is said once, not twice.
+    write_photos(tmp_path / "facades" / "A" / "train", 2)
+    write_photos(tmp_path / "facades" / "B" / "train", 2)
+    write_photos(tmp_path / "mine" / "blurred", 2)
+    write_photos(tmp_path / "mine" / "sharp", 2)
+    with caplog.at_level(logging.WARNING):
+        scan([str(tmp_path / "facades"), str(tmp_path / "mine")], crop=32)
+    assert "A/ and B/ look like (blurred, sharp) pairs" in caplog.text
+    assert "blurred/ and sharp/ look like" in caplog.text and "its name says" not in caplog.text
 
 
 def test_side_by_side_pairs_are_warned_about(tmp_path, caplog):

@@ -124,6 +124,10 @@ def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         resume_config(tmp_path / "run", {"val": [str(photos)]})
     assert "--val changed" in caplog.text and "not comparable" in caplog.text
+    caplog.clear()  # both at once: told of the settings the resume ends up with, not "no --val"
+    with caplog.at_level(logging.WARNING):
+        resume_config(tmp_path / "run", {"data": [str(photos), str(photos)], "val": [str(photos)]})
+    assert "--data changed" in caplog.text and "--val changed" in caplog.text and "no --val" not in caplog.text
     with pytest.raises(TrainError, match="arch_args"):
         resume_config(tmp_path / "run", {"arch_args": {"ngf": 16}})
     assert resume_config(tmp_path / "run", {"workers": 2, "val_every": 7, "arch_args": {"ngf": 8}}).workers == 2

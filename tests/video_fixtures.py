@@ -159,8 +159,10 @@ def invert(img: np.ndarray) -> np.ndarray:
 
 
 def make_deep_clip(path, pix_fmt: str, codec: str = "libx265", hdr: bool = False, frames: int = 4):
-    """A 64x48 clip of a smooth 16-bit ramp (banding shows in 8 bits), optionally tagged PQ HDR."""
-    ramp = np.linspace(0, 65535, 48 * 64 * 3).reshape(48, 64, 3).astype(np.uint16)
+    """A 64x48 clip of smooth 16-bit colour (banding shows in 8 bits; colour shows a chroma
+    conversion gone wrong), optionally tagged PQ HDR."""
+    y, x = np.mgrid[0:48, 0:64]
+    ramp = np.dstack([x * 1000, y * 1300, 65535 - x * 500 - y * 600]).clip(0, 65535).astype(np.uint16)
     with av.open(str(path), "w") as c:
         vs = c.add_stream(codec, rate=25, options={"x265-params": "log-level=none"})
         vs.width, vs.height, vs.pix_fmt = 64, 48, pix_fmt

@@ -54,7 +54,7 @@ log = logging.getLogger("deblur.train")
                    "without it this is an error, never a random VGG - pass l1+fft instead. pix2pix: l1. "
                    "mse: the metric itself (PSNR), for a last leg after L1 training.")
 @click.option("--fft-weight", type=float, help="--content l1+fft: weight of the spectral L1 term on the "
-              "orthonormal spectrum (default 0.1: ~8 %% of the pixel term; MIMO-UNet's setting is ~25.6 at 256 px).")
+              "orthonormal spectrum (default 0.1: ~8 % of the pixel term; MIMO-UNet's setting is ~25.6 at 256 px).")
 @click.option("--vgg-weights", type=click.Path(dir_okay=False, readable=False), metavar="FILE",
               help="torchvision's VGG19 ImageNet state dict for --content perceptual.")
 @click.option("--adv-weight", type=float, help="Weight of the adversarial term (default 1). 0 trains on the "

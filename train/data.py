@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from deblur.runtime.errors import DeblurError, InputError
+from deblur.runtime.heif import HeifSupportMissing
 from deblur.runtime.image_io import IMAGE_SUFFIXES as RUNTIME_SUFFIXES, as_bgr8, read_image_and_metadata
 from deblur.runtime.metadata import exif_orientation
 
@@ -36,12 +37,12 @@ IMAGE_SUFFIXES = {*RUNTIME_SUFFIXES, ".ppm", ".pgm"}
 # CycleGAN's trainA/trainB, BasicSR's lq/gt, and input/target spellings.
 _FOREIGN_PAIRS = (("a", "b"), ("traina", "trainb"), ("testa", "testb"), ("lq", "gt"), ("input", "target"),
                   ("inputs", "targets"), ("input", "gt"), ("blurred", "sharp"), ("blurry", "sharp"))
-_said: set[str] = set()  # training and validation scan the same folders: each warning once
 
 
-def _warn_once(message: str) -> None:
-    if message not in _said:
-        _said.add(message)
+def _warn_once(said: set[str], message: str) -> None:
+    """Training and validation scan the same folders: a run passes one ``said`` to both."""
+    if message not in said:
+        said.add(message)
         log.warning("%s", message)
 
 
@@ -65,6 +66,8 @@ def _read_upright(path: Path) -> tuple[np.ndarray, int] | None:
     """``read_rgb``, and the EXIF orientation (1-8) that was applied."""
     try:
         image, metadata = read_image_and_metadata(path)
+    except HeifSupportMissing:
+        raise  # every HEIC would be "unreadable": say what to install instead
     except (DeblurError, OSError, cv2.error):
         return None
     if image is None or image.size == 0:
@@ -76,7 +79,7 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
+def _find_files(paths: list[str], said: set[str]) -> list[tuple[Path, Path | None]]:
     """(sharp, blurred-or-None) for every image: ``*/sharp/x`` pairs with ``*/blur/x``."""
     found: list[tuple[Path, Path | None]] = []
     for root in map(Path, paths):
@@ -103,16 +106,24 @@ def _find_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
         if ignored:
             log.info("%s: ignored %d images in folders beside paired sharp/ + blur/ (e.g. blur_gamma/)", root, ignored)
         unpaired = {path.parent for path, partner in found[start:] if partner is None}
-        for parent in sorted({folder.parent for folder in unpaired if folder != root}):
-            names = {child.name.lower(): child.name for child in parent.iterdir() if child.is_dir()}
+        # Folders between the images and the root (pix2pix keeps A/train + B/train): where
+        # another tool's pair of sibling folders sits.
+        above = {parent for folder in unpaired for parent in (folder, *folder.parents)
+                 if parent == root or root in parent.parents}
+        explained: set[Path] = set()
+        for parent in sorted(above):
+            names = {child.name.lower(): child for child in parent.iterdir() if child.is_dir()}
             for blurred, sharp in _FOREIGN_PAIRS:
                 if blurred in names and sharp in names:  # pix2pix's A/ + B/: A would be trained as sharp
-                    _warn_once(f"{parent}: {names[blurred]}/ and {names[sharp]}/ look like (blurred, sharp) pairs, "
-                               "but deblur-train pairs only sharp/ + blur/ folders side by side: every image in "
-                               f"both is taken as a sharp target and blurred again; rename them blur/ and sharp/")
-        blurry = sorted(folder for folder in unpaired if folder.name.lower() in ("blur", "blurred", "blurry"))
+                    explained.add(names[blurred])
+                    _warn_once(said, f"{parent}: {names[blurred].name}/ and {names[sharp].name}/ look like (blurred, "
+                               "sharp) pairs, but deblur-train pairs only sharp/ + blur/ folders side by side: every "
+                               "image in both is taken as a sharp target and blurred again; rename them blur/ and "
+                               "sharp/ (with the same file names in each)")
+        blurry = sorted(folder for folder in unpaired if folder.name.lower() in ("blur", "blurred", "blurry")
+                        and folder not in explained)
         for folder in blurry:  # e.g. --data GOPR0001/blur: trained on as the sharp targets
-            _warn_once(f"{folder}: its name says blurred images, but unpaired they are taken as sharp targets; "
+            _warn_once(said, f"{folder}: its name says blurred images, but unpaired they are taken as sharp targets; "
                        "pass the folder above it (pairs are sharp/ + blur/, lower-case) or sharp photos")
     return found
 
@@ -152,11 +163,12 @@ def _upright_alike(sharp: np.ndarray, blurred: np.ndarray) -> bool:
 
 
 def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "--crop",
-         multiple: int = 1, smallest: int = 1) -> list[Item]:
+         multiple: int = 1, smallest: int = 1, said: set[str] | None = None) -> list[Item]:
     """Find, decode once and size-check every image. Unusable ones are skipped with a warning;
     nothing usable is an error that says why (the crop it suggests is one the generator takes:
     a multiple of ``multiple``, at least ``smallest``)."""
-    pairs = _find_files(paths)
+    said = set() if said is None else said
+    pairs = _find_files(paths, said)
     if not pairs:
         raise InputError(f"{', '.join(paths)}: no usable {what} images (sharp/ images without blur/ partners?)")
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # cv2 releases the GIL
@@ -186,7 +198,7 @@ def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "
         log.warning("%s: %d %s images smaller than the %d px crop skipped", where, small, what, crop)
     sharp_only = [item for item in items if item.blurred is None]
     if len(sharp_only) >= 2 and all(item.width == 2 * item.height for item in sharp_only):
-        _warn_once(f"{where}: every unpaired image is exactly twice as wide as high, like pix2pix's side-by-side "
+        _warn_once(said, f"{where}: every unpaired image is exactly twice as wide as high, like pix2pix's side-by-side "
                    "(blurred | sharp) pairs; they are taken whole as sharp targets. Split each into blur/ and "
                    "sharp/ folders (same file names) to train on the pairs")
     log.info("%s data: %d image%s (%d paired, %d sharp-only)", what, len(items), "" if len(items) == 1 else "s",
@@ -194,7 +206,7 @@ def scan(paths: list[str], crop: int, *, what: str = "training", option: str = "
     return items
 
 
-def fingerprint(items: list[Item]) -> dict:
+def fingerprint(items: list[Item]) -> dict[str, int | str]:
     """What the training images are, to tell on ``--resume`` whether the folders changed: their
     count and a hash of names and sizes (not paths: a run may resume from another directory)."""
     listing = "\n".join(f"{i.sharp.name}|{i.blurred.name if i.blurred else ''}|{i.height}x{i.width}" for i in items)

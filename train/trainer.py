@@ -51,9 +51,12 @@ from .monitor import RunLog, image_scores, restore, save_grid, to_uint8_images
 
 log = logging.getLogger(__name__)
 
+_NOT_COMPARABLE = "val.csv rows from here on are not comparable with earlier ones"
 LOSS_NAMES = ("loss_critic", "loss_g", "loss_adv", "loss_content", "critic_gap", "gradient_penalty")
-# Flags that may differ on --resume: they change how a run is watched or where it reads from,
-# not what it computes (steps changes the LR schedule from there on, and says so).
+# Flags that may differ on --resume: how a run is watched, where it reads from, and what a
+# stopped run needs to go on (a longer schedule, a lower LR or no AMP after a non-finite loss,
+# another machine's precision); each change but the watching ones is said. The rest (model,
+# losses, seed, batch) would make it another run.
 RESUME_MAY_CHANGE = {"data", "val", "workers", "device", "log_every", "val_every", "checkpoint_every",
                      "snapshot_every", "compile", "channels_last", "steps", "amp", "amp_dtype", "lr"}
 
@@ -157,21 +160,21 @@ def train(config: TrainConfig, run_dir: str | os.PathLike, *, resume: bool = Fal
         generator, critic = generator.to(memory_format=layout), critic.to(memory_format=layout)
 
         # ------------------------------------------------------------- data
-        train_items = scan(config.data, config.crop, what="training", multiple=multiple, smallest=smallest)
+        said: set[str] = set()  # layout warnings, once for training and validation together
+        train_items = scan(config.data, config.crop, what="training", multiple=multiple, smallest=smallest, said=said)
         data_files = fingerprint(train_items)
         saved_meta = (checkpoint.get("meta") or {}) if checkpoint else {}
         if master and saved_meta.get("data_files") not in (None, data_files) and saved_meta.get("data") == config.data:
             # Same folders, other contents: the step -> batch mapping is not the saved run's any more.
             log.warning("the training folders changed since this checkpoint (%d images then, %d now): batches from "
                         "here on differ from an uninterrupted run's%s", saved_meta["data_files"]["count"],
-                        data_files["count"], "" if config.val else ", and so does validation (no --val): val.csv "
-                        "rows from here on are not comparable with earlier ones")
+                        data_files["count"], "" if config.val else f", and so does validation (no --val): {_NOT_COMPARABLE}")
         if master:
             if not config.val:
                 log.warning("no --val folder: validating on crops of the training photos "
                             "(numbers then measure fit, not generalisation)")
             val_items = scan(config.val or config.data, config.val_crop, what="validation", option="--val-crop",
-                             multiple=multiple, smallest=smallest)
+                             multiple=multiple, smallest=smallest, said=said)
             val_blurred, val_sharp = validation_pairs(val_items, config.val_crop, config.val_count,
                                                       config.val_seed, config.blur)
             identity = image_scores(to_uint8_images(val_blurred), to_uint8_images(val_sharp))
@@ -399,7 +402,7 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
     if not isinstance(stored, dict):
         raise TrainError(f"{latest}: holds no training config; it was not written by deblur-train")
     config = TrainConfig.from_dict(stored)
-    conflicts, notices = [], []  # notices are said only once the resume is accepted
+    conflicts, changed = [], {}
     for key, value in overrides.items():
         current = getattr(config, key)
         if key == "arch_args":
@@ -409,31 +412,30 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
         if key not in RESUME_MAY_CHANGE:
             conflicts.append(f"{key} ({current!r} -> {value!r})")
             continue
-        if key == "steps":
-            notices.append(f"--steps {current} -> {value}: the learning-rate schedule changes from here on")
-        if key == "lr":  # what a non-finite loss asks for
-            notices.append(f"--lr {current:g} -> {value:g}: the learning rate differs from here on (the schedule's "
-                           "shape stays)")
-        if key == "channels_last":
-            notices.append("--channels-last changed: the same computation in another memory layout "
-                           "(floating-point sums round differently from here on)")
-        if key in ("amp", "amp_dtype"):
-            notices.append(f"--{key.replace('_', '-')} changed: the precision differs from here on (e.g. another "
-                           "machine); the data and schedule do not")
-        if key == "data":
-            notices.append("--data changed: batches from here on follow the new image list, not the old run's"
-                           + ("" if config.val else ", and so does validation (no --val): val.csv rows from here "
-                              "on are not comparable with earlier ones"))
-        if key == "val":
-            notices.append("--val changed: validation uses other images from here on; val.csv rows from here on "
-                           "are not comparable with earlier ones")
+        changed[key] = current
         setattr(config, key, value)
     if conflicts:
         raise TrainError(f"--resume keeps the run's settings; these differ: {', '.join(conflicts)}. "
                          "Drop those options, or start a new run with another --out")
     validate(config)
-    for notice in notices:
-        log.warning("%s", notice)
+    # Said only once the resume is accepted, and of the settings it ends up with.
+    for key, before in changed.items():
+        if key == "steps":
+            log.warning("--steps %d -> %d: the learning-rate schedule changes from here on", before, config.steps)
+        if key == "lr":  # what a non-finite loss asks for
+            log.warning("--lr %g -> %g: the learning rate differs from here on (the schedule's shape stays)",
+                        before, config.lr)
+        if key == "channels_last":
+            log.warning("--channels-last changed: the same computation in another memory layout "
+                        "(floating-point sums round differently from here on)")
+        if key in ("amp", "amp_dtype"):
+            log.warning("--%s changed: the precision differs from here on (e.g. another machine); the data and "
+                        "schedule do not", key.replace("_", "-"))
+        if key == "data":
+            log.warning("--data changed: batches from here on follow the new image list, not the old run's%s",
+                        "" if config.val else f", and so does validation (no --val): {_NOT_COMPARABLE}")
+        if key == "val":
+            log.warning("--val changed: validation uses other images from here on: %s", _NOT_COMPARABLE)
     return config
 
 

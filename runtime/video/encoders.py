@@ -18,7 +18,7 @@ import av
 import av.error
 
 from .errors import VideoError, _why
-from .probe import _Source, _local
+from .probe import _pixel_bits, _Source, _local
 
 log = logging.getLogger(__name__)
 # SVT-AV1 prints a banner of info lines per encoder opened (several per video: trial opens);
@@ -36,6 +36,7 @@ _DEEP_CHAIN = ("libx265", "libx264", "libopenh264", "mpeg4")
 _DEEP_WEBM_CHAIN = ("libsvtav1", "libvpx-vp9", "libvpx")
 # Transfer functions of HDR video (PQ, HLG): in 8 bits their wide range shows steps.
 _HDR_TRC = {16: "PQ", 18: "HLG"}
+_DEEPEST_BITS = 12  # x265's 12-bit formats: the deepest any encoder in the chains writes
 
 # The output muxers we write, each with the audio codecs copied into it as-is.
 # The muxers claim more (PCM in MP4 fails when writing the trailer, after all the
@@ -183,7 +184,7 @@ class _VideoPlan:
 
     @property
     def bits(self) -> int:
-        return _bits(self.pix_fmt)
+        return _pixel_bits(self.pix_fmt)
 
     @property
     def frame_format(self) -> str:
@@ -191,15 +192,14 @@ class _VideoPlan:
         return "bgr48le" if self.bits > 8 else "bgr24"
 
 
-def _bits(pix_fmt: str) -> int:
-    return max((c.bits for c in av.VideoFormat(pix_fmt).components), default=8)
-
-
 def _chroma(pix_fmt: str) -> str:
-    """"420", "422" or "444": the source's chroma resolution (RGB counts as 444)."""
+    """"420", "422" or "444": the source's chroma resolution (RGB counts as 444; grey, which has
+    none, as 420: the format every player takes)."""
     fmt = av.VideoFormat(pix_fmt, 16, 16)
-    if fmt.is_rgb or len(fmt.components) < 3:
+    if fmt.is_rgb:
         return "444"
+    if len(fmt.components) < 3:
+        return "420"
     luma, chroma = fmt.components[0], fmt.components[1]
     if chroma.width == luma.width:
         return "444"
@@ -289,18 +289,28 @@ def _pix_fmt_candidates(codec: av.codec.Codec, source: _Source, keep_depth: bool
     return fitting or supported[:1]
 
 
-def _say_depth(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name: str) -> None:
-    """Warn when the output holds fewer bits per channel than the source: HDR shows steps."""
-    if source.bits <= plan.bits:
+def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name: str) -> None:
+    """Say what a deep source loses in this output: bits per channel (HDR in 8 bits shows steps),
+    chroma resolution (4:2:2 footage as 4:2:0), and what would keep them."""
+    if source.bits <= 8:
         return
     if not keep_depth:  # asked for
         log.info("%s: %d-bit video written with 8 bits per channel", source.path, source.bits)
         return
-    hdr = _HDR_TRC.get(source.color_trc)
-    fix = "write .mkv or .mp4 (HEVC)" if muxer_name == "webm" else "choose --video-codec hevc"
-    why = f"as {plan.encoder} has no deeper format here; {fix} to keep them"
-    log.warning("%s: %d-bit video (%s) is written with %d bits per channel %s%s", source.path, source.bits,
-                source.pix_fmt, plan.bits, why, f": its {hdr} HDR picture will show banding" if hdr else "")
+    deepest = min(source.bits, _DEEPEST_BITS)
+    hevc = "write .mkv or .mp4 (HEVC)" if muxer_name == "webm" else "choose --video-codec hevc"
+    if plan.bits < deepest:
+        hdr = _HDR_TRC.get(source.color_trc) if plan.bits == 8 else None
+        log.warning("%s: %d-bit video (%s) is written with %d bits per channel, as %s has no deeper format here; "
+                    "%s to keep %d%s", source.path, source.bits, source.pix_fmt, plan.bits, plan.encoder, hevc,
+                    deepest, f": its {hdr} HDR picture will show banding" if hdr else "")
+    elif plan.bits < source.bits:
+        log.info("%s: %d-bit video written with %d bits per channel, the most %s takes", source.path,
+                 source.bits, plan.bits, plan.encoder)
+    kept, wanted = _chroma(plan.pix_fmt), _chroma(source.pix_fmt)
+    if plan.bits > 8 and kept < wanted:  # "420" < "422" < "444"
+        log.warning("%s: its %s:%s:%s colour is written %s:%s:%s by %s; %s to keep it", source.path, *wanted, *kept,
+                    plan.encoder, hevc)
 
 
 def _time_base_candidates(source: _Source, variable_fps: bool, even: bool = False) -> list[Fraction]:
@@ -405,18 +415,18 @@ def _choose_video_plan(
                     last_error = _why(e)
                     continue
                 _log_fallback("video", codec_obj.name, reasons)
-                _say_depth(source, plan, keep_depth, muxer.name)
+                _say_losses(source, plan, keep_depth, muxer.name)
                 meant = _chroma(source.pix_fmt) if plan.bits > 8 else "420"
                 if _chroma(pix_fmt) == "444" and meant != "444":
                     log.warning(
                         "%s cannot encode %dx%d with subsampled colour (4:2:0 needs even sizes "
                         "there); writing %s to keep the exact size; some hardware players cannot "
-                        "play that: write .webm (VP9 keeps odd sizes in 4:2:0) or crop the input "
-                        "to even sizes",
+                        "play that: crop the input to even sizes%s",
                         codec_obj.name,
                         info.width,
                         info.height,
                         pix_fmt,
+                        ", or write .webm (VP9 keeps odd sizes in 4:2:0)" if plan.bits == 8 else "",
                     )
                 return plan
         reasons.append(f"{name}: does not open for {info.width}x{info.height} ({last_error})")

@@ -130,9 +130,10 @@ class _Output:
                 self.container.metadata[k] = v
 
     def _copy_chapters(self, source: _Source, muxer_name: str) -> None:
-        if muxer_name == "avi":
-            log.warning("%s: its chapter list (%d) cannot be stored in AVI and is dropped; write "
-                        ".mp4, .mov or .mkv to keep it", source.path, len(source.chapters))
+        if muxer_name in ("avi", "mpegts"):
+            log.warning("%s: its chapter list (%d) cannot be stored in %s and is dropped; write "
+                        ".mp4, .mov or .mkv to keep it", source.path, len(source.chapters),
+                        "AVI" if muxer_name == "avi" else "MPEG-TS")
             return
         # Numbered afresh: Matroska's chapter ids are 64-bit UIDs, MP4 counts from 0.
         self.container.set_chapters([dict(chapter, id=i + 1) for i, chapter in enumerate(source.chapters)])

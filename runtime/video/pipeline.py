@@ -86,7 +86,8 @@ def process_video(
         keep_depth: a source with more than 8 bits per channel (HDR, 10-bit log,
             ProRes) is written with its depth and chroma (HEVC, or AV1 for .webm,
             unless ``codec`` says otherwise), its frames handed to ``frame_fn`` as
-            uint16. False: uint8 frames and an 8-bit 4:2:0 output whatever the source.
+            uint16 (uint8 where the encoder has only 8-bit formats, e.g. mpeg4, with
+            a warning). False: uint8 frames and an 8-bit 4:2:0 output whatever the source.
 
     Returns:
         A :class:`VideoReport`.

@@ -181,13 +181,18 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             color_trc=int(first.color_trc),
             metadata=dict(container.metadata),
             pix_fmt=first.format.name,
-            bits=max((c.bits for c in first.format.components), default=8),
+            bits=_pixel_bits(first.format.name),
             alpha=any(c.is_alpha for c in first.format.components),
             subtitle_tracks=tuple((s.index, _codec_name(s)) for s in container.streams.subtitles if s.codec_context),
             dropped=_dropped_streams(container, vs),
             untimed="avi" in container.format.name.split(","),
             chapters=tuple(container.chapters()),
         )
+
+
+def _pixel_bits(pix_fmt: str) -> int:
+    """Bits per channel of a pixel format (10 for yuv420p10le)."""
+    return max((c.bits for c in av.VideoFormat(pix_fmt).components), default=8)
 
 
 def _local(path: str) -> str:

@@ -59,7 +59,7 @@ def check_crop(generator: nn.Module, crop: int, option: str = "--crop", *, ssim:
         fit = max(smallest, -(-crop // multiple) * multiple)
         fix = f"; pass {option} {fit}"
         downs = getattr(generator, "num_downs", None)
-        if downs is not None and crop >= 8 and crop & (crop - 1) == 0:
+        if downs is not None and crop >= 32 and crop & (crop - 1) == 0:  # U-Nets have 5 levels at least
             # A U-Net halves its input num_downs times: fewer levels take a smaller crop.
             fix += f", or --num-downs {min(downs, crop.bit_length() - 1)} for {crop} px"
         raise ValueError(f"{option} {crop}: this generator needs sides that are multiples of {multiple}, at least "
