@@ -55,6 +55,9 @@ def _parse_tile(value: str) -> int | None:
               help="Video encoder [default: H.264 (libx264), VP9 for .webm; for 10/12-bit sources (HDR, ProRes) HEVC, AV1 "
                    "for .webm, keeping their depth]; hevc and av1 make ~half the file at the same look, slower; .webm "
                    "takes vp9 or av1.")
+@click.option("--video-depth", type=click.Choice(["source", "8"]), default="source", show_default=True,
+              help="Bits per channel of output videos: the source's (10/12-bit HDR and ProRes stay deep, "
+                   "deblurred in 16 bits) or 8 (4:2:0, what every player takes; on CUDA the faster 8-bit model).")
 @click.option("--crf", type=click.IntRange(0, 51), default=18, show_default=True,
               help="Video quality on x264's scale (lower: better, larger; mapped for the other codecs): 18 looks "
                    "like the source, 23 is x264's default at about half the size.")
@@ -69,10 +72,10 @@ def _parse_tile(value: str) -> int | None:
 @click.version_option(__version__, "-V", "--version", prog_name="deblur-run")
 @report_errors
 def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_batch, threads, self_ensemble,
-         video_codec, crf, compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
-    """Deblur images (png, jpg/jfif, bmp, tif, webp), folders (recursively) and videos
-    (mp4, m4v, mov, mkv, avi, webm; every frame, same size and rate, every audio track kept; subtitles too where
-    the output container holds their format, else dropped with a warning).
+         video_codec, video_depth, crf, compare, overwrite, skip_existing, quiet, verbose, debug) -> None:
+    """Deblur images (png, jpg/jfif, bmp, tif, webp; heic with pillow-heif), folders (recursively) and videos
+    (mp4, m4v, mov, mkv, avi, webm; every frame, same size and rate, every audio track kept; subtitles and
+    chapters too where the output container holds them, else dropped with a warning; 10/12-bit video stays deep).
 
     \b
     Examples:
@@ -115,7 +118,8 @@ def main(inputs, output, model, provider, device_id, tile, overlap, blend, tile_
                                    compare=compare, stop=stop.event,
                                    interruptible=stop.interruptible, file_progress=progress.file_done,
                                    frame_progress=progress.frames,
-                                   video_codec=VIDEO_CODECS.get(video_codec), crf=crf)
+                                   video_codec=VIDEO_CODECS.get(video_codec), crf=crf,
+                                   keep_depth=video_depth == "source")
         except KeyboardInterrupt:
             if debug:
                 raise

@@ -22,6 +22,10 @@ from .metadata import _JPEG_EXIF, Metadata, _checked_exif, _checked_icc
 # sends them to OpenCV, which decodes AV1 (pillow-heif dropped it).
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 _AVIF_BRANDS = {b"avif", b"avis"}
+# H.273 colour tags as pillow-heif names them, with sRGB's values (what an untagged file means).
+_NCLX_KEYS = (("color_primaries", 1), ("transfer_characteristics", 13), ("matrix_coefficients", 6),
+              ("full_range_flag", 1))
+_SRGB_NCLX = tuple(default for _, default in _NCLX_KEYS)
 # x265 at pillow-heif's quality 90: ~JPEG 95 to the eye at about half the file.
 HEIF_QUALITY = 90
 _MODES = {(1, np.dtype(np.uint8)): "L", (1, np.dtype(np.uint16)): "I;16",
@@ -63,16 +67,20 @@ def read_heif(name: object, data: np.ndarray) -> tuple[np.ndarray, Metadata]:
     except (ValueError, RuntimeError, OSError, EOFError) as exc:
         raise InputError(f"{name}: cannot be decoded as HEIF ({first_line(exc)}); the file may be truncated "
                          "or damaged") from None
+    icc = _checked_icc(heif.info.get("icc_profile") or None)
+    tags = heif.info.get("nclx_profile") or {}
+    nclx = tuple(int(tags.get(key, default)) for key, default in _NCLX_KEYS) if tags and not icc else None
     # pillow-heif gives the EXIF with JPEG's "Exif\0\0" prefix, which _checked_exif takes off.
-    metadata = Metadata(icc=_checked_icc(heif.info.get("icc_profile") or None),
+    metadata = Metadata(icc=icc, nclx=None if nclx == _SRGB_NCLX else nclx,
                         exif=_checked_exif(heif.info.get("exif") or None),
-                        frames=len(heif), lossy=True)
+                        frames=len(heif), primary=heif.primary_index, lossy=True)
     return np.ascontiguousarray(image), metadata
 
 
-def encode_heif(image: np.ndarray, icc: bytes | None = None, exif: bytes | None = None) -> bytes:
-    """``image`` (uint8, or uint16 written with 10 bits) as HEIC bytes, with the profile and the
-    EXIF block (TIFF structure) embedded."""
+def encode_heif(image: np.ndarray, icc: bytes | None = None, exif: bytes | None = None,
+                nclx: tuple[int, int, int, int] | None = None) -> bytes:
+    """``image`` (uint8, or uint16 written with 10 bits) as HEIC bytes, with the profile, the
+    EXIF block (TIFF structure) and the colour tags (a source HEIF's :attr:`Metadata.nclx`)."""
     pillow_heif = _pillow_heif()
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
@@ -87,6 +95,8 @@ def encode_heif(image: np.ndarray, icc: bytes | None = None, exif: bytes | None 
         options["icc_profile"] = icc
     if exif:
         options["exif"] = _JPEG_EXIF + exif
+    if nclx and not icc:
+        options.update(zip((key for key, _ in _NCLX_KEYS), nclx))
     out = io.BytesIO()
     try:
         heif.save(out, **options)

@@ -117,12 +117,17 @@ _ALPHA, _COLOUR = np.arange(256, dtype=np.float32)[:, None], np.arange(256, dtyp
 _UNPREMULTIPLY = np.clip(np.rint(_COLOUR * 255 / np.maximum(_ALPHA, 1)), 0, 255).astype(np.uint8) * (_ALPHA > 0)
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """A uint16 picture with 8 bits per channel, rounded (``x / 257``), channels as they are."""
+    return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
 def as_bgr8(image: np.ndarray) -> np.ndarray:
     """Any image :func:`read_image` returns as contiguous HxWx3 uint8 BGR: 16 bits scaled down,
     float [0, 1] scaled up (NaN as 0), grey widened, alpha dropped. For the tools that work on
     8-bit colour (training crops, calibration, benchmark photos), not for results."""
     if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
+        image = to_8bit(image)
     elif image.dtype.kind == "f":
         image = (np.clip(np.nan_to_num(image), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:
@@ -269,7 +274,8 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     suffix = path.suffix.lower()
     try:
         if suffix in HEIF_SUFFIXES:  # pillow-heif embeds them itself
-            data, icc, exif = encode_heif(_writable(image, suffix), icc, exif), None, None
+            nclx = like.nclx if like else None
+            data, icc, exif = encode_heif(_writable(image, suffix), icc, exif, nclx), None, None
         else:
             data = encode_image(image, path.suffix, like)
     except InputError as exc:

@@ -21,9 +21,10 @@ import numpy as np
 
 from .atomic import check_can_write
 from .errors import DeblurError, InputError, first_line
-from .metadata import JPEG_SUFFIXES, MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space, upright_exif
-from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, check_format, check_size, fit_side,
-                       read_image_and_metadata, side_by_side, write_image)
+from .metadata import (HEIF_SUFFIXES, JPEG_SUFFIXES, MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space,
+                       upright_exif)
+from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, SIXTEEN_BIT_SUFFIXES, VIDEO_SUFFIXES, check_format, check_size,
+                       fit_side, read_image_and_metadata, side_by_side, to_8bit, write_image)
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
              interruptible: threading.Event | None = None,
              file_progress: Callable[[Job], None] | None = None,
              frame_progress: Callable[[Job, int, int | None], None] | None = None,
-             video_codec: str | None = None, crf: int = 18) -> Summary:
+             video_codec: str | None = None, crf: int = 18, keep_depth: bool = True) -> Summary:
     """Process every job; a bad file is recorded and skipped, the rest still run.
 
     An existing output is an error unless ``overwrite`` (replaced) or ``skip_existing`` (left
@@ -233,7 +234,7 @@ def run_jobs(deblur: Callable[[np.ndarray], np.ndarray], jobs: list[Job], *, ove
                 if interruptible is not None:
                     interruptible.clear()
                 try:
-                    _run_video(deblur, job, compare, stop, frame_progress, video_codec, crf)
+                    _run_video(deblur, job, compare, stop, frame_progress, video_codec, crf, keep_depth)
                 finally:
                     if interruptible is not None:
                         interruptible.set()
@@ -268,15 +269,27 @@ class _Stopped(Exception):
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image, metadata = read_image_and_metadata(job.src)
     icc, exif = _carried_profile(job, image, metadata), _carried_exif(job, metadata.exif)
+    if metadata.nclx and job.dst.suffix.lower() not in HEIF_SUFFIXES:
+        primaries, transfer = _H273_PRIMARIES.get(metadata.nclx[0]), _H273_TRANSFER.get(metadata.nclx[1])
+        named = ", ".join(filter(None, (primaries and f"{primaries} primaries", transfer and f"{transfer} transfer")))
+        log.warning("%s: its colour tags (%s) cannot be carried into %s: viewers will show it as sRGB; write .heic "
+                    "to keep them", job.src, named or f"H.273 {metadata.nclx[:3]}", job.dst.suffix)
+    # A 10/12/16-bit photo asked for as JPEG, WebP or BMP: what the user named, with 8 bits.
+    eight_bit = image.dtype == np.uint16 and job.dst.suffix.lower() not in SIXTEEN_BIT_SUFFIXES
+    if eight_bit:
+        log.warning("%s: written with 8 bits per channel, all %s holds (write %s to keep its depth)", job.src,
+                    job.dst.suffix, " or ".join(SIXTEEN_BIT_SUFFIXES))
     try:
-        check_format(job.dst.suffix, image.dtype)  # before minutes of work, not after
+        check_format(job.dst.suffix, np.dtype(np.uint8) if eight_bit else image.dtype)  # before the work
         check_size(job.dst.suffix, image.shape)
     except InputError as exc:
         raise InputError(f"{job.dst}: {exc}") from None
-    if metadata.frames > 1:  # an APNG or animated WebP, a scanned multi-page TIFF
-        log.warning("%s: holds %d %s; only the first is deblurred (save them as separate images, or an "
-                    "animation as a video, to deblur every one)", job.src, metadata.frames,
-                    "pages" if job.src.suffix.lower() in (".tif", ".tiff") else "frames")
+    if metadata.frames > 1:  # an APNG or animated WebP, a scanned multi-page TIFF, a HEIF burst
+        which = f"its primary one ({metadata.primary + 1} of {metadata.frames})" if metadata.primary else "the first"
+        suffix = job.src.suffix.lower()
+        kind = "pages" if suffix in (".tif", ".tiff") else "pictures" if suffix in HEIF_SUFFIXES else "frames"
+        log.warning("%s: holds %d %s; only %s is deblurred (save them as separate images, or an animation as a "
+                    "video, to deblur every one)", job.src, metadata.frames, kind, which)
     if image.ndim == 3 and image.shape[2] == 4 and job.dst.suffix.lower() not in ALPHA_SUFFIXES:
         log.warning("%s: its alpha channel is dropped: %s cannot store one (write %s to keep it)",
                     job.src, job.dst.suffix, " or ".join(ALPHA_SUFFIXES))
@@ -287,6 +300,8 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         raise InputError(f"{job.src}: {exc}") from None
     if key is not None:  # grey + alpha, which a PNG takes as such
         result, image = (np.dstack([grey, grey, grey, key]) for grey in (result, image))
+    if eight_bit:
+        result, image = to_8bit(result), to_8bit(image)
     if image.dtype.kind == "f":
         low, high = float(image.min()), float(image.max())
         if low < 0.0 or high > 1.0:
@@ -297,6 +312,11 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         # so shrunk where the format cannot hold it (a panorama's WebP or JPEG)
         picture = fit_side(side_by_side(image, result), job.compare_path.suffix)
         write_image(job.compare_path, picture, icc=icc, like=metadata)
+
+
+# Names of the H.273 colour tags a HEIF may carry instead of an ICC profile.
+_H273_PRIMARIES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+_H273_TRANSFER = {1: "BT.709", 13: "sRGB", 16: "PQ (HDR10)", 18: "HLG"}
 
 
 def _transparent_grey(image: np.ndarray, metadata: Metadata, dst: Path) -> np.ndarray | None:
@@ -359,7 +379,7 @@ def _carried_exif(job: Job, exif: bytes | None) -> bytes | None:
 
 def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool, stop: threading.Event,
                frame_progress: Callable[[Job, int, int | None], None] | None, video_codec: str | None = None,
-               crf: int = 18) -> None:
+               crf: int = 18, keep_depth: bool = True) -> None:
     from .video import VideoError, VideoInterrupted, probe_video, process_video
 
     try:
@@ -387,7 +407,8 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
             frame_progress(job, frames, total)
 
     try:
-        process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop, codec=video_codec, crf=crf)
+        process_video(job.src, job.dst, frame_fn, progress=progress, stop_event=stop, codec=video_codec, crf=crf,
+                      keep_depth=keep_depth)
     except VideoInterrupted as exc:
         raise _Stopped(exc.frames_done, exc.frames_total) from None
     except VideoError as exc:

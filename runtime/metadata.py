@@ -69,6 +69,10 @@ class Metadata:
     exif: bytes | None = None
     grey_alpha: bool = False
     frames: int = 1  # an animation's frames (APNG, WebP) or a TIFF's pages; OpenCV decodes the first
+    primary: int = 0  # which of them is decoded: a HEIF burst's primary picture need not be the first
+    # A HEIF's colour tags (H.273 primaries, transfer, matrix, full range) where it has no ICC
+    # profile: BT.2020 + HLG on an HDR phone photo. None: sRGB's, or an ICC profile says it.
+    nclx: tuple[int, int, int, int] | None = None
     # A grey PNG's transparent value (tRNS), in decoded 8/16-bit units: OpenCV ignores it.
     transparent_grey: int | None = None
     # How the pixels were compressed, for an output of the same kind: lossy (JPEG, VP8 WebP),

@@ -94,6 +94,18 @@ def test_deblur_run_on_heic_keeps_format_orientation_and_metadata(model, tmp_pat
     assert exif_orientation(jpeg_meta.exif) in (None, 1)
 
 
+def test_a_burst_says_which_picture_is_deblurred(model, tmp_path):
+    # "only the first is deblurred" while the primary (the one viewers show) was the second.
+    frames = [np.full((16, 24, 3), level, np.uint8) for level in (10, 120, 250)]
+    heif = pillow_heif.from_bytes(mode="BGR", size=(24, 16), data=frames[0].tobytes())
+    for frame in frames[1:]:
+        heif.add_frombytes(mode="BGR", size=(24, 16), data=frame.tobytes())
+    heif.save(str(tmp_path / "burst.heic"), quality=-1, primary_index=1)
+    assert read_image(tmp_path / "burst.heic")[0, 0, 0] == pytest.approx(120, abs=3)
+    result = run_cli("deblur-run", str(tmp_path / "burst.heic"), "-o", str(tmp_path / "b.png"), "-m", model, check=True)
+    assert "holds 3 pictures; only its primary one (2 of 3) is deblurred" in result.stderr
+
+
 def test_a_folder_picks_up_heic_photos(model, tmp_path):
     (tmp_path / "album").mkdir()
     _iphone_like(tmp_path / "album" / "a.HEIC", _photo())
@@ -140,3 +152,21 @@ def test_an_avif_is_not_taken_for_heic(tmp_path):
 def test_heic_cannot_take_float_pixels(tmp_path):
     with pytest.raises(InputError, match=r"\.heic cannot store float32 pixels"):
         write_image(tmp_path / "f.heic", np.zeros((8, 8, 3), np.float32))
+
+
+def test_an_hdr_heic_keeps_its_colour_tags(model, tmp_path):
+    # A BT.2020 + HLG HEIC without a profile (as some Android phones write) came out tagged sRGB.
+    y, x = np.mgrid[0:48, 0:64]
+    deep = np.dstack([x * 1000, y * 1300, 65535 - x * 500 - y * 600]).clip(0, 65535).astype(np.uint16)
+    heif = pillow_heif.from_bytes(mode="BGR;16", size=(64, 48), data=deep.tobytes())
+    heif.save(str(tmp_path / "hlg.heic"), quality=-1, color_primaries=9, transfer_characteristics=18,
+              matrix_coefficients=9, full_range_flag=0)
+    assert read_image_and_metadata(tmp_path / "hlg.heic")[1].nclx == (9, 18, 9, 0)
+    run_cli("deblur-run", str(tmp_path / "hlg.heic"), "-m", model, check=True)
+    profile = pillow_heif.open_heif(str(tmp_path / "hlg_deblurred.heic")).info["nclx_profile"]
+    assert (profile["color_primaries"], profile["transfer_characteristics"], profile["matrix_coefficients"],
+            profile["full_range_flag"]) == (9, 18, 9, 0)
+    assert read_image_and_metadata(tmp_path / "hlg_deblurred.heic")[0].dtype == np.uint16
+    result = run_cli("deblur-run", str(tmp_path / "hlg.heic"), "-o", str(tmp_path / "hlg.png"), "-m", model,
+                     check=True)
+    assert "colour tags (BT.2020 primaries, HLG transfer) cannot be carried into .png" in result.stderr

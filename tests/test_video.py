@@ -499,7 +499,7 @@ def test_deep_video_in_eight_bits_says_so(tmp_path, caplog):
 
 def test_frame_fn_must_keep_the_frames_dtype(tmp_path):
     src = make_deep_clip(tmp_path / "deep.mkv", "yuv420p10le")
-    with pytest.raises(ValueError, match="expected .* uint16"):
+    with pytest.raises(ValueError, match=r"expected .* uint16 .*keep_depth=False\) hands on uint8 frames"):
         process_video(src, tmp_path / "out.mkv", lambda f: (f >> 8).astype(np.uint8))
 
 
@@ -892,3 +892,33 @@ def test_avi_says_its_chapters_are_dropped(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         process_video(tmp_path / "chaptered.mp4", tmp_path / "out.avi", identity)
     assert "chapter list (1) cannot be stored in AVI" in caplog.text
+
+
+def test_hdr10_metadata_is_carried(tmp_path, caplog):
+    # An HDR10 clip's mastering display and light levels (SEI) were dropped: displays tone-map
+    # by them.
+    params = "log-level=none:master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1):" \
+             "max-cll=1000,400"
+    src = tmp_path / "hdr10.mp4"
+    with av.open(str(src), "w") as c:
+        vs = c.add_stream("libx265", rate=25, options={"x265-params": params})
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p10le"
+        ctx = vs.codec_context
+        ctx.color_primaries, ctx.colorspace, ctx.color_trc = 9, 9, 16
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 20000, np.uint16), format="bgr48le")
+            frame = frame.reformat(format="yuv420p10le")
+            frame.pts = i
+            c.mux(vs.encode(frame))
+        c.mux(vs.encode())
+
+    def side_data(path):
+        with av.open(str(path)) as c:
+            frame = next(c.decode(video=0))
+            return {side.type.name: bytes(side) for side in frame.side_data if "SEI" not in side.type.name}
+
+    process_video(src, tmp_path / "out.mkv", identity)
+    assert side_data(tmp_path / "out.mkv") == side_data(src) and len(side_data(src)) == 2
+    with caplog.at_level(logging.WARNING):
+        process_video(src, tmp_path / "out.webm", identity)
+    assert "HDR10 metadata (mastering display, light levels) is not carried by libsvtav1" in caplog.text

@@ -292,6 +292,9 @@ def _pix_fmt_candidates(codec: av.codec.Codec, source: _Source, keep_depth: bool
 def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name: str) -> None:
     """Say what a deep source loses in this output: bits per channel (HDR in 8 bits shows steps),
     chroma resolution (4:2:2 footage as 4:2:0), and what would keep them."""
+    if (source.master_display or source.max_cll) and plan.encoder != "libx265":
+        log.warning("%s: its HDR10 metadata (mastering display, light levels) is not carried by %s; HEVC (the "
+                    "default for deep sources) carries it", source.path, plan.encoder)
     if source.bits <= 8:
         return
     if not keep_depth:  # asked for
@@ -307,6 +310,11 @@ def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name:
     elif plan.bits < source.bits:
         log.info("%s: %d-bit video written with %d bits per channel, the most %s takes", source.path,
                  source.bits, plan.bits, plan.encoder)
+    if plan.encoder == "libx264" and (plan.bits > 8 or _chroma(plan.pix_fmt) == "422"):
+        # High 10 / High 4:2:2: no phone, TV or browser decodes them in hardware.
+        log.warning("%s: H.264 at %d bits %s:%s:%s plays in few players (phones, TVs and browsers take 8-bit "
+                    "4:2:0 H.264); HEVC keeps the depth and plays, --video-depth 8 writes 8-bit H.264",
+                    source.path, plan.bits, *_chroma(plan.pix_fmt))
     kept, wanted = _chroma(plan.pix_fmt), _chroma(source.pix_fmt)
     if plan.bits > 8 and kept < wanted:  # "420" < "422" < "444"
         log.warning("%s: its %s:%s:%s colour is written %s:%s:%s by %s; %s to keep it", source.path, *wanted, *kept,
@@ -401,6 +409,11 @@ def _choose_video_plan(
         options, bit_rate, qscale = _video_quality(
             codec_obj.name, crf, info.width, info.height, info.fps
         )
+        if codec_obj.name == "libx265" and (source.master_display or source.max_cll):
+            # HDR10's static metadata, as the source's SEI had it: displays tone-map by it.
+            hdr10 = [f"master-display={source.master_display}"] if source.master_display else []
+            hdr10 += [f"max-cll={source.max_cll}"] if source.max_cll else []
+            options = {**options, "x265-params": ":".join([options["x265-params"], *hdr10])}
         last_error = "no usable pixel format"
         for pix_fmt in _pix_fmt_candidates(codec_obj, source, keep_depth):
             # Onto the frame grid only where every frame has its own slot there: snapping

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -80,6 +81,10 @@ class _Source:
     untimed: bool = False
     # Chapters as PyAV gives them (start, end, time_base, metadata with the title).
     chapters: tuple[dict[str, Any], ...] = ()
+    # HDR10 static metadata in x265's terms: "G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)" and
+    # "MaxCLL,MaxFALL" (None when the source has none).
+    master_display: str | None = None
+    max_cll: str | None = None
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -183,11 +188,33 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             pix_fmt=first.format.name,
             bits=_pixel_bits(first.format.name),
             alpha=any(c.is_alpha for c in first.format.components),
+            **_hdr10(first),
             subtitle_tracks=tuple((s.index, _codec_name(s)) for s in container.streams.subtitles if s.codec_context),
             dropped=_dropped_streams(container, vs),
             untimed="avi" in container.format.name.split(","),
             chapters=tuple(container.chapters()),
         )
+
+
+def _hdr10(frame: Any) -> dict[str, str]:
+    """The frame's HDR10 static metadata (SMPTE ST 2086 mastering display, CTA-861.3 light
+    levels), from FFmpeg's AVMasteringDisplayMetadata / AVContentLightMetadata side data."""
+    found: dict[str, str] = {}
+    for side in getattr(frame, "side_data", ()):
+        kind, data = getattr(side.type, "name", str(side.type)), bytes(side)
+        if kind == "MASTERING_DISPLAY_METADATA" and len(data) >= 88:
+            # 10 rationals (R, G, B primaries x/y, white point x/y, min and max luminance) as
+            # int32 pairs, then has_primaries and has_luminance.
+            values = struct.unpack("<20i2i", data[:88])
+            ratio = [n / d if d else 0.0 for n, d in zip(values[0:20:2], values[1:20:2])]
+            if values[20] and values[21]:
+                (rx, ry, gx, gy, bx, by, wx, wy), (low, high) = ratio[:8], ratio[8:10]
+                xy = lambda x, y: f"({round(x * 50000)},{round(y * 50000)})"  # noqa: E731 - units of 0.00002
+                found["master_display"] = (f"G{xy(gx, gy)}B{xy(bx, by)}R{xy(rx, ry)}WP{xy(wx, wy)}"
+                                           f"L({round(high * 10000)},{round(low * 10000)})")  # 0.0001 cd/m2
+        elif kind == "CONTENT_LIGHT_LEVEL" and len(data) >= 8:
+            found["max_cll"] = "{},{}".format(*struct.unpack("<2I", data[:8]))
+    return found
 
 
 def _pixel_bits(pix_fmt: str) -> int:

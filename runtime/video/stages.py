@@ -260,9 +260,11 @@ def _check_output(result: Any, like: np.ndarray, index: int) -> np.ndarray:
             "expected a numpy array"
         )
     if result.shape != like.shape or result.dtype != like.dtype:
+        deep = (" (the video keeps its 10/12 bits, so frames come as uint16 on the full 16-bit scale; "
+                "process_video(..., keep_depth=False) hands on uint8 frames)") if like.dtype == np.uint16 else ""
         raise ValueError(
             f"frame_fn returned shape {result.shape} dtype {result.dtype} for frame {index}; "
-            f"expected {like.shape} {like.dtype} (same as its input)"
+            f"expected {like.shape} {like.dtype} (same as its input){deep}"
         )
     return np.ascontiguousarray(result)
 
