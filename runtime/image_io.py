@@ -227,7 +227,7 @@ def encode_image(image: np.ndarray, suffix: str, like: Metadata | None = None) -
     (through pillow-heif) at quality 90, 16-bit pictures with 10 bits."""
     image = _writable(image, suffix)
     if suffix.lower() in HEIF_SUFFIXES:
-        return encode_heif(image)
+        return encode_heif(image, nclx=like.nclx if like else None)
     like = like or Metadata()
     params: list[int] = []
     if suffix.lower() in JPEG_SUFFIXES:

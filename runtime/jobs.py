@@ -269,16 +269,15 @@ class _Stopped(Exception):
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image, metadata = read_image_and_metadata(job.src)
     icc, exif = _carried_profile(job, image, metadata), _carried_exif(job, metadata.exif)
-    if metadata.nclx and job.dst.suffix.lower() not in HEIF_SUFFIXES:
-        primaries, transfer = _H273_PRIMARIES.get(metadata.nclx[0]), _H273_TRANSFER.get(metadata.nclx[1])
-        named = ", ".join(filter(None, (primaries and f"{primaries} primaries", transfer and f"{transfer} transfer")))
+    lost = _unlike_srgb(metadata.nclx)
+    if lost and job.dst.suffix.lower() not in HEIF_SUFFIXES:
         log.warning("%s: its colour tags (%s) cannot be carried into %s: viewers will show it as sRGB; write .heic "
-                    "to keep them", job.src, named or f"H.273 {metadata.nclx[:3]}", job.dst.suffix)
+                    "to keep them", job.src, lost, job.dst.suffix)
     # A 10/12/16-bit photo asked for as JPEG, WebP or BMP: what the user named, with 8 bits.
     eight_bit = image.dtype == np.uint16 and job.dst.suffix.lower() not in SIXTEEN_BIT_SUFFIXES
     if eight_bit:
-        log.warning("%s: written with 8 bits per channel, all %s holds (write %s to keep its depth)", job.src,
-                    job.dst.suffix, " or ".join(SIXTEEN_BIT_SUFFIXES))
+        log.warning("%s: written with 8 bits per channel, all %s holds (write .png, .tif or .heic to keep its "
+                    "depth)", job.src, job.dst.suffix)
     try:
         check_format(job.dst.suffix, np.dtype(np.uint8) if eight_bit else image.dtype)  # before the work
         check_size(job.dst.suffix, image.shape)
@@ -317,6 +316,25 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
 # Names of the H.273 colour tags a HEIF may carry instead of an ICC profile.
 _H273_PRIMARIES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
 _H273_TRANSFER = {1: "BT.709", 13: "sRGB", 16: "PQ (HDR10)", 18: "HLG"}
+# Tags a viewer shows as sRGB anyway: BT.709/sRGB primaries, unspecified (2), and the
+# BT.709/BT.601/sRGB transfers. The matrix and range only describe the file's YUV coding.
+_SRGB_LIKE = ({1, 2}, {1, 2, 6, 13})
+
+
+def _unlike_srgb(nclx: tuple[int, int, int, int] | None) -> str:
+    """What an output without colour tags loses of a HEIF's ``nclx`` ("BT.2020 primaries, HLG
+    transfer"); empty when a viewer shows it as sRGB anyway."""
+    if not nclx:
+        return ""
+    primaries, transfer = nclx[:2]
+    lost = []
+    if primaries not in _SRGB_LIKE[0]:
+        name = _H273_PRIMARIES.get(primaries)
+        lost.append(f"{name} primaries" if name else f"H.273 primaries {primaries}")
+    if transfer not in _SRGB_LIKE[1]:
+        name = _H273_TRANSFER.get(transfer)
+        lost.append(f"{name} transfer" if name else f"H.273 transfer {transfer}")
+    return ", ".join(lost)
 
 
 def _transparent_grey(image: np.ndarray, metadata: Metadata, dst: Path) -> np.ndarray | None:

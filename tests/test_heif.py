@@ -170,3 +170,18 @@ def test_an_hdr_heic_keeps_its_colour_tags(model, tmp_path):
     result = run_cli("deblur-run", str(tmp_path / "hlg.heic"), "-o", str(tmp_path / "hlg.png"), "-m", model,
                      check=True)
     assert "colour tags (BT.2020 primaries, HLG transfer) cannot be carried into .png" in result.stderr
+
+
+def test_colour_tags_a_viewer_shows_as_srgb_are_not_warned_about(model, tmp_path):
+    # "Unspecified" (2) or sRGB with another YUV matrix is sRGB to every viewer: nothing is lost.
+    image = _photo()
+    for name, tags in (("unspecified.heic", (2, 2, 6, 1)), ("matrix.heic", (1, 13, 1, 0)), ("p5.heic", (5, 13, 6, 1))):
+        heif = pillow_heif.from_bytes(mode="BGR", size=(64, 48), data=image.tobytes())
+        heif.save(str(tmp_path / name), quality=90, color_primaries=tags[0], transfer_characteristics=tags[1],
+                  matrix_coefficients=tags[2], full_range_flag=tags[3])
+        result = run_cli("deblur-run", str(tmp_path / name), "-o", str(tmp_path / f"{name}.jpg"), "-m", model,
+                         check=True)
+        if name == "p5.heic":  # an unnamed value is named by number, the harmless transfer left out
+            assert "its colour tags (H.273 primaries 5) cannot be carried" in result.stderr
+        else:
+            assert "colour tags" not in result.stderr, name

@@ -22,6 +22,7 @@ from deblur.runtime.video import (
     probe_video,
     process_video,
 )
+from deblur.runtime.video.probe import _probe
 
 from video_fixtures import (frame_level, audio_packets, audio_summary, average_rate, identity, invert, leftovers,
                             make_clip, make_deep_clip, ramp, read_frames, write_sine)
@@ -488,13 +489,13 @@ def test_deep_video_in_eight_bits_says_so(tmp_path, caplog):
     assert report.pix_fmt == "yuv420p"
     assert ("10-bit video (yuv420p10le) is written with 8 bits per channel, as mpeg4 has no deeper format here; "
             "choose --video-codec hevc to keep 10: its PQ HDR picture will show banding") in caplog.text
-    # Asked for: uint8 frames, an 8-bit 4:2:0 H.264, no warning.
+    # Asked for: uint8 frames, an 8-bit 4:2:0 H.264; HDR in 8 bits still says it bands.
     caplog.clear()
     seen = []
     with caplog.at_level(logging.WARNING):
         report = process_video(src, tmp_path / "out8.mp4", lambda f: seen.append(f.dtype) or f, keep_depth=False)
     assert (report.video_codec, report.pix_fmt) == ("libx264", "yuv420p") and set(seen) == {np.dtype(np.uint8)}
-    assert not caplog.text
+    assert caplog.text.count("WARNING") == 1 and "as asked: it will show banding" in caplog.text
 
 
 def test_frame_fn_must_keep_the_frames_dtype(tmp_path):
@@ -912,13 +913,21 @@ def test_hdr10_metadata_is_carried(tmp_path, caplog):
             c.mux(vs.encode(frame))
         c.mux(vs.encode())
 
-    def side_data(path):
-        with av.open(str(path)) as c:
-            frame = next(c.decode(video=0))
-            return {side.type.name: bytes(side) for side in frame.side_data if "SEI" not in side.type.name}
+    def side_data(path):  # in x265's units (AV1 stores its own fixed point)
+        source = _probe(path)
+        return {k: v for k, v in (("display", source.master_display), ("light", source.max_cll)) if v}
 
-    process_video(src, tmp_path / "out.mkv", identity)
-    assert side_data(tmp_path / "out.mkv") == side_data(src) and len(side_data(src)) == 2
+    # HEVC by default; AV1 (SVT-AV1) for .webm takes it in its own units.
+    for out in ("out.mkv", "out.webm"):
+        with caplog.at_level(logging.WARNING):
+            process_video(src, tmp_path / out, identity)
+        assert side_data(tmp_path / out) == side_data(src) and len(side_data(src)) == 2, out
+    assert "HDR10" not in caplog.text
     with caplog.at_level(logging.WARNING):
-        process_video(src, tmp_path / "out.webm", identity)
-    assert "HDR10 metadata (mastering display, light levels) is not carried by libsvtav1" in caplog.text
+        process_video(src, tmp_path / "h264.mkv", identity, codec="libx264")
+    assert "HDR10 metadata (mastering display, light levels) is not carried by libx264; HEVC and AV1" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # 8 bits as asked: banding said, metadata left out
+        process_video(src, tmp_path / "eight.mkv", identity, keep_depth=False)
+    assert "10-bit PQ HDR video written with 8 bits per channel, as asked: it will show banding" in caplog.text
+    assert len(side_data(tmp_path / "eight.mkv")) == 0

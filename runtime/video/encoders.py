@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -289,21 +290,50 @@ def _pix_fmt_candidates(codec: av.codec.Codec, source: _Source, keep_depth: bool
     return fitting or supported[:1]
 
 
+_HDR10_ENCODERS = ("libx265", "libsvtav1")
+
+
+def _hdr10_options(encoder: str, source: _Source, options: dict[str, str]) -> dict[str, str]:
+    """The source's HDR10 static metadata (displays tone-map by it) in the encoder's options:
+    x265 takes the SEI's integer units, SVT-AV1 chromaticities and cd/m2."""
+    if not (source.master_display or source.max_cll) or encoder not in _HDR10_ENCODERS:
+        return {}
+    if encoder == "libx265":
+        params = [f"master-display={source.master_display}"] if source.master_display else []
+        params += [f"max-cll={source.max_cll}"] if source.max_cll else []
+        return {"x265-params": ":".join([options["x265-params"], *params])}
+    params = []
+    if source.master_display:  # G(x,y)B(x,y)R(x,y)WP(x,y) in 0.00002, L(max,min) in 0.0001 cd/m2
+        *xy, high, low = (int(n) for n in re.findall(r"\d+", source.master_display))
+        points = [f"{name}({xy[2 * i] / 50000:g},{xy[2 * i + 1] / 50000:g})" for i, name in enumerate("GBR")]
+        params.append(f"mastering-display={''.join(points)}WP({xy[6] / 50000:g},{xy[7] / 50000:g})"
+                      f"L({high / 10000:g},{low / 10000:g})")
+    if source.max_cll:
+        params.append(f"content-light={source.max_cll}")
+    return {"svtav1-params": ":".join(params)}
+
+
 def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name: str) -> None:
     """Say what a deep source loses in this output: bits per channel (HDR in 8 bits shows steps),
     chroma resolution (4:2:2 footage as 4:2:0), and what would keep them."""
-    if (source.master_display or source.max_cll) and plan.encoder != "libx265":
-        log.warning("%s: its HDR10 metadata (mastering display, light levels) is not carried by %s; HEVC (the "
-                    "default for deep sources) carries it", source.path, plan.encoder)
-    if source.bits <= 8:
+    hdr = _HDR_TRC.get(source.color_trc)
+    if source.bits > 8 and not keep_depth:  # asked for
+        if hdr:
+            log.warning("%s: %d-bit %s HDR video written with 8 bits per channel, as asked: it will show banding "
+                        "(its HDR tags stay, its HDR10 metadata is left out)", source.path, source.bits, hdr)
+        else:
+            log.info("%s: %d-bit video written with 8 bits per channel", source.path, source.bits)
         return
-    if not keep_depth:  # asked for
-        log.info("%s: %d-bit video written with 8 bits per channel", source.path, source.bits)
+    if (source.master_display or source.max_cll) and (plan.encoder not in _HDR10_ENCODERS or plan.bits == 8):
+        log.warning("%s: its HDR10 metadata (mastering display, light levels) is not carried by %s%s", source.path,
+                    plan.encoder, "; HEVC and AV1 (the defaults for deep sources) carry it" if plan.bits > 8 else
+                    " at 8 bits")
+    if source.bits <= 8:
         return
     deepest = min(source.bits, _DEEPEST_BITS)
     hevc = "write .mkv or .mp4 (HEVC)" if muxer_name == "webm" else "choose --video-codec hevc"
     if plan.bits < deepest:
-        hdr = _HDR_TRC.get(source.color_trc) if plan.bits == 8 else None
+        hdr = hdr if plan.bits == 8 else None
         log.warning("%s: %d-bit video (%s) is written with %d bits per channel, as %s has no deeper format here; "
                     "%s to keep %d%s", source.path, source.bits, source.pix_fmt, plan.bits, plan.encoder, hevc,
                     deepest, f": its {hdr} HDR picture will show banding" if hdr else "")
@@ -409,11 +439,8 @@ def _choose_video_plan(
         options, bit_rate, qscale = _video_quality(
             codec_obj.name, crf, info.width, info.height, info.fps
         )
-        if codec_obj.name == "libx265" and (source.master_display or source.max_cll):
-            # HDR10's static metadata, as the source's SEI had it: displays tone-map by it.
-            hdr10 = [f"master-display={source.master_display}"] if source.master_display else []
-            hdr10 += [f"max-cll={source.max_cll}"] if source.max_cll else []
-            options = {**options, "x265-params": ":".join([options["x265-params"], *hdr10])}
+        if keep_depth and source.bits > 8:
+            options = {**options, **_hdr10_options(codec_obj.name, source, options)}
         last_error = "no usable pixel format"
         for pix_fmt in _pix_fmt_candidates(codec_obj, source, keep_depth):
             # Onto the frame grid only where every frame has its own slot there: snapping
