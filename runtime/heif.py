@@ -41,9 +41,9 @@ def _pillow_heif() -> Any:
     try:
         import pillow_heif
     except ImportError:
-        raise HeifSupportMissing("HEIC/HEIF images need pillow-heif, which is not installed: pip install pillow-heif "
-                         "(or the checkout's extra: pip install '.[heif]'), or convert the photos to JPEG "
-                         "or PNG first") from None
+        raise HeifSupportMissing("HEIC/HEIF images need pillow-heif, which is not installed: pip install "
+                                 "pillow-heif (or the checkout's extra: pip install '.[heif]'), or convert the "
+                                 "photos to JPEG or PNG first") from None
     return pillow_heif
 
 

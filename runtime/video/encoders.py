@@ -333,10 +333,10 @@ def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name:
     deepest = min(source.bits, _DEEPEST_BITS)
     hevc = "write .mkv or .mp4 (HEVC)" if muxer_name == "webm" else "choose --video-codec hevc"
     if plan.bits < deepest:
-        hdr = hdr if plan.bits == 8 else None
+        banding = f": its {hdr} HDR picture will show banding" if hdr and plan.bits == 8 else ""
         log.warning("%s: %d-bit video (%s) is written with %d bits per channel, as %s has no deeper format here; "
                     "%s to keep %d%s", source.path, source.bits, source.pix_fmt, plan.bits, plan.encoder, hevc,
-                    deepest, f": its {hdr} HDR picture will show banding" if hdr else "")
+                    deepest, banding)
     elif plan.bits < source.bits:
         log.info("%s: %d-bit video written with %d bits per channel, the most %s takes", source.path,
                  source.bits, plan.bits, plan.encoder)
@@ -439,7 +439,7 @@ def _choose_video_plan(
         options, bit_rate, qscale = _video_quality(
             codec_obj.name, crf, info.width, info.height, info.fps
         )
-        if keep_depth and source.bits > 8:
+        if deep:
             options = {**options, **_hdr10_options(codec_obj.name, source, options)}
         last_error = "no usable pixel format"
         for pix_fmt in _pix_fmt_candidates(codec_obj, source, keep_depth):
