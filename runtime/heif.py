@@ -37,11 +37,12 @@ class HeifSupportMissing(InputError):
     """pillow-heif is not installed: every HEIF file fails alike (a batch should say so once)."""
 
 
-def _pillow_heif() -> Any:
+def _pillow_heif(name: object = None) -> Any:
     try:
         import pillow_heif
     except ImportError:
-        raise HeifSupportMissing("HEIC/HEIF images need pillow-heif, which is not installed: pip install "
+        where = f"{name}: " if name is not None else ""
+        raise HeifSupportMissing(f"{where}HEIC/HEIF images need pillow-heif, which is not installed: pip install "
                                  "pillow-heif (or the checkout's extra: pip install '.[heif]'), or convert the "
                                  "photos to JPEG or PNG first") from None
     return pillow_heif
@@ -60,7 +61,7 @@ def is_heif(data: bytes | np.ndarray) -> bool:
 def read_heif(name: object, data: np.ndarray) -> tuple[np.ndarray, Metadata]:
     """The primary picture, upright (HxW, HxWx3 BGR or HxWx4 BGRA; 10/12-bit pictures as uint16
     on the full 16-bit scale), and its ICC profile and EXIF block."""
-    pillow_heif = _pillow_heif()
+    pillow_heif = _pillow_heif(name)
     try:
         heif = pillow_heif.open_heif(io.BytesIO(data.tobytes()), convert_hdr_to_8bit=False, bgr_mode=True)
         image = np.asarray(heif)

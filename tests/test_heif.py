@@ -120,7 +120,7 @@ def test_damaged_heic_and_missing_pillow_heif_are_input_errors(tmp_path, monkeyp
     with pytest.raises(InputError, match=r"cut.heic: cannot be decoded as HEIF .*truncated"):
         read_image(tmp_path / "cut.heic")
     monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
-    with pytest.raises(InputError, match=r"need pillow-heif.*pip install '\.\[heif\]'"):
+    with pytest.raises(InputError, match=r"a.heic: HEIC/HEIF images need pillow-heif.*pip install '\.\[heif\]'"):
         read_image(tmp_path / "a.heic")
     with pytest.raises(InputError, match="need pillow-heif"):
         write_image(tmp_path / "b.heic", _photo())
