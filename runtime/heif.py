@@ -97,7 +97,10 @@ def encode_heif(image: np.ndarray, icc: bytes | None = None, exif: bytes | None 
     if exif:
         options["exif"] = _JPEG_EXIF + exif
     if nclx and not icc:
-        options.update(zip((key for key, _ in _NCLX_KEYS), nclx))
+        primaries, transfer, matrix, full = nclx
+        if matrix == 0:  # RGB tags (a PNG's cICP): the YUV coding is the encoder's, BT.2020's for BT.2020
+            matrix, full = (9 if primaries == 9 else 6), 1
+        options.update(zip((key for key, _ in _NCLX_KEYS), (primaries, transfer, matrix, full)))
     out = io.BytesIO()
     try:
         heif.save(out, **options)

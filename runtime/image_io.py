@@ -281,9 +281,10 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     dpi = like.dpi if like and suffix not in HEIF_SUFFIXES else None
-    if suffix in METADATA_SUFFIXES and (icc or exif or dpi):
+    nclx = like.nclx if like and suffix == ".png" else None  # as cICP
+    if suffix in METADATA_SUFFIXES and (icc or exif or dpi or nclx):
         try:
-            data = embed_metadata(data, icc, exif, dpi)
+            data = embed_metadata(data, icc, exif, dpi, nclx)
         except ValueError as exc:
             raise InputError(f"{path}: {exc}") from None
     with atomic_path(path) as tmp:

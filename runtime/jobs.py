@@ -270,9 +270,9 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     image, metadata = read_image_and_metadata(job.src)
     icc, exif = _carried_profile(job, image, metadata), _carried_exif(job, metadata.exif)
     lost = _unlike_srgb(metadata.nclx)
-    if lost and job.dst.suffix.lower() not in HEIF_SUFFIXES:
+    if lost and job.dst.suffix.lower() not in (*HEIF_SUFFIXES, ".png"):
         log.warning("%s: its colour tags (%s) cannot be carried into %s: viewers will show it as sRGB; write .heic "
-                    "to keep them", job.src, lost, job.dst.suffix)
+                    "or .png to keep them", job.src, lost, job.dst.suffix)
     # A 10/12/16-bit photo asked for as JPEG, WebP or BMP: what the user named, with 8 bits.
     eight_bit = image.dtype == np.uint16 and job.dst.suffix.lower() not in SIXTEEN_BIT_SUFFIXES
     if eight_bit:
@@ -436,4 +436,6 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(
             info.rotation % 360)
         halves = [half if turn is None else cv2.rotate(half, turn) for half in snapshot["halves"]]
-        write_image(job.compare_path, side_by_side(*halves))
+        # An HDR video's frames are PQ/HLG code values in BT.2020: tagged (cICP), or washed out.
+        nclx = (info.color_primaries, info.color_trc, 0, 1)
+        write_image(job.compare_path, side_by_side(*halves), like=Metadata(nclx=nclx) if _unlike_srgb(nclx) else None)

@@ -70,8 +70,8 @@ class Metadata:
     grey_alpha: bool = False
     frames: int = 1  # an animation's frames (APNG, WebP) or a TIFF's pages; OpenCV decodes the first
     primary: int = 0  # which of them is decoded: a HEIF burst's primary picture need not be the first
-    # A HEIF's colour tags (H.273 primaries, transfer, matrix, full range) where it has no ICC
-    # profile: BT.2020 + HLG on an HDR phone photo. None: sRGB's, or an ICC profile says it.
+    # H.273 colour tags (primaries, transfer, matrix, full range): a HEIF's nclx where it has no
+    # ICC profile (BT.2020 + HLG on an HDR phone photo), a PNG's cICP. None: sRGB's, or absent.
     nclx: tuple[int, int, int, int] | None = None
     # A grey PNG's transparent value (tRNS), in decoded 8/16-bit units: OpenCV ignores it.
     transparent_grey: int | None = None
@@ -104,7 +104,7 @@ def read_metadata(data: bytes | np.ndarray) -> Metadata:
         return Metadata(_checked_icc(_png_icc(chunks.get(b"iCCP"))), _checked_exif(chunks.get(b"eXIf")),
                         grey_alpha=ihdr and (view[25] == 4 or key is not None),
                         frames=max(1, int.from_bytes(animation[:4], "big")) if len(animation) >= 4 else 1,
-                        transparent_grey=key, dpi=_png_dpi(chunks.get(b"pHYs")))
+                        transparent_grey=key, dpi=_png_dpi(chunks.get(b"pHYs")), nclx=_png_cicp(chunks.get(b"cICP")))
     if bytes(view[:4]) == b"RIFF" and bytes(view[8:12]) == b"WEBP":
         chunks, frames = _webp_chunks(view)
         return Metadata(_checked_icc(chunks.get(b"ICCP")), _checked_exif(chunks.get(b"EXIF")), frames=max(1, frames),
@@ -157,7 +157,7 @@ def _jpeg_segments(view: memoryview) -> Iterator[tuple[int, bytes]]:
 
 
 def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
-    """The first intact iCCP and tRNS (before the image data, as the spec places them), eXIf
+    """The first intact iCCP, tRNS, pHYs and cICP (before the image data, as the spec places them), eXIf
     (anywhere: libpng may write it after the image data) and acTL (APNG) chunks; a chunk
     failing its CRC is skipped."""
     found: dict[bytes, bytes] = {}
@@ -167,7 +167,7 @@ def _png_chunks(view: memoryview) -> dict[bytes, bytes]:
         if kind == b"IEND" or pos + 12 + length > len(view):
             break
         image_data = image_data or kind == b"IDAT"
-        if (kind in (b"eXIf", b"acTL") or (kind in (b"iCCP", b"tRNS", b"pHYs") and not image_data)) and \
+        if (kind in (b"eXIf", b"acTL") or (kind in (b"iCCP", b"tRNS", b"pHYs", b"cICP") and not image_data)) and \
                 kind not in found:
             body = bytes(view[pos + 8:pos + 8 + length])
             if zlib.crc32(kind + body) == int.from_bytes(view[pos + 8 + length:pos + 12 + length], "big"):
@@ -521,15 +521,16 @@ def upright_exif(exif: bytes | None) -> bytes | None:
 
 
 def embed_metadata(encoded: bytes, icc: bytes | None = None, exif: bytes | None = None,
-                   dpi: tuple[float, float] | None = None) -> bytes:
+                   dpi: tuple[float, float] | None = None, nclx: tuple[int, int, int, int] | None = None) -> bytes:
     """JPEG, PNG, WebP or TIFF bytes (as OpenCV encodes them: bare) with ``icc`` and ``exif``
-    embedded, and the print resolution ``dpi`` (x, y) set (WebP has no field for it)."""
-    if not (icc or exif or dpi):
+    embedded, and the print resolution ``dpi`` (x, y) set (WebP has no field for it); PNG also
+    takes H.273 colour tags (``nclx``, as :attr:`Metadata.nclx`) as its cICP chunk."""
+    if not (icc or exif or dpi or nclx):
         return encoded
     if encoded[:3] == b"\xff\xd8\xff":
         return _jpeg_with(_jfif_with(encoded, dpi) if dpi else encoded, icc, exif)
     if encoded[:8] == _PNG_SIGNATURE:
-        return _png_with(encoded, icc, exif, dpi)
+        return _png_with(encoded, icc, exif, dpi, nclx)
     if encoded[:4] == b"RIFF" and encoded[8:12] == b"WEBP":
         return _webp_with(encoded, icc, exif) if icc or exif else encoded
     if encoded[:4] in (b"II*\x00", b"MM\x00*"):
@@ -580,9 +581,20 @@ def _tiff_dpi_entries(dpi: tuple[float, float], order: str) -> list[tuple[int, i
     return [(0x011A, 5, 1, rational[0]), (0x011B, 5, 1, rational[1]), (0x0128, 3, 1, (2).to_bytes(2, order))]
 
 
-def _png_with(encoded: bytes, icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None = None) -> bytes:
+def _png_cicp(body: bytes | None) -> tuple[int, int, int, int] | None:
+    """A PNG's cICP chunk (H.273 primaries, transfer, matrix 0 for RGB, full range) as nclx."""
+    if body is None or len(body) != 4 or body[2] != 0:
+        return None
+    return body[0], body[1], body[2], body[3]
+
+
+def _png_with(encoded: bytes, icc: bytes | None, exif: bytes | None, dpi: tuple[float, float] | None = None,
+              nclx: tuple[int, int, int, int] | None = None) -> bytes:
     per_metre = [round(v / 0.0254).to_bytes(4, "big") for v in dpi] if dpi else None
-    chunks = (_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b"") + \
+    # cICP: the pixels' primaries and transfer (HDR's PQ/HLG, which no ICC profile describes
+    # well); RGB pixels, so matrix 0, and full range as decoded.
+    chunks = (_png_chunk(b"cICP", bytes([nclx[0], nclx[1], 0, 1])) if nclx else b"") + \
+             (_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b"") + \
              (_png_chunk(b"eXIf", exif) if exif else b"") + \
              (_png_chunk(b"pHYs", per_metre[0] + per_metre[1] + bytes([1])) if per_metre else b"")
     ihdr_end = 8 + 12 + int.from_bytes(encoded[8:12], "big")  # IHDR is always first

@@ -167,9 +167,18 @@ def test_an_hdr_heic_keeps_its_colour_tags(model, tmp_path):
     assert (profile["color_primaries"], profile["transfer_characteristics"], profile["matrix_coefficients"],
             profile["full_range_flag"]) == (9, 18, 9, 0)
     assert read_image_and_metadata(tmp_path / "hlg_deblurred.heic")[0].dtype == np.uint16
+    # Into PNG as its cICP chunk (H.273 for RGB: matrix 0, full range), and from there back.
     result = run_cli("deblur-run", str(tmp_path / "hlg.heic"), "-o", str(tmp_path / "hlg.png"), "-m", model,
                      check=True)
-    assert "colour tags (BT.2020 primaries, HLG transfer) cannot be carried into .png" in result.stderr
+    assert "colour tags" not in result.stderr
+    png, png_meta = read_image_and_metadata(tmp_path / "hlg.png")
+    assert png.dtype == np.uint16 and png_meta.nclx == (9, 18, 0, 1)
+    run_cli("deblur-run", str(tmp_path / "hlg.png"), "-o", str(tmp_path / "again.heic"), "-m", model, check=True)
+    again = pillow_heif.open_heif(str(tmp_path / "again.heic")).info["nclx_profile"]
+    assert (again["color_primaries"], again["transfer_characteristics"], again["matrix_coefficients"]) == (9, 18, 9)
+    result = run_cli("deblur-run", str(tmp_path / "hlg.heic"), "-o", str(tmp_path / "hlg.tif"), "-m", model,
+                     check=True)
+    assert "colour tags (BT.2020 primaries, HLG transfer) cannot be carried into .tif" in result.stderr
 
 
 def test_colour_tags_a_viewer_shows_as_srgb_are_not_warned_about(model, tmp_path):

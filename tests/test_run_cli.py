@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
+from deblur.runtime import read_image_and_metadata
 from deblur.runtime.video import probe_video
 from local_models import LOCAL_METADATA, local_conv_model
 from video_fixtures import audio_summary, make_clip, make_deep_clip
@@ -144,6 +145,8 @@ def test_deep_video_is_deblurred_in_16_bits(model, tmp_path):
         stream = c.streams.video[0]
         assert (stream.codec_context.name, stream.format.name, stream.frames) == ("hevc", "yuv420p10le", 3)
     assert cv2.imread(str(tmp_path / "out_compare_mp4.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    # PQ code values in BT.2020: tagged as such (cICP), or viewers show them washed out.
+    assert read_image_and_metadata(tmp_path / "out_compare_mp4.png")[1].nclx == (9, 16, 0, 1)
     # --video-codec h264 keeps the depth, but says few players take it; --video-depth 8 is what they take.
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "h264.mp4"), "-m", model, "--video-codec", "h264",
                      check=True)

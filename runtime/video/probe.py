@@ -39,6 +39,8 @@ class VideoInfo:
             container's, which a longer audio track extends); ``None`` when unknown.
         sample_aspect_ratio: the shape of one pixel (DV and HDV store non-square ones:
             8/9, 4/3), ``None`` when square or unknown.
+        color_primaries, color_trc: the H.273 colour primaries and transfer the video is
+            tagged with (9 and 16/18: BT.2020 with PQ/HLG, HDR); 2 when untagged.
     """
 
     width: int
@@ -51,6 +53,8 @@ class VideoInfo:
     rotation: int = 0
     video_duration_s: float | None = None
     sample_aspect_ratio: Fraction | None = None
+    color_primaries: int = 2
+    color_trc: int = 2
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             rotation=_rotation_of(first),
             video_duration_s=_video_duration(vs, tb, container),
             sample_aspect_ratio=_pixel_shape(vs),
+            color_primaries=int(first.color_primaries),
+            color_trc=int(first.color_trc),
         )
         return _Source(
             path=p,
