@@ -140,7 +140,7 @@ def latency(models, providers, sizes, tiles, overlap, tile_batch, warmup, runs, 
 @click.option("-p", "--provider", default="cpu", show_default=True,
               help='Execution provider: cpu, cuda, ... (deblur-run --provider).')
 @click.option("-s", "--size", default="480p", show_default=True, help="Frame size: named or WxH.")
-@click.option("--frames", type=click.IntRange(min=1), default=30, show_default=True, help="Frames in the generated clip.")
+@click.option("--frames", type=click.IntRange(min=2), default=30, show_default=True, help="Frames in the generated clip.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True, help="Pipeline / model-only pass pairs (medians).")
 @click.option("--tile", type=click.IntRange(min=0), default=0, show_default=True,
               help='Tile side; 0 = whole frames.')

@@ -204,6 +204,11 @@ def run_latency(settings: LatencySettings) -> dict[str, Any]:
     if torch_base is not None and not any(_torch_comparable(d, torch_base) for d in debs):
         log.warning("--torch: no %s-provider model exported from %s among the models; baseline skipped",
                     torch_base.device.upper(), settings.torch_checkpoint)
+    unchecked = [d.model_path.name for d in debs if _torch_comparable(d, torch_base) and d.info.source_sha256 is None]
+    if unchecked:  # compared, but nothing says the ONNX file holds that checkpoint's network
+        log.warning("--torch: %s carr%s no record of its checkpoint (deblur-export metadata): speedup_vs_torch "
+                    "may compare different networks (same_weights_as_torch: null)", ", ".join(dict.fromkeys(unchecked)),
+                    "ies" if len(set(unchecked)) == 1 else "y")
     rows: list[dict[str, Any]] = []
     for label, width, height in sizes:
         rows += _measure_size(debs, settings, label, width, height, torch_base)

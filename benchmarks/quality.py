@@ -83,15 +83,20 @@ def load_samples(folder: str | Path, *, limit: int | None, max_side: int | None)
     samples: list[Sample] = []
     if blur_dirs:
         for blur_dir in blur_dirs:
+            sharp_dir = blur_dir.parent / "sharp"
+            alone = sorted({p.name for p in _images(blur_dir)} ^ {p.name for p in _images(sharp_dir)})
+            if alone:  # a pair scores pixel by pixel: a half pair cannot be scored
+                log.warning("%s: %d image%s without a partner in blur/ or sharp/ left out: %s", blur_dir.parent,
+                            len(alone), "" if len(alone) == 1 else "s", ", ".join(alone[:5]))
             for path in _images(blur_dir):
-                sharp_path = blur_dir.parent / "sharp" / path.name
+                sharp_path = sharp_dir / path.name
                 if sharp_path.exists():
                     blurred, sharp = as_bgr8(read_image(path)), as_bgr8(read_image(sharp_path))
                     if blurred.shape != sharp.shape:  # a pair scores pixel by pixel
                         raise InputError(f"{path}: {blurred.shape[1]}x{blurred.shape[0]}, its sharp partner "
                                          f"{sharp_path} {sharp.shape[1]}x{sharp.shape[0]}: pairs must match; "
                                          "fix or remove the pair")
-                    name = str(path.relative_to(folder))
+                    name = f"{folder.name}/{path.relative_to(folder)}"  # as photos are named: -d folders apart
                     samples.append(Sample(name, _shrink(sharp, max_side), _shrink(blurred, max_side)))
                 if limit and len(samples) >= limit:
                     return samples
@@ -114,10 +119,15 @@ def _methods(settings: QualitySettings) -> dict[str, Callable[[np.ndarray, np.nd
     if unknown:
         raise InputError(f"unknown baseline(s) {unknown}; choose from {', '.join(BASELINES)}")
     methods: dict[str, Callable] = {b: BASELINES[b] for b in settings.baselines}
-    for model in settings.models:
+    # A model's label never takes a baseline's or a contact-sheet column's name (a model file
+    # called identity.onnx was reported, and drawn, as the blurred input).
+    taken = {*BASELINES, "blurred", "sharp"}
+    for number, model in enumerate(settings.models, 1):
         deb = Deblurrer(model, settings.provider, tile=settings.tile, threads=settings.threads,
                         self_ensemble=settings.self_ensemble)
-        label = Path(model).stem if Path(model).stem not in methods else str(model)
+        label = next(name for name in (Path(model).stem, str(model), f"{Path(model).stem} (model {number})")
+                     if name not in taken)
+        taken.add(label)
         methods[label] = lambda blurred, kernel, deb=deb: deb(blurred)
     return methods
 
@@ -134,6 +144,7 @@ def run_quality(settings: QualitySettings) -> tuple[dict[str, Any], np.ndarray]:
     methods = _methods(settings)
     per_image: list[dict[str, Any]] = []
     sheet_rows: list[tuple[str, dict[str, np.ndarray]]] = []
+    warm: set[str] = set()
     for condition in settings.conditions:
         for sample in samples:
             blurred, kernel = sample.blurred, sample.kernel
@@ -146,6 +157,11 @@ def run_quality(settings: QualitySettings) -> tuple[dict[str, Any], np.ndarray]:
             for name, fn in methods.items():
                 if kernel is None and name in ("wiener", "richardson_lucy"):
                     continue  # real pairs: no true kernel to give them
+                if name not in warm and name != "identity":
+                    # One untimed call first (a session's first run, FFT plans: Wiener's first
+                    # image took 94 ms, the next 6-8 ms), as the latency benchmark does.
+                    fn(blurred, kernel)
+                    warm.add(name)
                 start = time.perf_counter()
                 # identity needs no kernel; a real pair has none to check it against
                 outputs[name] = blurred.copy() if kernel is None and name == "identity" else fn(blurred, kernel)

@@ -124,10 +124,10 @@ def run_train_speed(settings: TrainSpeedSettings) -> dict[str, Any]:
         raise InputError(str(exc)) from None
     steps, first, peak = {}, {}, {}
     for variant in settings.variants:
-        steps[variant] = _step_fn(torch, variant, arch, arch_args, settings, device, dtype)
-        if device.type == "cuda":
+        if device.type == "cuda":  # before this variant's model and batch exist, so they count
             torch.cuda.reset_peak_memory_stats()
             held = torch.cuda.memory_allocated()  # the earlier variants', still alive to interleave
+        steps[variant] = _step_fn(torch, variant, arch, arch_args, settings, device, dtype)
         start = time.perf_counter()
         steps[variant]()  # compiles (compile variants) and tunes cuDNN: reported, not timed below
         first[variant] = time.perf_counter() - start

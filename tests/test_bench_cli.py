@@ -187,6 +187,29 @@ def test_quality_gopro_pairs_skip_kernel_baselines(local_model, sharp_folder, tm
     assert "blur/img1.png" in result.stderr and "pairs must match" in result.stderr
 
 
+def test_quality_keeps_models_pairs_and_folders_apart(local_model, sharp_folder, tmp_path):
+    # A model file called identity.onnx was reported (and drawn) as the blurred input; pairs of
+    # two -d folders had the same names; a half pair vanished without a word.
+    import shutil
+
+    for folder in ("day1", "day2"):
+        for sub in ("blur", "sharp"):
+            (tmp_path / folder / "scene" / sub).mkdir(parents=True)
+        shutil.copy(sharp_folder / "img0.png", tmp_path / folder / "scene" / "sharp" / "a.png")
+        shutil.copy(sharp_folder / "img2.png", tmp_path / folder / "scene" / "blur" / "a.png")
+    shutil.copy(sharp_folder / "img1.png", tmp_path / "day1" / "scene" / "blur" / "lonely.png")
+    shutil.copy(local_model, tmp_path / "identity.onnx")
+    result = run_cli("deblur-bench", "quality", "-d", str(tmp_path / "day1"), "-d", str(tmp_path / "day2"),
+                     "-m", str(tmp_path / "identity.onnx"), "--out", str(tmp_path / "out"), check=True)
+    assert "1 image without a partner in blur/ or sharp/ left out: lonely.png" in result.stderr
+    payload = _load(tmp_path / "out" / "quality.json")
+    assert sorted({r["image"] for r in payload["per_image"]}) == ["day1/scene/blur/a.png", "day2/scene/blur/a.png"]
+    model = str(tmp_path / "identity.onnx")
+    assert [r["method"] for r in payload["summary"]] == ["identity", model]
+    scores = {r["method"]: r["psnr"] for r in payload["summary"]}
+    assert scores[model] != scores["identity"]  # the model's own output, not the blurred input
+
+
 @pytest.mark.skipif(not SET5.is_dir(), reason=f"{SET5} not present (shared sharp-photo data)")
 def test_quality_on_set5_baselines_beat_identity(tmp_path):
     _bench("quality", "-d", str(SET5), "--limit", "1", "--max-side", "96", "--condition", "clean",
