@@ -11,6 +11,7 @@ non-blind baselines are skipped there.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import zlib
@@ -96,13 +97,13 @@ def load_samples(folder: str | Path, *, limit: int | None, max_side: int | None)
                         raise InputError(f"{path}: {blurred.shape[1]}x{blurred.shape[0]}, its sharp partner "
                                          f"{sharp_path} {sharp.shape[1]}x{sharp.shape[0]}: pairs must match; "
                                          "fix or remove the pair")
-                    name = f"{folder.name}/{path.relative_to(folder)}"  # as photos are named: -d folders apart
+                    name = f"{folder.resolve().name}/{path.relative_to(folder)}"  # as photos: -d folders apart
                     samples.append(Sample(name, _shrink(sharp, max_side), _shrink(blurred, max_side)))
                 if limit and len(samples) >= limit:
                     return samples
     else:
         paths = _images(folder)[:limit] if limit else _images(folder)
-        samples = [Sample(f"{folder.name}/{p.name}", _shrink(as_bgr8(read_image(p)), max_side)) for p in paths]
+        samples = [Sample(f"{folder.resolve().name}/{p.name}", _shrink(as_bgr8(read_image(p)), max_side)) for p in paths]
     if not samples:
         raise InputError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) or GoPro blur/sharp pairs found")
     return samples
@@ -122,10 +123,11 @@ def _methods(settings: QualitySettings) -> dict[str, Callable[[np.ndarray, np.nd
     # A model's label never takes a baseline's or a contact-sheet column's name (a model file
     # called identity.onnx was reported, and drawn, as the blurred input).
     taken = {*BASELINES, "blurred", "sharp"}
-    for number, model in enumerate(settings.models, 1):
+    for model in settings.models:
         deb = Deblurrer(model, settings.provider, tile=settings.tile, threads=settings.threads,
                         self_ensemble=settings.self_ensemble)
-        label = next(name for name in (Path(model).stem, str(model), f"{Path(model).stem} (model {number})")
+        stem = Path(model).stem
+        label = next(name for name in itertools.chain((stem, str(model)), (f"{stem} ({n})" for n in itertools.count(2)))
                      if name not in taken)
         taken.add(label)
         methods[label] = lambda blurred, kernel, deb=deb: deb(blurred)

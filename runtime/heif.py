@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, first_line
-from .metadata import _JPEG_EXIF, Metadata, _checked_exif, _checked_icc
+from .metadata import _JPEG_EXIF, Metadata, _checked_exif, _checked_icc, unlike_srgb
 
 # ftyp brands of HEIF. AVIF files list the generic mif1/msf1 too, but their "avif"/"avis" brand
 # sends them to OpenCV, which decodes AV1 (pillow-heif dropped it).
@@ -92,11 +92,14 @@ def encode_heif(image: np.ndarray, icc: bytes | None = None, exif: bytes | None 
     heif = pillow_heif.from_bytes(mode=mode, size=(image.shape[1], image.shape[0]),
                                   data=np.ascontiguousarray(image).tobytes())
     options: dict[str, Any] = {"quality": HEIF_QUALITY}
-    if icc:
+    # HDR tags (a PNG's cICP beside an sRGB profile: viewers follow the cICP) win over a
+    # profile; a file holds one or the other.
+    nclx = nclx if unlike_srgb(nclx) or (nclx and not icc) else None
+    if icc and not nclx:
         options["icc_profile"] = icc
     if exif:
         options["exif"] = _JPEG_EXIF + exif
-    if nclx and not icc:
+    if nclx:
         primaries, transfer, matrix, full = nclx
         if matrix == 0:  # RGB tags (a PNG's cICP): the YUV coding is the encoder's, BT.2020's for BT.2020
             matrix, full = (9 if primaries == 9 else 6), 1

@@ -13,7 +13,7 @@ from .atomic import atomic_path
 from .errors import InputError, first_line
 from .heif import encode_heif, is_heif, read_heif
 from .metadata import (HEIF_SUFFIXES, JPEG_SUFFIXES, METADATA_SUFFIXES, Metadata, embed_metadata, exif_orientation,
-                       read_metadata, TIFF_PHOTOMETRIC, tiff_short, tiff_with_straight_alpha)
+                       read_metadata, TIFF_PHOTOMETRIC, tiff_short, tiff_with_straight_alpha, unlike_srgb)
 
 IMAGE_SUFFIXES = (".png", *JPEG_SUFFIXES, ".bmp", ".tif", ".tiff", ".webp", *HEIF_SUFFIXES)
 SIXTEEN_BIT_SUFFIXES = (".png", ".tif", ".tiff", *HEIF_SUFFIXES)  # HEIF: as 10 bits
@@ -281,7 +281,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, icc: bytes | None = 
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
     dpi = like.dpi if like and suffix not in HEIF_SUFFIXES else None
-    nclx = like.nclx if like and suffix == ".png" else None  # as cICP
+    nclx = like.nclx if like and suffix == ".png" and unlike_srgb(like.nclx) else None  # as cICP
     if suffix in METADATA_SUFFIXES and (icc or exif or dpi or nclx):
         try:
             data = embed_metadata(data, icc, exif, dpi, nclx)

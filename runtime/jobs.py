@@ -22,7 +22,7 @@ import numpy as np
 from .atomic import check_can_write
 from .errors import DeblurError, InputError, first_line
 from .metadata import (HEIF_SUFFIXES, JPEG_SUFFIXES, MAX_JPEG_EXIF_BYTES, METADATA_SUFFIXES, Metadata, colour_space,
-                       upright_exif)
+                       unlike_srgb, upright_exif)
 from .image_io import (ALPHA_SUFFIXES, IMAGE_SUFFIXES, SIXTEEN_BIT_SUFFIXES, VIDEO_SUFFIXES, check_format, check_size,
                        fit_side, read_image_and_metadata, side_by_side, to_8bit, write_image)
 
@@ -269,10 +269,11 @@ class _Stopped(Exception):
 def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bool) -> None:
     image, metadata = read_image_and_metadata(job.src)
     icc, exif = _carried_profile(job, image, metadata), _carried_exif(job, metadata.exif)
-    lost = _unlike_srgb(metadata.nclx)
+    lost = unlike_srgb(metadata.nclx)
     if lost and job.dst.suffix.lower() not in (*HEIF_SUFFIXES, ".png"):
-        log.warning("%s: its colour tags (%s) cannot be carried into %s: viewers will show it as sRGB; write .heic "
-                    "or .png to keep them", job.src, lost, job.dst.suffix)
+        shown = "as its ICC profile says" if icc else "as sRGB"
+        log.warning("%s: its colour tags (%s) cannot be carried into %s: viewers will show it %s; write .heic or "
+                    ".png to keep them", job.src, lost, job.dst.suffix, shown)
     # A 10/12/16-bit photo asked for as JPEG, WebP or BMP: what the user named, with 8 bits.
     eight_bit = image.dtype == np.uint16 and job.dst.suffix.lower() not in SIXTEEN_BIT_SUFFIXES
     if eight_bit:
@@ -311,30 +312,6 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         # so shrunk where the format cannot hold it (a panorama's WebP or JPEG)
         picture = fit_side(side_by_side(image, result), job.compare_path.suffix)
         write_image(job.compare_path, picture, icc=icc, like=metadata)
-
-
-# Names of the H.273 colour tags a HEIF may carry instead of an ICC profile.
-_H273_PRIMARIES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
-_H273_TRANSFER = {1: "BT.709", 13: "sRGB", 16: "PQ (HDR10)", 18: "HLG"}
-# Tags a viewer shows as sRGB anyway: BT.709/sRGB primaries, unspecified (2), and the
-# BT.709/BT.601/sRGB transfers. The matrix and range only describe the file's YUV coding.
-_SRGB_LIKE = ({1, 2}, {1, 2, 6, 13})
-
-
-def _unlike_srgb(nclx: tuple[int, int, int, int] | None) -> str:
-    """What an output without colour tags loses of a HEIF's ``nclx`` ("BT.2020 primaries, HLG
-    transfer"); empty when a viewer shows it as sRGB anyway."""
-    if not nclx:
-        return ""
-    primaries, transfer = nclx[:2]
-    lost = []
-    if primaries not in _SRGB_LIKE[0]:
-        name = _H273_PRIMARIES.get(primaries)
-        lost.append(f"{name} primaries" if name else f"H.273 primaries {primaries}")
-    if transfer not in _SRGB_LIKE[1]:
-        name = _H273_TRANSFER.get(transfer)
-        lost.append(f"{name} transfer" if name else f"H.273 transfer {transfer}")
-    return ", ".join(lost)
 
 
 def _transparent_grey(image: np.ndarray, metadata: Metadata, dst: Path) -> np.ndarray | None:
@@ -436,6 +413,7 @@ def _run_video(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
         turn = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}.get(
             info.rotation % 360)
         halves = [half if turn is None else cv2.rotate(half, turn) for half in snapshot["halves"]]
-        # An HDR video's frames are PQ/HLG code values in BT.2020: tagged (cICP), or washed out.
+        # A video's colour tags as the PNG's cICP (written only where sRGB would show it otherwise):
+        # an HDR video's frames are PQ/HLG code values in BT.2020, washed out untagged.
         nclx = (info.color_primaries, info.color_trc, 0, 1)
-        write_image(job.compare_path, side_by_side(*halves), like=Metadata(nclx=nclx) if _unlike_srgb(nclx) else None)
+        write_image(job.compare_path, side_by_side(*halves), like=Metadata(nclx=nclx))

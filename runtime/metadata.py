@@ -581,6 +581,30 @@ def _tiff_dpi_entries(dpi: tuple[float, float], order: str) -> list[tuple[int, i
     return [(0x011A, 5, 1, rational[0]), (0x011B, 5, 1, rational[1]), (0x0128, 3, 1, (2).to_bytes(2, order))]
 
 
+# Names of H.273 colour tags (a HEIF's nclx, a PNG's cICP, a video's colour tags).
+_H273_PRIMARIES = {1: "BT.709", 9: "BT.2020", 11: "DCI-P3", 12: "Display P3"}
+_H273_TRANSFER = {1: "BT.709", 13: "sRGB", 16: "PQ (HDR10)", 18: "HLG"}
+# Tags a viewer shows as sRGB anyway: BT.709/sRGB primaries, unspecified (2), and the
+# BT.709/BT.601/sRGB transfers. The matrix and range only describe the file's YUV coding.
+_SRGB_LIKE = ({1, 2}, {1, 2, 6, 13})
+
+
+def unlike_srgb(nclx: tuple[int, int, int, int] | None) -> str:
+    """What a picture tagged ``nclx`` shows that sRGB would not ("BT.2020 primaries, HLG
+    transfer"); empty when a viewer shows it as sRGB anyway (then no tag is worth writing)."""
+    if not nclx:
+        return ""
+    primaries, transfer = nclx[:2]
+    lost = []
+    if primaries not in _SRGB_LIKE[0]:
+        name = _H273_PRIMARIES.get(primaries)
+        lost.append(f"{name} primaries" if name else f"H.273 primaries {primaries}")
+    if transfer not in _SRGB_LIKE[1]:
+        name = _H273_TRANSFER.get(transfer)
+        lost.append(f"{name} transfer" if name else f"H.273 transfer {transfer}")
+    return ", ".join(lost)
+
+
 def _png_cicp(body: bytes | None) -> tuple[int, int, int, int] | None:
     """A PNG's cICP chunk (H.273 primaries, transfer, matrix 0 for RGB, full range) as nclx."""
     if body is None or len(body) != 4 or body[2] != 0:
@@ -592,8 +616,9 @@ def _png_with(encoded: bytes, icc: bytes | None, exif: bytes | None, dpi: tuple[
               nclx: tuple[int, int, int, int] | None = None) -> bytes:
     per_metre = [round(v / 0.0254).to_bytes(4, "big") for v in dpi] if dpi else None
     # cICP: the pixels' primaries and transfer (HDR's PQ/HLG, which no ICC profile describes
-    # well); RGB pixels, so matrix 0, and full range as decoded.
-    chunks = (_png_chunk(b"cICP", bytes([nclx[0], nclx[1], 0, 1])) if nclx else b"") + \
+    # well); RGB pixels, so matrix 0, and full range as decoded from YUV (an RGB source's own).
+    full = nclx[3] if nclx and nclx[2] == 0 else 1
+    chunks = (_png_chunk(b"cICP", bytes([nclx[0], nclx[1], 0, full])) if nclx else b"") + \
              (_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc)) if icc else b"") + \
              (_png_chunk(b"eXIf", exif) if exif else b"") + \
              (_png_chunk(b"pHYs", per_metre[0] + per_metre[1] + bytes([1])) if per_metre else b"")

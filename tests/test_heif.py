@@ -194,3 +194,22 @@ def test_colour_tags_a_viewer_shows_as_srgb_are_not_warned_about(model, tmp_path
             assert "its colour tags (H.273 primaries 5) cannot be carried" in result.stderr
         else:
             assert "colour tags" not in result.stderr, name
+
+
+def test_hdr_tags_beside_a_profile_win_and_srgb_like_tags_are_not_written(tmp_path):
+    # A PNG with an sRGB profile and a PQ cICP (viewers follow the cICP) lost its PQ into HEIC;
+    # sRGB-like HEIF tags were written into PNGs as needless cICP chunks.
+    from deblur.runtime.metadata import Metadata, embed_metadata
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    image = np.full((16, 24, 3), 30000, np.uint16)
+    encoded = cv2.imencode(".png", image)[1].tobytes()
+    (tmp_path / "both.png").write_bytes(embed_metadata(encoded, profile, None, None, (9, 16, 0, 0)))
+    pixels, metadata = read_image_and_metadata(tmp_path / "both.png")
+    assert metadata.nclx == (9, 16, 0, 0) and metadata.icc == profile
+    write_image(tmp_path / "out.png", pixels, icc=metadata.icc, like=metadata)
+    assert read_image_and_metadata(tmp_path / "out.png")[1].nclx == (9, 16, 0, 0)  # narrow range kept
+    write_image(tmp_path / "out.heic", pixels, icc=metadata.icc, like=metadata)
+    assert read_image_and_metadata(tmp_path / "out.heic")[1].nclx[:2] == (9, 16)
+    write_image(tmp_path / "srgb.png", pixels, like=Metadata(nclx=(2, 2, 2, 1)))
+    assert b"cICP" not in (tmp_path / "srgb.png").read_bytes()
