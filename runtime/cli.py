@@ -53,8 +53,8 @@ def _parse_tile(value: str) -> int | None:
                    "the time (default model, Set5+Set14 blurred: +0.16 / +0.20 / +0.25 dB).")
 @click.option("--video-codec", type=click.Choice(sorted(VIDEO_CODECS)), default=None,
               help="Video encoder [default: H.264 (libx264), VP9 for .webm; for 10/12-bit sources (HDR, ProRes) HEVC, AV1 "
-                   "for .webm, keeping their depth]; hevc and av1 make ~half the file at the same look, slower; .webm "
-                   "takes vp9 or av1.")
+                   "for .webm (10-bit H.264 in .avi), keeping their depth]; hevc and av1 make ~half the file at the "
+                   "same look, slower; .webm takes vp9 or av1.")
 @click.option("--video-depth", type=click.Choice(["source", "8"]), default="source", show_default=True,
               help="Bits per channel of output videos: the source's (10/12-bit HDR and ProRes stay deep, "
                    "deblurred in 16 bits) or 8 (4:2:0, what every player takes; on CUDA the faster 8-bit model).")

@@ -277,8 +277,8 @@ def _run_image(deblur: Callable[[np.ndarray], np.ndarray], job: Job, compare: bo
     # A 10/12/16-bit photo asked for as JPEG, WebP or BMP: what the user named, with 8 bits.
     eight_bit = image.dtype == np.uint16 and job.dst.suffix.lower() not in SIXTEEN_BIT_SUFFIXES
     if eight_bit:
-        log.warning("%s: written with 8 bits per channel, all %s holds (write .png, .tif or .heic to keep its "
-                    "depth)", job.src, job.dst.suffix)
+        log.warning("%s: written with 8 bits per channel, all %s holds (write .png or .tif to keep its depth; "
+                    ".heic keeps 10 bits)", job.src, job.dst.suffix)
     try:
         check_format(job.dst.suffix, np.dtype(np.uint8) if eight_bit else image.dtype)  # before the work
         check_size(job.dst.suffix, image.shape)

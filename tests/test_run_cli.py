@@ -279,7 +279,7 @@ def test_sixteen_bit_result_into_an_eight_bit_format_is_written_with_8_bits(mode
     src = tmp_path / "deep.png"
     cv2.imwrite(str(src), np.full((20, 20, 3), 30000, np.uint16))
     result = run_cli("deblur-run", str(src), "-o", str(tmp_path / "out.webp"), "-m", model, "--compare", check=True)
-    assert "written with 8 bits per channel, all .webp holds (write .png, .tif or .heic to keep" in result.stderr
+    assert "written with 8 bits per channel, all .webp holds (write .png or .tif to keep its depth" in result.stderr
     run_cli("deblur-run", str(src), "-o", str(tmp_path / "ref.tif"), "-m", model, check=True)
     deep = cv2.imread(str(tmp_path / "ref.tif"), cv2.IMREAD_UNCHANGED)
     assert deep.dtype == np.uint16

@@ -128,6 +128,9 @@ def test_resume_refuses_changes_that_alter_the_run(photos, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         resume_config(tmp_path / "run", {"data": [str(photos), str(photos)], "val": [str(photos)]})
     assert "--data changed" in caplog.text and "--val changed" in caplog.text and "no --val" not in caplog.text
+    with caplog.at_level(logging.WARNING):  # rounds differently: said like --channels-last
+        resume_config(tmp_path / "run", {"compile": True})
+    assert "--compile changed: the same computation compiled otherwise" in caplog.text
     with pytest.raises(TrainError, match="arch_args"):
         resume_config(tmp_path / "run", {"arch_args": {"ngf": 16}})
     assert resume_config(tmp_path / "run", {"workers": 2, "val_every": 7, "arch_args": {"ngf": 8}}).workers == 2

@@ -92,8 +92,9 @@ def main(run_dir: str, recipe: str | None, resume: bool, stop_at: int | None, qu
          compile_: bool | None, **options) -> None:
     """Train a deblurring generator; checkpoints go to RUN_DIR/checkpoints/latest.pt for deblur-export.
 
-    Options left out take the recipe's value; with --resume they take the stored run's, and
-    options that would change what the run computes are refused.
+    Options left out take the recipe's value; with --resume they take the stored run's. A resume
+    refuses what would make it another run (model, losses, seed, batch, crop); --steps, --lr,
+    --amp, --compile, --channels-last, --device, --data and --val may change, each said.
 
     \b
     Examples:

@@ -425,9 +425,10 @@ def resume_config(run_dir: str | os.PathLike, overrides: dict) -> TrainConfig:
         if key == "lr":  # what a non-finite loss asks for
             log.warning("--lr %g -> %g: the learning rate differs from here on (the schedule's shape stays)",
                         before, config.lr)
-        if key == "channels_last":
-            log.warning("--channels-last changed: the same computation in another memory layout "
-                        "(floating-point sums round differently from here on)")
+        if key in ("channels_last", "compile", "device"):
+            log.warning("--%s changed: the same computation %s (floating-point sums round differently from here on)",
+                        key.replace("_", "-"), {"channels_last": "in another memory layout", "compile": "compiled "
+                        "otherwise", "device": f"on {config.device}"}[key])
         if key in ("amp", "amp_dtype"):
             log.warning("--%s changed: the precision differs from here on (e.g. another machine); the data and "
                         "schedule do not", key.replace("_", "-"))

@@ -343,7 +343,8 @@ def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name:
     if plan.encoder == "libx264" and (plan.bits > 8 or _chroma(plan.pix_fmt) == "422"):
         # High 10 / High 4:2:2: no phone, TV or browser decodes them in hardware.
         log.warning("%s: H.264 at %d bits %s:%s:%s plays in few players (phones, TVs and browsers take 8-bit "
-                    "4:2:0 H.264); HEVC keeps the depth and plays, --video-depth 8 writes 8-bit H.264",
+                    "4:2:0 H.264); HEVC in .mp4, .mov or .mkv keeps the depth and plays, --video-depth 8 writes "
+                    "8-bit H.264",
                     source.path, plan.bits, *_chroma(plan.pix_fmt))
     kept, wanted = _chroma(plan.pix_fmt), _chroma(source.pix_fmt)
     if plan.bits > 8 and kept < wanted:  # "420" < "422" < "444"
