@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -298,25 +297,24 @@ def _hdr10_options(encoder: str, source: _Source, options: dict[str, str]) -> di
     x265 takes the SEI's integer units, SVT-AV1 chromaticities and cd/m2."""
     if not (source.master_display or source.max_cll) or encoder not in _HDR10_ENCODERS:
         return {}
-    if encoder == "libx265":
-        params = [f"master-display={source.master_display}"] if source.master_display else []
-        params += [f"max-cll={source.max_cll}"] if source.max_cll else []
-        return {"x265-params": ":".join([options["x265-params"], *params])}
+    x265 = encoder == "libx265"
     params = []
-    if source.master_display:  # G(x,y)B(x,y)R(x,y)WP(x,y) in 0.00002, L(max,min) in 0.0001 cd/m2
-        *xy, high, low = (int(n) for n in re.findall(r"\d+", source.master_display))
-        points = [f"{name}({xy[2 * i] / 50000:g},{xy[2 * i + 1] / 50000:g})" for i, name in enumerate("GBR")]
-        params.append(f"mastering-display={''.join(points)}WP({xy[6] / 50000:g},{xy[7] / 50000:g})"
-                      f"L({high / 10000:g},{low / 10000:g})")
+    if source.master_display:
+        # x265 takes the SEI's units as they are; SVT-AV1 chromaticities and cd/m2.
+        *xy, high, low = (map(str, source.master_display) if x265 else
+                          [f"{v / 50000:g}" for v in source.master_display[:8]] +
+                          [f"{v / 10000:g}" for v in source.master_display[8:]])
+        points = "".join(f"{name}({xy[2 * i]},{xy[2 * i + 1]})" for i, name in enumerate(("G", "B", "R", "WP")))
+        params.append(f"{'master-display' if x265 else 'mastering-display'}={points}L({high},{low})")
     if source.max_cll:
-        params.append(f"content-light={source.max_cll}")
-    return {"svtav1-params": ":".join(params)}
+        params.append(f"{'max-cll' if x265 else 'content-light'}={source.max_cll[0]},{source.max_cll[1]}")
+    return {"x265-params": ":".join([options["x265-params"], *params])} if x265 else {"svtav1-params": ":".join(params)}
 
 
 def _say_losses(source: _Source, plan: _VideoPlan, keep_depth: bool, muxer_name: str) -> None:
     """Say what a deep source loses in this output: bits per channel (HDR in 8 bits shows steps),
     chroma resolution (4:2:2 footage as 4:2:0), and what would keep them."""
-    hdr = _HDR_TRC.get(source.color_trc)
+    hdr = _HDR_TRC.get(source.info.color_trc)
     if source.bits > 8 and not keep_depth:  # asked for
         if hdr:
             log.warning("%s: %d-bit %s HDR video written with 8 bits per channel, as asked: it will show banding "
@@ -395,10 +393,10 @@ def _configure_video(ctx: Any, plan: _VideoPlan, source: _Source) -> None:
         # and shift every colour (mean 7 levels on a 720p test clip).
         ctx.colorspace = _SPC_SMPTE170M
     ctx.color_range = _yuv_range(source)
-    if source.color_primaries not in (0, 2):  # reserved / unspecified
-        ctx.color_primaries = source.color_primaries
-    if source.color_trc not in (0, 2):
-        ctx.color_trc = source.color_trc
+    if source.info.color_primaries not in (0, 2):  # reserved / unspecified
+        ctx.color_primaries = source.info.color_primaries
+    if source.info.color_trc not in (0, 2):
+        ctx.color_trc = source.info.color_trc
     ctx.options = dict(plan.options)
 
 

@@ -72,8 +72,6 @@ class _Source:
     time_base: Fraction
     colorspace: int
     color_range: int
-    color_primaries: int
-    color_trc: int
     metadata: dict[str, str]
     pix_fmt: str = "yuv420p"  # the decoder's output format, e.g. yuv420p10le
     bits: int = 8  # per channel
@@ -85,10 +83,11 @@ class _Source:
     untimed: bool = False
     # Chapters as PyAV gives them (start, end, time_base, metadata with the title).
     chapters: tuple[dict[str, Any], ...] = ()
-    # HDR10 static metadata in x265's terms: "G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)" and
-    # "MaxCLL,MaxFALL" (None when the source has none).
-    master_display: str | None = None
-    max_cll: str | None = None
+    # HDR10 static metadata, in the integer units of its SEI (as x265 takes it): the G, B, R
+    # primaries and white point x, y in 0.00002, then max and min luminance in 0.0001 cd/m2;
+    # MaxCLL, MaxFALL in cd/m2. None when the source has none.
+    master_display: tuple[int, ...] | None = None
+    max_cll: tuple[int, int] | None = None
 
 
 def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
@@ -188,8 +187,6 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
             time_base=Fraction(tb),
             colorspace=int(first.colorspace),
             color_range=int(first.color_range),
-            color_primaries=int(first.color_primaries),
-            color_trc=int(first.color_trc),
             metadata=dict(container.metadata),
             pix_fmt=first.format.name,
             bits=_pixel_bits(first.format.name),
@@ -202,10 +199,10 @@ def _probe(path: str | os.PathLike[str]) -> _Source:
         )
 
 
-def _hdr10(frame: Any) -> dict[str, str]:
+def _hdr10(frame: Any) -> dict[str, tuple[int, ...]]:
     """The frame's HDR10 static metadata (SMPTE ST 2086 mastering display, CTA-861.3 light
     levels), from FFmpeg's AVMasteringDisplayMetadata / AVContentLightMetadata side data."""
-    found: dict[str, str] = {}
+    found: dict[str, tuple[int, ...]] = {}
     for side in getattr(frame, "side_data", ()):
         kind, data = getattr(side.type, "name", str(side.type)), bytes(side)
         if kind == "MASTERING_DISPLAY_METADATA" and len(data) >= 88:
@@ -215,11 +212,10 @@ def _hdr10(frame: Any) -> dict[str, str]:
             ratio = [n / d if d else 0.0 for n, d in zip(values[0:20:2], values[1:20:2])]
             if values[20] and values[21]:
                 (rx, ry, gx, gy, bx, by, wx, wy), (low, high) = ratio[:8], ratio[8:10]
-                xy = lambda x, y: f"({round(x * 50000)},{round(y * 50000)})"  # noqa: E731 - units of 0.00002
-                found["master_display"] = (f"G{xy(gx, gy)}B{xy(bx, by)}R{xy(rx, ry)}WP{xy(wx, wy)}"
-                                           f"L({round(high * 10000)},{round(low * 10000)})")  # 0.0001 cd/m2
+                found["master_display"] = (*(round(v * 50000) for v in (gx, gy, bx, by, rx, ry, wx, wy)),
+                                           round(high * 10000), round(low * 10000))
         elif kind == "CONTENT_LIGHT_LEVEL" and len(data) >= 8:
-            found["max_cll"] = "{},{}".format(*struct.unpack("<2I", data[:8]))
+            found["max_cll"] = struct.unpack("<2I", data[:8])
     return found
 
 

@@ -116,6 +116,7 @@ def _decode_stage(source: _Source, frame_format: str, out_q: queue.Queue[Any], p
     last_pts: int | None = None
     last_duration = 0
     start: int | None = None
+    interpolation = _SWS_FLAGS if frame_format == "bgr24" else _SWS_DEEP_DECODE
     try:
         with av.open(_local(source.path)) as container:
             stream = container.streams[source.video_index]
@@ -124,8 +125,7 @@ def _decode_stage(source: _Source, frame_format: str, out_q: queue.Queue[Any], p
                 # Fixed size even if the stream changes resolution midway: the
                 # encoder cannot. to_ndarray converts with the frame's own YUV tags.
                 image = frame.to_ndarray(
-                    format=frame_format, width=w, height=h,
-                    interpolation=_SWS_FLAGS if frame_format == "bgr24" else _SWS_DEEP_DECODE,
+                    format=frame_format, width=w, height=h, interpolation=interpolation
                 )
                 if not pipe.put(out_q, _Item(index, frame.pts, image, frame.duration or 0)):
                     return
